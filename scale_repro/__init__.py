@@ -1,0 +1,1 @@
+"""SCALe reproduction pipeline."""

@@ -1,0 +1,1 @@
+"""Data: one internal record, real loaders, a synthetic generator and validation."""

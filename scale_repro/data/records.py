@@ -1,0 +1,74 @@
+"""The one internal record for an example, and its conversion to the paper's prompt.
+
+Every loader (Vision-R1 JSON, ScienceQA-IMG, IconQA, synthetic) produces :class:`Example`;
+every stage consumes it. The prompt is the question followed by the paper's instruction;
+the completion is ``<think>REASONING</think><answer>ANSWER</answer>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from scale_repro.answers import LETTERS
+
+INSTRUCTION = (
+    "First think about the reasoning process, then provide the answer. The reasoning process and answer "
+    "are enclosed within <think>...</think> and <answer>...</answer> tags."
+)
+
+
+@dataclass
+class Example:
+    """One question about one or more images, with its reasoning trace and reference answer.
+
+    ``images`` holds file paths or PIL images. ``reasoning`` is empty for test sets, which
+    have no trace. ``answer`` is the reference: a letter for multiple choice, else the text.
+    """
+
+    id: str
+    images: list[Any]
+    question: str
+    answer: str
+    reasoning: str = ""
+    choices: list[str] | None = None
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def format_question(question: str, choices: list[str] | None = None, hint: str | None = None) -> str:
+    """Question text with an optional context line and lettered choices."""
+    lines = []
+    if hint:
+        lines.append(f"Context: {hint.strip()}")
+    lines.append(question.strip())
+    if choices:
+        lines.append("Choices:")
+        lines.extend(f"({LETTERS[i]}) {choice}" for i, choice in enumerate(choices))
+    return "\n".join(lines)
+
+
+def prompt_text(question: str) -> str:
+    """The user turn: the question, then the paper's instruction (added once)."""
+    question = question.replace("<image>", "").strip()
+    if INSTRUCTION in question:
+        return question
+    return f"{question}\n{INSTRUCTION}"
+
+
+def completion_text(reasoning: str, answer: str) -> str:
+    return f"<think>{reasoning.strip()}</think><answer>{answer.strip()}</answer>"
+
+
+def to_conversation(example: Example, images: list[Any]) -> dict[str, Any]:
+    """A TRL conversational prompt-completion row with its images (TRL inserts the image slots)."""
+    row: dict[str, Any] = {
+        "prompt": [{"role": "user", "content": prompt_text(example.question)}],
+        "images": images,
+        "answer": example.answer,
+        "choices": example.choices,
+        "id": example.id,
+    }
+    if example.reasoning:
+        row["completion"] = [{"role": "assistant", "content": completion_text(example.reasoning, example.answer)}]
+    return row

@@ -1,0 +1,95 @@
+"""GRPO rewards with TRL's reward-function signature: ``f(completions, **columns) -> list[float]``.
+
+Both rewards read completions through :mod:`scale_repro.answers`, the parser the evaluator
+uses, so a reward and a reported accuracy can never disagree about what an answer is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from scale_repro.answers import is_correct, parse_completion
+from scale_repro.segments import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
+
+TAG_CREDIT = 0.25
+
+
+def completion_text(completion: Any) -> str:
+    """Text of a completion given as a string or as chat messages (TRL's conversational form)."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        completion = [completion]
+    parts: list[str] = []
+    for message in completion:
+        content = message.get("content", "") if isinstance(message, dict) else message
+        if isinstance(content, str):
+            parts.append(content)
+        else:
+            parts.extend(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return "".join(parts)
+
+
+def tag_score(text: str, think_prefilled: bool = False) -> float:
+    """0.25 for each correctly placed tag; a repeated tag earns nothing.
+
+    ``think_prefilled``: the chat template already opened ``<think>`` at the start of the
+    assistant turn, so the tag counts as present when the completion does not repeat it.
+    """
+    counts = {tag: text.count(tag) for tag in (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)}
+    score = 0.0
+
+    if think_prefilled:
+        think_open_ok = counts[THINK_OPEN] == 0
+        think_open_at = -1
+    else:
+        think_open_ok = counts[THINK_OPEN] == 1 and text.lstrip().startswith(THINK_OPEN)
+        think_open_at = text.find(THINK_OPEN)
+    score += TAG_CREDIT * think_open_ok
+
+    think_close_at = text.find(THINK_CLOSE)
+    think_close_ok = counts[THINK_CLOSE] == 1 and (think_open_at < 0 or think_close_at > think_open_at)
+    score += TAG_CREDIT * think_close_ok
+
+    answer_open_at = text.find(ANSWER_OPEN)
+    answer_open_ok = counts[ANSWER_OPEN] == 1 and think_close_at >= 0 and answer_open_at > think_close_at
+    score += TAG_CREDIT * answer_open_ok
+
+    answer_close_at = text.find(ANSWER_CLOSE)
+    answer_close_ok = (
+        counts[ANSWER_CLOSE] == 1
+        and answer_open_at >= 0
+        and answer_close_at > answer_open_at
+        and text.rstrip().endswith(ANSWER_CLOSE)
+    )
+    score += TAG_CREDIT * answer_close_ok
+    return score
+
+
+def make_format_reward(think_prefilled: bool = False) -> Callable[..., list[float]]:
+    """The format reward for a chat template that does (or does not) prefill ``<think>``."""
+
+    def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        return [tag_score(completion_text(c), think_prefilled) for c in completions]
+
+    return format_reward
+
+
+format_reward = make_format_reward(think_prefilled=False)
+
+
+def accuracy_reward(completions: Sequence[Any], answer: Sequence[str], **kwargs: Any) -> list[float]:
+    """1.0 when the completion has exactly one complete answer block and it matches ``answer``."""
+    choices = kwargs.get("choices") or [None] * len(completions)
+    scores = []
+    for completion, reference, options in zip(completions, answer, choices, strict=True):
+        parsed = parse_completion(completion_text(completion))
+        scores.append(float(parsed.answer is not None and is_correct(parsed.answer, reference, options)))
+    return scores
+
+
+REWARD_FUNCTIONS: dict[str, Callable[..., list[float]]] = {
+    "format": format_reward,
+    "accuracy": accuracy_reward,
+}
