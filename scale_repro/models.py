@@ -1,0 +1,81 @@
+"""Model names: the paper's checkpoints by short name, tiny offline models, paths and run directories.
+
+``resolve_model`` turns whatever a user passes to ``--model`` into something
+``from_pretrained`` loads: a hub id, a local checkpoint directory, the merged weights of a
+finished ``scale sft``/``scale grpo`` run, or a tiny model built on first use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from scale_repro.rundir import read_manifest
+from scale_repro.tiny import TINY_MODELS, build_tiny
+
+PAPER_MODELS = {
+    "gemma-3-4b": "google/gemma-3-4b-it",
+    "qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct",
+    "llava-v1.6-mistral-7b": "llava-hf/llava-v1.6-mistral-7b-hf",
+}
+MERGED_DIR = "merged"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SCALE_CACHE", Path.home() / ".cache" / "scale-repro"))
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str  # what the user asked for
+    path: str  # what from_pretrained loads
+    kind: str  # paper | tiny | hub | local | run
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind != "paper" and self.kind != "hub"
+
+
+class ModelNotFound(ValueError):
+    pass
+
+
+def tiny_model_path(name: str, seed: int = 0) -> Path:
+    """The tiny model's directory, built on first use."""
+    path = cache_dir() / "tiny" / f"{name}-seed{seed}"
+    if not (path / "config.json").is_file():
+        build_tiny(name, path, seed=seed)
+    return path
+
+
+def resolve_model(name: str, seed: int = 0) -> ResolvedModel:
+    if name in PAPER_MODELS:
+        return ResolvedModel(name, PAPER_MODELS[name], "paper")
+    if name in TINY_MODELS:
+        return ResolvedModel(name, str(tiny_model_path(name, seed)), "tiny")
+    path = Path(name)
+    if path.is_dir():
+        manifest = read_manifest(path)
+        if manifest and manifest.get("stage") in ("sft", "grpo"):
+            if manifest.get("status") != "finished":
+                raise ModelNotFound(f"{path}: run directory has not finished (status: {manifest.get('status')})")
+            merged = path / MERGED_DIR
+            if not (merged / "config.json").is_file():
+                raise ModelNotFound(f"{path}: finished run has no merged checkpoint in {merged}")
+            return ResolvedModel(name, str(merged), "run")
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(f"{path}: not a checkpoint directory (no config.json) nor a run directory")
+        return ResolvedModel(name, str(path), "local")
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return ResolvedModel(name, name, "hub")
+    raise ModelNotFound(
+        f"unknown model {name!r}: use a short name ({', '.join([*PAPER_MODELS, *TINY_MODELS])}), "
+        "a hub id (org/name), a checkpoint directory or a run directory"
+    )
+
+
+def model_family(config) -> str:
+    """qwen2_5_vl | gemma3 | llava_next | other, from a loaded config."""
+    model_type = getattr(config, "model_type", "")
+    return model_type if model_type in ("qwen2_5_vl", "gemma3", "llava_next") else "other"

@@ -1,0 +1,257 @@
+"""`scale sft`: supervised fine-tuning with the SCALe loss on TRL's SFTTrainer.
+
+Two pieces change TRL's behaviour, nothing else:
+- :class:`SegmentCollator` adds a ``segments`` tensor (THINK / ANSWER per supervised token)
+  to TRL's vision-language collator, from character offsets of the completion text;
+- :class:`ScaleSFTTrainer` overrides ``compute_loss`` with the length-independent,
+  cosine-scheduled segment loss (and defines an "item" for gradient-accumulation
+  normalisation as a sample rather than a token).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from trl import SFTConfig as TRLSFTConfig
+from trl import SFTTrainer
+from trl.data_utils import apply_chat_template, is_conversational, prepare_multimodal_messages
+from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+from scale_repro.config import LossConfig, SFTConfig
+from scale_repro.loss import cosine_weight, per_sample_scale_loss, segment_means
+from scale_repro.segments import IGNORED, label_segments
+from scale_repro.training import (
+    CHECKPOINTS_DIR,
+    TRAIN_LOG,
+    JsonlLogCallback,
+    StageSkipped,
+    config_for_manifest,
+    export_final,
+    freeze_vision_tower,
+    last_checkpoint,
+    load_examples,
+    load_model_and_processor,
+    peft_config,
+    prepare_run_dir,
+    resolve_bf16,
+    to_dataset,
+)
+from scale_repro.models import resolve_model
+
+log = logging.getLogger("scale_repro")
+LOSS_MODES = ("scale", "fixed", "vanilla")
+
+
+class SegmentCollator(DataCollatorForVisionLanguageModeling):
+    """TRL's vision-language collator plus a ``segments`` tensor aligned with ``labels``."""
+
+    def _collate_prompt_completion(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        rendered = []
+        for example in examples:
+            images = example.get("images") or ([example["image"]] if "image" in example else [])
+            if is_conversational(example):
+                # Render the chat template here (as TRL would) so the completion text is known.
+                messages = {
+                    "prompt": prepare_multimodal_messages(example["prompt"], images=images),
+                    "completion": prepare_multimodal_messages(example["completion"]),
+                }
+                text = apply_chat_template(messages, self.processor)
+            else:
+                text = {"prompt": example["prompt"], "completion": example["completion"]}
+            rendered.append({**text, "images": images})
+        completions = [r["completion"] for r in rendered]
+        batch = super()._collate_prompt_completion(rendered)
+        batch["segments"] = self.segments_for(completions, batch["labels"])
+        return batch
+
+    def segments_for(self, completions: list[str], labels: torch.Tensor) -> torch.Tensor:
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        encoded = tokenizer(completions, add_special_tokens=False, return_offsets_mapping=True)
+        segments = torch.full_like(labels, IGNORED)
+        for row, (text, offsets) in enumerate(zip(completions, encoded["offset_mapping"], strict=True)):
+            positions = (labels[row] != -100).nonzero(as_tuple=True)[0]
+            row_labels = label_segments(text, offsets)
+            if len(positions) > len(row_labels):
+                raise ValueError(
+                    f"completion {row} has {len(positions)} supervised tokens but its text tokenizes to "
+                    f"{len(row_labels)}: the processor tokenizes completions differently from its tokenizer"
+                )
+            # Truncation (max_length) cuts the end of the completion, never its start.
+            segments[row, positions] = torch.tensor(row_labels[: len(positions)], dtype=segments.dtype)
+        return segments
+
+
+class ScaleSFTTrainer(SFTTrainer):
+    """SFTTrainer with the SCALe loss (``scale``), its fixed-weight ablation (``fixed``) or
+    TRL's token-mean cross-entropy (``vanilla``); segment losses are logged in every mode."""
+
+    def __init__(self, *args, loss_config: LossConfig, **kwargs):
+        if loss_config.mode not in LOSS_MODES:
+            raise ValueError(f"loss mode must be one of {LOSS_MODES}, got {loss_config.mode!r}")
+        self.loss_config = loss_config
+        super().__init__(*args, **kwargs)
+        if self.segment_loss:
+            # The loss below is already the mean over the samples of the whole accumulated,
+            # all-process batch, so the Trainer must not divide it again.
+            self.loss_is_scaled_for_ga = True
+
+    @property
+    def segment_loss(self) -> bool:
+        return self.loss_config.mode != "vanilla"
+
+    def segment_weights(self) -> tuple[float, float]:
+        c = self.loss_config
+        if c.mode == "fixed":
+            return c.fixed_think, c.fixed_answer
+        if c.mode == "vanilla":
+            return 1.0, 1.0
+        step, total = self.state.global_step, self.state.max_steps
+        return cosine_weight(step, total, c.think_start, c.think_end), cosine_weight(
+            step, total, c.answer_start, c.answer_end
+        )
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
+        """For the segment loss an item is a sample with at least one supervised token."""
+        if not self.segment_loss:
+            return super()._get_num_items_in_batch(batch_samples, device)
+        count = sum(int((batch["labels"][..., 1:] != -100).any(dim=-1).sum()) for batch in batch_samples)
+        count = torch.tensor(count, device=device)
+        if self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return count
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        segments = inputs.pop("segments")[:, 1:]
+        inputs["use_cache"] = False
+        outputs = model(**inputs, fused_lm_head=True)
+        log_probs = outputs.log_probs  # (B, T-1), zero where the label is ignored
+        segments = segments.to(log_probs.device) * outputs.label_mask  # drop anything TRL does not supervise
+        w_think, w_answer = self.segment_weights()
+
+        if self.segment_loss:
+            sample_loss, counts = per_sample_scale_loss(log_probs, segments, w_think, w_answer)
+            denominator = counts.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = (sample_loss * counts).sum() / torch.as_tensor(denominator).clamp(min=1)
+            if num_items_in_batch is not None:
+                # DDP/DeepSpeed average gradients over processes; the denominator already counts all of them.
+                loss = loss * self.accelerator.num_processes
+        else:
+            # TRL's own reduction: summed token NLL over the (accumulated) token count.
+            num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = -log_probs.sum() / torch.as_tensor(num_tokens).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+
+        self._log_segments(mode, log_probs.detach(), segments, w_think, w_answer, outputs)
+        return (loss, outputs) if return_outputs else loss
+
+    def _log_segments(self, mode, log_probs, segments, w_think, w_answer, outputs) -> None:
+        parts = segment_means(log_probs, segments)
+        metrics = self._metrics[mode]
+        for name in ("think", "answer"):
+            has = parts[f"{name}_tokens"] > 0
+            total = self.accelerator.gather_for_metrics((parts[name] * has).sum().reshape(1)).sum()
+            samples = self.accelerator.gather_for_metrics(has.sum().reshape(1)).sum()
+            tokens = self.accelerator.gather_for_metrics(parts[f"{name}_tokens"].sum().reshape(1)).sum()
+            if samples > 0:
+                metrics[f"loss_{name}"].append((total / samples).item())
+            metrics[f"tokens_{name}"].append(tokens.item())
+        metrics["w_think"].append(w_think)
+        metrics["w_answer"].append(w_answer)
+        valid = self.accelerator.gather_for_metrics(outputs.label_mask.sum().reshape(1)).sum()
+        correct = self.accelerator.gather_for_metrics(outputs.is_top1.sum().reshape(1)).sum()
+        metrics["mean_token_accuracy"].append((correct / valid).item() if valid > 0 else 0.0)
+        if mode == "train":
+            self._total_train_tokens += int(segments.ne(IGNORED).sum())
+            metrics["num_tokens"] = [self._total_train_tokens]
+
+
+def trl_args(config: SFTConfig, run_dir: Path, bf16: bool) -> TRLSFTConfig:
+    return TRLSFTConfig(
+        output_dir=str(run_dir / CHECKPOINTS_DIR),
+        seed=config.seed,
+        data_seed=config.seed,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_steps=config.warmup_steps,
+        lr_scheduler_type=config.lr_scheduler_type,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        # Set deliberately: TRL defaults to bf16 and 1024 tokens even on CPU, and cutting an
+        # image-token run in half breaks the batch.
+        max_length=config.max_length,
+        bf16=bf16,
+        gradient_checkpointing=config.gradient_checkpointing,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        deepspeed=config.deepspeed,
+        dataloader_num_workers=config.dataloader_num_workers,
+        report_to=config.report_to or "none",
+        completion_only_loss=True,
+        remove_unused_columns=True,
+        disable_tqdm=False,
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+def run_sft(config: SFTConfig, force: bool = False) -> Path:
+    """Train, export the merged checkpoint and finish the manifest; returns the run directory."""
+    if not config.output_dir:
+        raise ValueError("--output-dir is required")
+    run_dir = Path(config.output_dir)
+    config_dict = config_for_manifest(config)
+    try:
+        manifest = prepare_run_dir(run_dir, "sft", config_dict, force=force)
+    except StageSkipped:
+        log.info("%s: finished with the same config, not retrained", run_dir)
+        return run_dir
+
+    try:
+        resolved = resolve_model(config.model)
+        examples, data_info = load_examples(config)
+        manifest.update(model={"name": config.model, "path": resolved.path, "kind": resolved.kind},
+                        seed=config.seed, data=data_info)  # fmt: skip
+        bf16 = resolve_bf16(config)
+        model, processor = load_model_and_processor(resolved.path, bf16, config.trust_remote_code)
+        if not config.lora.enabled and config.lora.freeze_vision:
+            freeze_vision_tower(model)
+        args = trl_args(config, run_dir, bf16)
+        trainer = ScaleSFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=to_dataset(examples),
+            processing_class=processor,
+            data_collator=SegmentCollator(processor=processor, max_length=config.max_length, completion_only_loss=True),
+            peft_config=peft_config(config.lora),
+            callbacks=[JsonlLogCallback(run_dir / TRAIN_LOG)],
+            loss_config=config.loss,
+        )
+        resume = last_checkpoint(run_dir)
+        if resume:
+            log.info("resuming from %s", resume)
+        started = time.time()
+        result = trainer.train(resume_from_checkpoint=resume)
+        outputs = export_final(trainer, processor, run_dir)
+        manifest.finish(
+            outputs=outputs,
+            resumed_from=resume,
+            train_runtime_s=time.time() - started,
+            global_step=trainer.state.global_step,
+            train_loss=result.training_loss,
+        )
+    except BaseException as exc:
+        manifest.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return run_dir

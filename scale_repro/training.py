@@ -1,0 +1,247 @@
+"""What `scale sft` and `scale grpo` share: model loading, LoRA, data sets, run directories,
+resuming, the per-step log file and the merged checkpoint the next stage loads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from scale_repro.config import LoraConfig, TrainConfig, to_dict
+from scale_repro.data.records import Example, to_conversation
+from scale_repro.data.sources import load_training_examples
+from scale_repro.models import MERGED_DIR, resolve_model
+from scale_repro.rundir import Manifest, atomic_write_json, fingerprint, is_finished, read_manifest
+
+log = logging.getLogger("scale_repro")
+
+CHECKPOINTS_DIR = "checkpoints"
+ADAPTER_DIR = "adapter"
+TRAIN_LOG = "train_log.jsonl"
+# Vision towers of the three families; LoRA never targets them.
+VISION_MODULE_PATTERN = r"(visual|vision_tower|vision_model|multi_modal_projector|merger)"
+
+
+class StageSkipped(Exception):
+    """The run directory already holds a finished run of the same config."""
+
+
+def use_cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+def resolve_bf16(config: TrainConfig) -> bool:
+    return use_cuda() if config.bf16 is None else bool(config.bf16)
+
+
+def load_model_and_processor(model_path: str, bf16: bool, trust_remote_code: bool = False):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    model = AutoModelForImageTextToText.from_pretrained(
+        model_path, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+    )
+    processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    return model, processor
+
+
+def lora_target_regex(lora: LoraConfig) -> str:
+    """Target the named projections of the language model only (the vision tower shares names)."""
+    names = "|".join(lora.target_modules)
+    if lora.freeze_vision:
+        return rf"^(?!.*{VISION_MODULE_PATTERN}).*\.({names})$"
+    return rf".*\.({names})$"
+
+
+def peft_config(lora: LoraConfig):
+    if not lora.enabled:
+        return None
+    from peft import LoraConfig as PeftLoraConfig
+
+    return PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora_target_regex(lora),
+        task_type="CAUSAL_LM",
+    )
+
+
+def freeze_vision_tower(model) -> int:
+    """Full fine-tuning with a frozen vision tower; returns how many tensors were frozen."""
+    import re
+
+    pattern = re.compile(VISION_MODULE_PATTERN)
+    frozen = 0
+    for name, parameter in model.named_parameters():
+        if pattern.search(name):
+            parameter.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def load_examples(config: TrainConfig) -> tuple[list[Example], dict[str, Any]]:
+    """Training examples and the data section of the manifest (counts, rejections, fingerprint)."""
+    result = load_training_examples(
+        config.data.spec,
+        image_root=config.data.image_root,
+        strict=config.data.strict,
+        image_prefixes=config.data.image_prefixes,
+        id_contains=config.data.id_contains,
+    )
+    examples = result.examples
+    if config.data.max_examples is not None:
+        examples = examples[: config.data.max_examples]
+    if not examples:
+        raise ValueError(f"{config.data.spec}: no valid training examples\n{result.report.summary()}")
+    if result.report.rejected:
+        log.warning("skipped rejected records:\n%s", result.report.summary())
+    info = {
+        "spec": config.data.spec,
+        "examples": len(examples),
+        "records_total": result.report.total,
+        "records_valid": result.report.valid,
+        "rejected": dict(result.report.rejected),
+        "fingerprint": fingerprint([(e.id, e.question, e.reasoning, e.answer, e.images) for e in examples]),
+    }
+    return examples, info
+
+
+def to_dataset(examples: list[Example]):
+    """A `datasets.Dataset` of conversational prompt-completion rows; images decode lazily."""
+    import datasets
+
+    rows = [to_conversation(e, [str(p) for p in e.images]) for e in examples]
+    for row in rows:
+        row["choices"] = row["choices"] or []
+    features = datasets.Features(
+        {
+            "prompt": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
+            "completion": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
+            "images": datasets.Sequence(datasets.Image()),
+            "answer": datasets.Value("string"),
+            "choices": datasets.Sequence(datasets.Value("string")),
+            "id": datasets.Value("string"),
+        }
+    )
+    if not all("completion" in r for r in rows):
+        features.pop("completion")
+        rows = [{k: v for k, v in r.items() if k != "completion"} for r in rows]
+    return datasets.Dataset.from_list(rows, features=features)
+
+
+def last_checkpoint(run_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = run_dir / CHECKPOINTS_DIR
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def prepare_run_dir(run_dir: Path, stage: str, config_dict: dict[str, Any], force: bool = False) -> Manifest:
+    """Skip a finished identical run, refuse to mix configs, otherwise open the manifest."""
+    config_hash = fingerprint(config_dict)
+    previous = read_manifest(run_dir)
+    if previous and not force:
+        if previous.get("stage") != stage:
+            raise ValueError(f"{run_dir} holds a '{previous.get('stage')}' run, not '{stage}'; choose another --output-dir")
+        if is_finished(run_dir, config_hash):
+            raise StageSkipped(str(run_dir))
+        if previous.get("config_hash") != config_hash and last_checkpoint(run_dir):
+            raise ValueError(
+                f"{run_dir} holds checkpoints of a run with a different config; use another --output-dir or --force"
+            )
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(run_dir, stage, config_dict)
+    manifest.update()
+    return manifest
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Appends every trainer log entry to ``train_log.jsonl``; on resume, entries past the
+    checkpoint's step are dropped first so the file reads as one uninterrupted run."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= state.global_step:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue
+        from scale_repro.rundir import atomic_write_text
+
+        atomic_write_text(self.path, "".join(k + "\n" for k in kept))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        entry = {"step": state.global_step, "epoch": state.epoch, **logs}
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+
+def read_train_log(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / TRAIN_LOG
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def export_final(trainer, processor, run_dir: Path) -> dict[str, str]:
+    """Save the LoRA adapter (if any) and a merged full checkpoint that transformers, vLLM
+    and lmms-eval load as they are. Written to a staging folder, then renamed."""
+    from peft import PeftModel
+
+    outputs = {}
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if trainer.accelerator.is_main_process:
+        if isinstance(model, PeftModel):
+            adapter_dir = run_dir / ADAPTER_DIR
+            staging = run_dir / f".{ADAPTER_DIR}.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            model.save_pretrained(staging)
+            shutil.rmtree(adapter_dir, ignore_errors=True)
+            staging.rename(adapter_dir)
+            outputs["adapter"] = ADAPTER_DIR
+            model = model.merge_and_unload()
+        merged_dir = run_dir / MERGED_DIR
+        staging = run_dir / f".{MERGED_DIR}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        # The fused LM head patches `forward` on the instance; the saved weights are untouched.
+        model.save_pretrained(staging, safe_serialization=True)
+        processor.save_pretrained(staging)
+        shutil.rmtree(merged_dir, ignore_errors=True)
+        staging.rename(merged_dir)
+        outputs["merged"] = MERGED_DIR
+    trainer.accelerator.wait_for_everyone()
+    return outputs
+
+
+def base_manifest_fields(config: TrainConfig, seed_model) -> dict[str, Any]:
+    return {"model": {"name": config.model, "path": seed_model.path, "kind": seed_model.kind}, "seed": config.seed}
+
+
+def resolve(config: TrainConfig):
+    return resolve_model(config.model)
+
+
+def config_for_manifest(config) -> dict[str, Any]:
+    data = to_dict(config)
+    data.pop("output_dir", None)
+    return data
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_json(path, data)
