@@ -16,6 +16,9 @@ from typing import Any
 import yaml
 
 
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
 class ConfigError(ValueError):
     pass
 
@@ -172,19 +175,40 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def load_config(cls, recipe: str | Path | None = None, overrides: list[str] | None = None,
+def model_recipe(model: str | None) -> Path | None:
+    """``configs/models/NAME.yaml`` for a short model name, applied before any other recipe."""
+    if not model:
+        return None
+    path = CONFIGS_DIR / "models" / f"{model}.yaml"
+    return path if path.is_file() else None
+
+
+def load_config(cls, recipes: str | Path | list[str | Path] | None = None, overrides: list[str] | None = None,
                 **fields: Any):  # fmt: skip
-    """Recipe YAML, then ``--set`` overrides, then explicit command-line fields (not None)."""
+    """Recipes in order (later keys win), then ``--set`` overrides, then explicit fields (not None).
+
+    The per-model recipe of ``fields['model']`` (if any) comes first of all.
+    """
+    if recipes is None:
+        recipes = []
+    elif isinstance(recipes, (str, Path)):
+        recipes = [recipes]
+    recipes = [Path(r) for r in recipes]
+    auto = model_recipe(fields.get("model"))
+    if auto is not None and auto not in recipes:
+        recipes.insert(0, auto)
     tree: dict[str, Any] = {}
     where = cls.__name__
-    if recipe:
-        path = Path(recipe)
+    for path in recipes:
         if not path.is_file():
             raise ConfigError(f"recipe {path} not found")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a recipe must be a mapping of config fields")
+        _merge(tree, data)
         where = str(path)
     for text in overrides or []:
         key, value = parse_override(text)
@@ -193,6 +217,14 @@ def load_config(cls, recipe: str | Path | None = None, overrides: list[str] | No
         if value is not None:
             _set_dotted(tree, key, value)
     return _build(cls, tree, where)
+
+
+def _merge(tree: dict[str, Any], data: dict[str, Any]) -> None:
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            _merge(tree[key], value)
+        else:
+            tree[key] = value
 
 
 def to_dict(config) -> dict[str, Any]:

@@ -203,7 +203,7 @@ def trl_args(config: SFTConfig, run_dir: Path, bf16: bool) -> TRLSFTConfig:
     )
 
 
-def run_sft(config: SFTConfig, force: bool = False) -> Path:
+def run_sft(config: SFTConfig, force: bool = False, callbacks: list | None = None) -> Path:
     """Train, export the merged checkpoint and finish the manifest; returns the run directory."""
     if not config.output_dir:
         raise ValueError("--output-dir is required")
@@ -232,7 +232,7 @@ def run_sft(config: SFTConfig, force: bool = False) -> Path:
             processing_class=processor,
             data_collator=SegmentCollator(processor=processor, max_length=config.max_length, completion_only_loss=True),
             peft_config=peft_config(config.lora),
-            callbacks=[JsonlLogCallback(run_dir / TRAIN_LOG)],
+            callbacks=[JsonlLogCallback(run_dir / TRAIN_LOG), *(callbacks or [])],
             loss_config=config.loss,
         )
         resume = last_checkpoint(run_dir)

@@ -83,10 +83,11 @@ def load_vision_r1(
     examples = []
     for index, record in enumerate(records):
         record_id = str(record.get("id", index)) if isinstance(record, dict) else str(index)
-        rejection = _vision_r1_rejection(record, record_id, root, check_images)
         image_paths = _image_paths(record) if isinstance(record, dict) else []
-        if subset and rejection is None and not subset.keep(image_paths, record_id):
+        # Records outside the subset are not ours to count, valid or not.
+        if subset and isinstance(record, dict) and not subset.keep([str(p) for p in image_paths], record_id):
             continue
+        rejection = _vision_r1_rejection(record, record_id, root, check_images)
         report.total += 1
         if rejection is not None:
             if strict:

@@ -206,7 +206,8 @@ def _summary(scene: Scene, question: Question) -> str:
 def reasoning_trace(scene: Scene, question: Question, ratio: float) -> str:
     """A trace about ``ratio`` times longer (in words) than the answer.
 
-    The shortest trace states the one observation the answer rests on; longer ones first
+    The shortest trace is the conclusion alone, the next states the one observation the
+    answer rests on; longer ones first
     walk through the grid cell by cell, then walk through it again as a check, and so on.
     The candidate closest to the asked-for length is kept.
     """
@@ -214,7 +215,7 @@ def reasoning_trace(scene: Scene, question: Question, ratio: float) -> str:
     choice_text = f" The options are {', '.join(question.choices)}." if question.choices else ""
     intro = f"I need to answer: {question.text}{choice_text} I will look at each cell of the grid in turn."
     ending = [_summary(scene, question), _conclusion(scene, question)]
-    candidates = [" ".join(ending)]
+    candidates = [ending[-1], " ".join(ending)]
     walks: list[str] = []
     for passes in range(8):
         running = {"n": 0}

@@ -1,0 +1,213 @@
+"""The `scale` command line: parse, load a typed config, call one stage function."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="SCALe reproduction: segment-aware SFT, GRPO, lmms-eval evaluation and reports.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+models_app = typer.Typer(help="Model names and tiny offline models.", no_args_is_help=True)
+data_app = typer.Typer(help="Synthetic data and data validation.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(data_app, name="data")
+
+Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override any config field: key.sub=value (YAML).")]
+Recipe = Annotated[
+    list[Path] | None, typer.Option("--config", help="YAML recipe (see configs/); repeat to layer several.")
+]
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def not_implemented(command: str) -> None:
+    typer.secho(f"scale {command}: not implemented yet", err=True)
+    raise typer.Exit(2)
+
+
+def _user_errors():
+    from scale_repro.config import ConfigError
+    from scale_repro.data.validate import DataError
+    from scale_repro.models import ModelNotFound
+
+    return (ConfigError, DataError, ModelNotFound, FileNotFoundError)
+
+
+@app.command()
+def sft(
+    model: Annotated[str | None, typer.Option(help="Short name, hub id, checkpoint or run directory.")] = None,
+    data: Annotated[str | None, typer.Option(help="Synth dir, Vision-R1 JSON, preset name or local copy.")] = None,
+    loss: Annotated[str | None, typer.Option(help="scale | fixed | vanilla")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Run directory.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+    image_root: Annotated[str | None, typer.Option(help="Folder the data's image paths are relative to.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    strict: Annotated[bool, typer.Option(help="Stop at the first bad record instead of skipping it.")] = False,
+    force: Annotated[bool, typer.Option(help="Discard an existing run directory.")] = False,
+    config: Recipe = None,
+    overrides: Overrides = None,
+) -> None:
+    """Supervised fine-tuning with the SCALe, fixed-weight or vanilla loss."""
+    from scale_repro.config import SFTConfig, load_config
+    from scale_repro.sft import run_sft
+
+    _setup_logging()
+    try:
+        cfg = load_config(
+            SFTConfig, config, overrides, model=model, output_dir=output_dir, max_steps=max_steps, seed=seed,
+            **{"loss.mode": loss, "data.spec": data, "data.image_root": image_root, "data.strict": strict or None},
+        )  # fmt: skip
+        run_dir = run_sft(cfg, force=force)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    typer.echo(f"sft run: {run_dir}")
+
+
+@app.command()
+def grpo(
+    model: Annotated[str | None, typer.Option(help="SFT run directory, short name, hub id or checkpoint.")] = None,
+    data: Annotated[str | None, typer.Option()] = None,
+    output_dir: Annotated[str | None, typer.Option()] = None,
+    max_steps: Annotated[int | None, typer.Option()] = None,
+    config: Recipe = None,
+    overrides: Overrides = None,
+) -> None:
+    """GRPO with the format and accuracy rewards."""
+    not_implemented("grpo")
+
+
+@app.command("eval")
+def evaluate(
+    model: Annotated[str | None, typer.Option()] = None,
+    task: Annotated[str | None, typer.Option()] = None,
+    data: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int | None, typer.Option()] = None,
+    output_dir: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Evaluate with lmms-eval on ScienceQA-IMG / IconQA (answers parsed from <answer> tags)."""
+    not_implemented("eval")
+
+
+@app.command()
+def report(
+    runs: Annotated[Path | None, typer.Option(help="Folder of run directories.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where the tables and plots go.")] = None,
+) -> None:
+    """Tables 1-3 from run directories, beside the paper's numbers."""
+    not_implemented("report")
+
+
+@app.command()
+def reproduce(
+    table: Annotated[int | None, typer.Option(help="Paper table 1, 2 or 3.")] = None,
+    experiment: Annotated[str | None, typer.Option(help="synthetic: the controlled CPU experiment.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the plan only.")] = False,
+) -> None:
+    """Run the paper's reproduction matrix (or the synthetic experiment)."""
+    not_implemented("reproduce")
+
+
+@app.command()
+def demo(out: Annotated[Path | None, typer.Option(help="Output folder.")] = None) -> None:
+    """The whole chain on tiny models and synthetic data, offline, on a CPU."""
+    not_implemented("demo")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Short names of the paper's models and the tiny offline models."""
+    from scale_repro.models import PAPER_MODELS
+    from scale_repro.tiny import TINY_MODELS
+
+    typer.echo(f"{'name':<24} {'kind':<6} checkpoint")
+    for name, hub_id in PAPER_MODELS.items():
+        typer.echo(f"{name:<24} {'paper':<6} {hub_id}")
+    for name, spec in TINY_MODELS.items():
+        typer.echo(f"{name:<24} {'tiny':<6} random-init {spec.family} (stands in for {spec.real_counterpart})")
+
+
+@models_app.command("build-tiny")
+def models_build_tiny(
+    name: Annotated[str, typer.Argument(help="tiny-qwen2.5-vl | tiny-gemma3 | tiny-llava-next")],
+    out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
+    seed: Annotated[int, typer.Option()] = 0,
+    vocab_size: Annotated[int | None, typer.Option(help="Widen the embedding (e.g. 262144 for Gemma-3's).")] = None,
+) -> None:
+    """Build a tiny random-init model with its processor."""
+    from scale_repro.tiny import TINY_MODELS, build_tiny
+
+    if name not in TINY_MODELS:
+        _fail(f"unknown tiny model {name!r}; choose from {', '.join(TINY_MODELS)}")
+    path = build_tiny(name, out, seed=seed, vocab_size=vocab_size)
+    info = json.loads((path / "scale_tiny.json").read_text())
+    typer.echo(f"{name}: {info['parameters']:,} parameters -> {path}")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="Directory to write.")],
+    seed: Annotated[int, typer.Option()] = 0,
+    n_train: Annotated[int, typer.Option()] = 256,
+    n_test: Annotated[int, typer.Option()] = 64,
+    reasoning_ratio: Annotated[float, typer.Option(help="Reasoning words per answer word.")] = 20.0,
+    image_size: Annotated[int, typer.Option()] = 64,
+) -> None:
+    """Write synthetic train (Vision-R1 JSON) and test sets (ScienceQA-IMG, ICON-QA schemas)."""
+    from scale_repro.data.synth import SynthConfig, write_synthetic
+
+    config = SynthConfig(seed=seed, n_train=n_train, n_test=n_test, reasoning_ratio=reasoning_ratio, image_size=image_size)
+    path = write_synthetic(out, config)
+    typer.echo(f"synthetic data: {n_train} train, {n_test}+{n_test} test -> {path}")
+
+
+@data_app.command("validate")
+def data_validate(
+    path: Annotated[Path, typer.Argument(help="File or directory to check.")],
+    format: Annotated[str, typer.Option(help="vision-r1 | scienceqa | iconqa")],
+    image_root: Annotated[Path | None, typer.Option()] = None,
+    report_path: Annotated[Path | None, typer.Option("--report", help="Write the report as JSON.")] = None,
+    split: Annotated[str, typer.Option(help="Split of a DatasetDict.")] = "test",
+) -> None:
+    """Check every record; print a summary (exit 1 when any record is rejected)."""
+    from scale_repro.data.loaders import _open_dataset, iconqa_examples, load_vision_r1, scienceqa_examples
+    from scale_repro.data.validate import DataError, write_report
+
+    try:
+        if format == "vision-r1":
+            result = load_vision_r1(path, image_root)
+        elif format == "scienceqa":
+            result = scienceqa_examples(_open_dataset(path, split), str(path))
+        elif format == "iconqa":
+            result = iconqa_examples(_open_dataset(path, split), str(path))
+        else:
+            _fail(f"unknown format {format!r}; choose vision-r1, scienceqa or iconqa")
+    except DataError as exc:
+        _fail(str(exc))
+    typer.echo(result.report.summary())
+    if report_path:
+        write_report(result.report, report_path)
+        typer.echo(f"report: {report_path}")
+    if result.report.rejected:
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

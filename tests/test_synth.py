@@ -1,0 +1,78 @@
+import json
+
+import datasets
+import numpy as np
+from PIL import Image
+
+from scale_repro.answers import LETTERS
+from scale_repro.data.loaders import iconqa_examples, load_vision_r1, scienceqa_examples
+from scale_repro.data.synth import COLORS, SynthConfig, generate_items, reasoning_trace, write_synthetic
+
+
+def scene_from_pixels(image: Image.Image, grid: int = 3):
+    """Read each cell's colour back from the rendered pixels (independently of the generator)."""
+    pixels = np.asarray(image.convert("RGB"))
+    step = pixels.shape[0] / grid
+    cells = {}
+    for row in range(grid):
+        for col in range(grid):
+            y, x = int((row + 0.6) * step), int((col + 0.5) * step)  # below centre: triangles are wide there
+            colour = tuple(int(v) for v in pixels[y, x])
+            cells[(row, col)] = next((name for name, rgb in COLORS.items() if rgb == colour), None)
+    return cells
+
+
+def test_answers_are_right_by_construction_checked_from_pixels(synth_dir):
+    rows = json.loads((synth_dir / "train.json").read_text())
+    checked = 0
+    for row in rows:
+        if row["question_kind"] != "count_color":
+            continue
+        colours = scene_from_pixels(Image.open(synth_dir / row["image"]))
+        expected = sum(c == row["target"]["color"] for c in colours.values())
+        answer = row["conversations"][1]["value"].split("<answer>")[1].split("</answer>")[0]
+        assert answer == str(expected)
+        checked += 1
+    assert checked >= 4
+
+    sqa = datasets.load_from_disk(str(synth_dir / "scienceqa_test"))
+    for row in sqa:
+        if row["topic"] == "color_at":
+            target = json.loads(row["target"])
+            colour = scene_from_pixels(row["image"])[(target["row"], target["col"])]
+            assert row["choices"][row["answer"]] == colour
+
+
+def test_splits_do_not_overlap(synth_dir):
+    train = {json.dumps(r["scene"], sort_keys=True) for r in json.loads((synth_dir / "train.json").read_text())}
+    sqa = {json.dumps(json.loads(s), sort_keys=True) for s in datasets.load_from_disk(str(synth_dir / "scienceqa_test"))["scene"]}
+    icon = {json.dumps(json.loads(s), sort_keys=True) for s in datasets.load_from_disk(str(synth_dir / "iconqa_test"))["scene"]}
+    assert not train & sqa and not train & icon and not sqa & icon
+
+
+def test_round_trip_synth_save_load_validate(synth_dir):
+    train = load_vision_r1(synth_dir / "train.json")
+    assert train.report.valid == train.report.total == 24 and not train.report.rejected
+    sqa = scienceqa_examples(datasets.load_from_disk(str(synth_dir / "scienceqa_test")), "sqa")
+    icon = iconqa_examples(datasets.load_from_disk(str(synth_dir / "iconqa_test")), "icon")
+    assert sqa.report.valid == 9 and icon.report.valid == 9
+    assert all(e.answer in LETTERS for e in sqa.examples)
+    assert {e.source for e in icon.examples} == {"iconqa:fill_in_blank", "iconqa:choose_txt"}
+
+
+def test_deterministic_for_a_seed(tmp_path):
+    a = write_synthetic(tmp_path / "a", SynthConfig(seed=3, n_train=5, n_test=3))
+    b = write_synthetic(tmp_path / "b", SynthConfig(seed=3, n_train=5, n_test=3))
+    c = write_synthetic(tmp_path / "c", SynthConfig(seed=4, n_train=5, n_test=3))
+    assert (a / "train.json").read_text() == (b / "train.json").read_text()
+    assert (a / "train.json").read_text() != (c / "train.json").read_text()
+    assert (a / "images" / "train_00000.png").read_bytes() == (b / "images" / "train_00000.png").read_bytes()
+
+
+def test_reasoning_ratio_controls_trace_length():
+    items = generate_items(SynthConfig(seed=1, n_train=20, n_test=0))["train"]
+    lengths = {}
+    for ratio in (5, 20, 80):
+        lengths[ratio] = np.mean([len(reasoning_trace(s, q, ratio).split()) / len(q.answer.split()) for s, q in items])
+    assert lengths[5] < lengths[20] < lengths[80]
+    assert abs(lengths[80] - 80) < 15

@@ -1,0 +1,57 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from conftest import TINY
+
+EXPECTED_CLASS = {
+    "tiny-qwen2.5-vl": "Qwen2_5_VLForConditionalGeneration",
+    "tiny-gemma3": "Gemma3ForConditionalGeneration",
+    "tiny-llava-next": "LlavaNextForConditionalGeneration",
+}
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_tiny_model_reloads_runs_and_generates(tiny_paths, name):
+    path = tiny_paths[name]
+    assert (path / "model.safetensors").is_file()
+    info = json.loads((path / "scale_tiny.json").read_text())
+    assert info["parameters"] < 1_000_000
+    model = AutoModelForImageTextToText.from_pretrained(path, use_safetensors=True)
+    processor = AutoProcessor.from_pretrained(path)
+    assert type(model).__name__ == EXPECTED_CLASS[name]
+
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many red shapes?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    inputs = processor(images=[Image.new("RGB", (64, 64), (220, 40, 40))], text=[prompt], return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    assert logits.shape[:2] == inputs["input_ids"].shape
+    assert torch.isfinite(logits).all()
+    generated = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert generated.shape[1] == inputs["input_ids"].shape[1] + 4
+
+
+def test_tiny_build_is_deterministic_for_a_seed(tmp_path):
+    from safetensors.torch import load_file
+
+    from scale_repro.tiny import build_tiny
+
+    a = load_file(build_tiny("tiny-gemma3", tmp_path / "a", seed=7) / "model.safetensors")
+    b = load_file(build_tiny("tiny-gemma3", tmp_path / "b", seed=7) / "model.safetensors")
+    c = load_file(build_tiny("tiny-gemma3", tmp_path / "c", seed=8) / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_wide_vocabulary_option(tmp_path):
+    from transformers import AutoConfig
+
+    from scale_repro.tiny import build_tiny
+
+    path = build_tiny("tiny-gemma3", tmp_path / "wide", vocab_size=4096)
+    assert AutoConfig.from_pretrained(path).text_config.vocab_size == 4096
