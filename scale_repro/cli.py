@@ -79,14 +79,30 @@ def sft(
 @app.command()
 def grpo(
     model: Annotated[str | None, typer.Option(help="SFT run directory, short name, hub id or checkpoint.")] = None,
-    data: Annotated[str | None, typer.Option()] = None,
-    output_dir: Annotated[str | None, typer.Option()] = None,
-    max_steps: Annotated[int | None, typer.Option()] = None,
+    data: Annotated[str | None, typer.Option(help="Synth dir, Vision-R1 JSON, preset name or local copy.")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Run directory.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+    image_root: Annotated[str | None, typer.Option(help="Folder the data's image paths are relative to.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    strict: Annotated[bool, typer.Option(help="Stop at the first bad record instead of skipping it.")] = False,
+    force: Annotated[bool, typer.Option(help="Discard an existing run directory.")] = False,
     config: Recipe = None,
     overrides: Overrides = None,
 ) -> None:
-    """GRPO with the format and accuracy rewards."""
-    not_implemented("grpo")
+    """GRPO with the format and accuracy rewards (vLLM colocated rollouts on GPU machines)."""
+    from scale_repro.config import GRPOConfig, load_config
+    from scale_repro.grpo import PreflightError, run_grpo
+
+    _setup_logging()
+    try:
+        cfg = load_config(
+            GRPOConfig, config, overrides, model=model, output_dir=output_dir, max_steps=max_steps, seed=seed,
+            **{"data.spec": data, "data.image_root": image_root, "data.strict": strict or None},
+        )  # fmt: skip
+        run_dir = run_grpo(cfg, force=force)
+    except (*_user_errors(), PreflightError) as exc:
+        _fail(str(exc))
+    typer.echo(f"grpo run: {run_dir}")
 
 
 @app.command("eval")

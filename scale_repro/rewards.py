@@ -85,7 +85,8 @@ def accuracy_reward(completions: Sequence[Any], answer: Sequence[str], **kwargs:
     scores = []
     for completion, reference, options in zip(completions, answer, choices, strict=True):
         parsed = parse_completion(completion_text(completion))
-        scores.append(float(parsed.answer is not None and is_correct(parsed.answer, reference, options)))
+        # An empty choices list (a data set column with no choices for this row) means free text.
+        scores.append(float(parsed.answer is not None and is_correct(parsed.answer, reference, options or None)))
     return scores
 
 

@@ -1,0 +1,218 @@
+"""`scale grpo`: GRPO on TRL's GRPOTrainer with the format and accuracy rewards.
+
+Rollouts go through vLLM in colocate mode when vLLM is installed and CUDA is present (TRL's
+own integration), otherwise through the trainer's own generation (CPU). The rewards are
+plain functions from :mod:`scale_repro.rewards`; their parser is the evaluator's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from trl import GRPOConfig as TRLGRPOConfig
+from trl import GRPOTrainer
+
+from scale_repro.answers import parse_completion
+from scale_repro.config import GRPOConfig
+from scale_repro.data.records import Example, prompt_text
+from scale_repro.models import resolve_model
+from scale_repro.rewards import accuracy_reward, completion_text, make_format_reward
+from scale_repro.segments import THINK_OPEN
+from scale_repro.training import (
+    CHECKPOINTS_DIR,
+    TRAIN_LOG,
+    JsonlLogCallback,
+    StageSkipped,
+    config_for_manifest,
+    export_final,
+    freeze_vision_tower,
+    last_checkpoint,
+    load_examples,
+    load_model_and_processor,
+    peft_config,
+    prepare_run_dir,
+    resolve_bf16,
+    to_dataset,
+)
+
+log = logging.getLogger("scale_repro")
+
+
+class PreflightError(ValueError):
+    """A problem found before the first step, with what to change."""
+
+
+def vllm_available() -> bool:
+    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+
+
+def template_prefills_think(processor) -> bool:
+    """Whether the chat template opens ``<think>`` itself at the start of the assistant turn."""
+    messages = [{"role": "user", "content": [{"type": "text", "text": "?"}]}]
+    rendered = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return rendered.rstrip().endswith(THINK_OPEN)
+
+
+def preflight(examples: list[Example], processor, config: GRPOConfig, sample: int = 256) -> dict[str, Any]:
+    """Checks that would otherwise fail hours into a run: prompt length and image sizes."""
+    from PIL import Image
+
+    from scale_repro.data.records import to_conversation
+
+    checked = examples[:sample]
+    longest, longest_id, sizes = 0, None, set()
+    for example in checked:
+        images = [Image.open(p).convert("RGB") if isinstance(p, (str, Path)) else p for p in example.images]
+        sizes.update(image.size for image in images)
+        row = to_conversation(example, images)
+        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt_text(example.question)}]
+        text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                             tokenize=False)  # fmt: skip
+        length = processor(images=images or None, text=[text], return_tensors="pt")["input_ids"].shape[1]
+        if length > longest:
+            longest, longest_id = length, row["id"]
+    budget = config.max_length
+    if budget is not None and longest + config.max_completion_length > budget:
+        raise PreflightError(
+            f"prompt of example {longest_id} is {longest} tokens with its image(s); with max_completion_length "
+            f"{config.max_completion_length} that exceeds max_length {budget}. Raise max_length, lower "
+            "max_completion_length, or shrink the images (the processor's max_pixels)."
+        )
+    if len(sizes) > 1:
+        # Try a batch of two differently sized images through the processor: some rollout paths need one size.
+        (w1, h1), (w2, h2) = sorted(sizes)[:2]
+        text = processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]}],
+            add_generation_prompt=True, tokenize=False,
+        )  # fmt: skip
+        try:
+            processor(images=[[Image.new("RGB", (w1, h1))], [Image.new("RGB", (w2, h2))]], text=[text, text],
+                      return_tensors="pt", padding=True)  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - any failure here means mixed sizes cannot be batched
+            raise PreflightError(
+                f"images come in {len(sizes)} sizes (e.g. {w1}x{h1} and {w2}x{h2}) and this model's processor "
+                f"cannot batch them ({exc}); resize the images to one size first"
+            ) from exc
+    return {"longest_prompt_tokens": longest, "image_sizes": sorted(sizes)[:10], "checked_examples": len(checked)}
+
+
+def make_rewards(think_prefilled: bool):
+    """The reward functions, with diagnostics logged through TRL's ``log_metric`` hook."""
+    tag_reward = make_format_reward(think_prefilled)
+
+    def format_reward(completions, **kwargs):
+        scores = tag_reward(completions, **kwargs)
+        if "log_metric" in kwargs and scores:
+            texts = [completion_text(c) for c in completions]
+            kwargs["log_metric"]("completions/full_format_share", sum(s == 1.0 for s in scores) / len(scores))
+            kwargs["log_metric"]("completions/valid_share", sum(parse_completion(t).valid for t in texts) / len(texts))
+        return scores
+
+    return [format_reward, accuracy_reward]
+
+
+def trl_args(config: GRPOConfig, run_dir: Path, bf16: bool, use_vllm: bool) -> TRLGRPOConfig:
+    kwargs: dict[str, Any] = {}
+    if use_vllm:
+        kwargs.update(
+            use_vllm=True,
+            vllm_mode="colocate",
+            vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+            vllm_enable_sleep_mode=config.vllm_enable_sleep_mode,
+        )
+    return TRLGRPOConfig(
+        output_dir=str(run_dir / CHECKPOINTS_DIR),
+        seed=config.seed,
+        data_seed=config.seed,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_steps=config.warmup_steps,
+        lr_scheduler_type=config.lr_scheduler_type,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        bf16=bf16,
+        gradient_checkpointing=config.gradient_checkpointing,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        deepspeed=config.deepspeed,
+        dataloader_num_workers=config.dataloader_num_workers,
+        report_to=config.report_to or "none",
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        beta=config.beta,
+        reward_weights=[config.rewards.format_weight, config.rewards.accuracy_weight],
+        use_cpu=not torch.cuda.is_available(),
+        **kwargs,
+    )
+
+
+def run_grpo(config: GRPOConfig, force: bool = False, callbacks: list | None = None) -> Path:
+    if not config.output_dir:
+        raise ValueError("--output-dir is required")
+    run_dir = Path(config.output_dir)
+    try:
+        manifest = prepare_run_dir(run_dir, "grpo", config_for_manifest(config), force=force)
+    except StageSkipped:
+        log.info("%s: finished with the same config, not retrained", run_dir)
+        return run_dir
+
+    try:
+        resolved = resolve_model(config.model)
+        examples, data_info = load_examples(config)
+        bf16 = resolve_bf16(config)
+        model, processor = load_model_and_processor(resolved.path, bf16, config.trust_remote_code)
+        prefilled = template_prefills_think(processor)
+        if prefilled:
+            log.info("the chat template prefills <think>: the format reward counts it as present")
+        checks = preflight(examples, processor, config)
+        use_vllm = vllm_available() if config.use_vllm is None else config.use_vllm
+        manifest.update(
+            model={"name": config.model, "path": resolved.path, "kind": resolved.kind},
+            seed=config.seed, data=data_info, preflight=checks, think_prefilled=prefilled,
+            rollouts="vllm-colocate" if use_vllm else "transformers-generate",
+        )  # fmt: skip
+        if not config.lora.enabled and config.lora.freeze_vision:
+            freeze_vision_tower(model)
+        dataset = to_dataset(examples)
+        if "completion" in dataset.column_names:  # GRPO samples its own completions
+            dataset = dataset.remove_columns("completion")
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=make_rewards(prefilled),
+            args=trl_args(config, run_dir, bf16, use_vllm),
+            train_dataset=dataset,
+            processing_class=processor,
+            peft_config=peft_config(config.lora),
+            callbacks=[JsonlLogCallback(run_dir / TRAIN_LOG), *(callbacks or [])],
+        )
+        resume = last_checkpoint(run_dir)
+        if resume:
+            log.info("resuming from %s", resume)
+        started = time.time()
+        result = trainer.train(resume_from_checkpoint=resume)
+        outputs = export_final(trainer, processor, run_dir)
+        manifest.finish(
+            outputs=outputs,
+            resumed_from=resume,
+            train_runtime_s=time.time() - started,
+            global_step=trainer.state.global_step,
+            train_loss=result.training_loss,
+        )
+    except BaseException as exc:
+        manifest.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return run_dir
