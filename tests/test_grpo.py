@@ -77,8 +77,9 @@ def test_prefilled_think_is_detected(tiny_paths):
     processor = AutoProcessor.from_pretrained(tiny_paths["tiny-qwen2.5-vl"])
     assert template_prefills_think(processor) is False
     processor.chat_template = processor.chat_template.replace(
-        "<|im_start|>assistant\\n{% endif %}", "<|im_start|>assistant\\n<think>{% endif %}"
+        "<|im_start|>assistant\n{% endif %}", "<|im_start|>assistant\n<think>{% endif %}"
     )
+    assert "<think>{% endif %}" in processor.chat_template
     assert template_prefills_think(processor) is True
 
 
