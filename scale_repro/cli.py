@@ -107,14 +107,31 @@ def grpo(
 
 @app.command("eval")
 def evaluate(
-    model: Annotated[str | None, typer.Option()] = None,
-    task: Annotated[str | None, typer.Option()] = None,
-    data: Annotated[str | None, typer.Option()] = None,
-    limit: Annotated[int | None, typer.Option()] = None,
-    output_dir: Annotated[str | None, typer.Option()] = None,
+    model: Annotated[str | None, typer.Option(help="Run directory, short name, hub id or checkpoint.")] = None,
+    task: Annotated[str | None, typer.Option(help="scienceqa | iconqa | synthetic-scienceqa | synthetic-iconqa")] = None,
+    data: Annotated[str | None, typer.Option(help="`scale data synth` directory or a local copy of the real set.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate the first N questions only.")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Evaluation run directory.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option()] = None,
+    use_vllm: Annotated[bool, typer.Option(help="Generate with vLLM through lmms-eval (GPU machines).")] = False,
+    force: Annotated[bool, typer.Option(help="Rerun even if finished.")] = False,
+    config: Recipe = None,
+    overrides: Overrides = None,
 ) -> None:
     """Evaluate with lmms-eval on ScienceQA-IMG / IconQA (answers parsed from <answer> tags)."""
-    not_implemented("eval")
+    from scale_repro.config import EvalConfig, load_config
+    from scale_repro.evaluate import EvalError, run_eval
+
+    _setup_logging()
+    try:
+        cfg = load_config(EvalConfig, config, overrides, model=model, task=task, data=data, limit=limit,
+                          output_dir=output_dir, max_new_tokens=max_new_tokens, use_vllm=use_vllm or None)  # fmt: skip
+        out = run_eval(cfg, force=force)
+    except (*_user_errors(), EvalError) as exc:
+        _fail(str(exc))
+    metrics = json.loads((out / "metrics.json").read_text())
+    typer.echo(f"{metrics['task']}: n={metrics['n']} accuracy={metrics['accuracy']:.4f} "
+               f"invalid_rate={metrics['invalid_rate']:.4f} -> {out}")  # fmt: skip
 
 
 @app.command()

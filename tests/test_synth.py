@@ -35,7 +35,7 @@ def test_answers_are_right_by_construction_checked_from_pixels(synth_dir):
         checked += 1
     assert checked >= 4
 
-    sqa = datasets.load_from_disk(str(synth_dir / "scienceqa_test"))
+    sqa = datasets.load_from_disk(str(synth_dir / "scienceqa_test"))["test"]
     for row in sqa:
         if row["topic"] == "color_at":
             target = json.loads(row["target"])
@@ -45,16 +45,16 @@ def test_answers_are_right_by_construction_checked_from_pixels(synth_dir):
 
 def test_splits_do_not_overlap(synth_dir):
     train = {json.dumps(r["scene"], sort_keys=True) for r in json.loads((synth_dir / "train.json").read_text())}
-    sqa = {json.dumps(json.loads(s), sort_keys=True) for s in datasets.load_from_disk(str(synth_dir / "scienceqa_test"))["scene"]}
-    icon = {json.dumps(json.loads(s), sort_keys=True) for s in datasets.load_from_disk(str(synth_dir / "iconqa_test"))["scene"]}
+    sqa = {json.dumps(json.loads(s), sort_keys=True) for s in datasets.load_from_disk(str(synth_dir / "scienceqa_test"))["test"]["scene"]}
+    icon = {json.dumps(json.loads(s), sort_keys=True) for s in datasets.load_from_disk(str(synth_dir / "iconqa_test"))["test"]["scene"]}
     assert not train & sqa and not train & icon and not sqa & icon
 
 
 def test_round_trip_synth_save_load_validate(synth_dir):
     train = load_vision_r1(synth_dir / "train.json")
     assert train.report.valid == train.report.total == 24 and not train.report.rejected
-    sqa = scienceqa_examples(datasets.load_from_disk(str(synth_dir / "scienceqa_test")), "sqa")
-    icon = iconqa_examples(datasets.load_from_disk(str(synth_dir / "iconqa_test")), "icon")
+    sqa = scienceqa_examples(datasets.load_from_disk(str(synth_dir / "scienceqa_test"))["test"], "sqa")
+    icon = iconqa_examples(datasets.load_from_disk(str(synth_dir / "iconqa_test"))["test"], "icon")
     assert sqa.report.valid == 9 and icon.report.valid == 9
     assert all(e.answer in LETTERS for e in sqa.examples)
     assert {e.source for e in icon.examples} == {"iconqa:fill_in_blank", "iconqa:choose_txt"}

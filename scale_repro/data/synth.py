@@ -9,6 +9,7 @@ Written to a directory:
 - ``train.json`` + ``images/``: training set in the Vision-R1 sharegpt shape;
 - ``scienceqa_test/``: multiple-choice test set in lmms-lab/ScienceQA (ScienceQA-IMG) columns;
 - ``iconqa_test/``: fill-in-the-blank and choose-text test set in lmms-lab/ICON-QA columns;
+  both saved with ``save_to_disk`` as a DatasetDict with a ``test`` split, as the hub sets have;
 - ``manifest.json``: how it was made.
 Test scenes never occur in training. Everything is deterministic for a seed.
 """
@@ -339,7 +340,8 @@ def write_synthetic(out_dir: str | Path, config: SynthConfig = SynthConfig()) ->
         }
         for key in sqa_rows:
             sqa_rows[key].append(row[key])
-    datasets.Dataset.from_dict(sqa_rows, features=scienceqa_features()).save_to_disk(str(staging / "scienceqa_test"))
+    sqa = datasets.Dataset.from_dict(sqa_rows, features=scienceqa_features())
+    datasets.DatasetDict({"test": sqa}).save_to_disk(str(staging / "scienceqa_test"))
 
     icon_rows: dict[str, list[Any]] = {k: [] for k in ICONQA_COLUMNS}
     for i, (scene, q) in enumerate(splits["iconqa"]):
@@ -361,7 +363,8 @@ def write_synthetic(out_dir: str | Path, config: SynthConfig = SynthConfig()) ->
         }
         for key in icon_rows:
             icon_rows[key].append(row[key])
-    datasets.Dataset.from_dict(icon_rows, features=iconqa_features()).save_to_disk(str(staging / "iconqa_test"))
+    icon = datasets.Dataset.from_dict(icon_rows, features=iconqa_features())
+    datasets.DatasetDict({"test": icon}).save_to_disk(str(staging / "iconqa_test"))
 
     manifest = {
         "kind": SYNTH_KIND,

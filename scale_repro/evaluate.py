@@ -1,0 +1,191 @@
+"""`scale eval`: lmms-eval on the reasoning versions of ScienceQA-IMG and IconQA.
+
+lmms-eval does the generation (greedy, through its model class for the architecture, or
+vLLM on GPU machines) and the scoring hooks in ``lmms_tasks/`` call the same answer parser
+as the GRPO rewards. This module only points lmms-eval at the right task and data, checks
+that it really produced every sample (lmms-eval exits 0 even when it failed), and writes:
+
+- ``samples.jsonl``: one line per question, with the raw completion;
+- ``lmms_eval_results.json``: lmms-eval's own aggregate results and task config;
+- ``metrics.json``: task, n, accuracy, invalid_rate, mean_completion_tokens, model and run
+  identity, every figure recomputable from ``samples.jsonl``.
+Responses are cached (lmms-eval's request cache), so an interrupted evaluation reruns only
+what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scale_repro.answers import is_correct, parse_completion
+from scale_repro.config import EvalConfig
+from scale_repro.data.sources import TEST_TASKS, load_test_examples, synth_manifest
+from scale_repro.models import resolve_model
+from scale_repro.rundir import Manifest, atomic_write_json, atomic_write_text, fingerprint, is_finished
+
+log = logging.getLogger("scale_repro")
+TASKS_DIR = Path(__file__).parent / "lmms_tasks"
+BASE_TASK = {"scienceqa": "scienceqa_img_cot", "iconqa": "iconqa_cot"}
+LMMS_MODEL = {"qwen2_5_vl": "qwen2_5_vl", "gemma3": "gemma3", "llava_next": "llava_hf"}
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+
+
+class EvalError(RuntimeError):
+    pass
+
+
+def model_family(path: str) -> str:
+    local = Path(path)
+    if local.is_dir():
+        config = json.loads((local / "config.json").read_text())
+        model_type = config.get("model_type")
+        if not any((local / name).is_file() for name in PROCESSOR_FILES):
+            raise EvalError(f"{local}: no processor (processor_config.json / preprocessor_config.json) beside the weights")
+    else:
+        from transformers import AutoConfig
+
+        model_type = AutoConfig.from_pretrained(path).model_type
+    if model_type not in LMMS_MODEL:
+        raise EvalError(f"{path}: model type {model_type!r} not supported; supported: {', '.join(LMMS_MODEL)}")
+    return model_type
+
+
+def lmms_model(path: str, family: str, config: EvalConfig) -> tuple[str, str]:
+    """lmms-eval model name and model_args for this checkpoint."""
+    import torch
+
+    if config.use_vllm:
+        return "vllm", f"model={path},max_new_tokens={config.max_new_tokens}"
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    # Its Qwen model moves inputs to CUDA unless device_map names the device.
+    return LMMS_MODEL[family], f"pretrained={path},device={device},device_map={device}"
+
+
+def write_task_yaml(config: EvalConfig, out_dir: Path) -> tuple[str, Path]:
+    """A task file in the run directory that includes the shipped task, pointed at the data."""
+    schema = TEST_TASKS[config.task][0]
+    base = TASKS_DIR / f"{BASE_TASK[schema]}.yaml"
+    name = f"scale_{config.task.replace('-', '_')}"
+    task: dict[str, Any] = {
+        "include": str(base),
+        "task": name,
+        "generation_kwargs": {"max_new_tokens": config.max_new_tokens, "temperature": 0, "do_sample": False, "until": []},
+    }
+    if config.data:
+        source = Path(config.data)
+        manifest = synth_manifest(source)
+        if manifest:
+            source = source / manifest["files"][schema]
+        task.update(dataset_path=str(source.resolve()), dataset_kwargs={"load_from_disk": True})
+        task.pop("dataset_name", None)
+    tasks_dir = out_dir / "tasks"
+    tasks_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(tasks_dir / f"{name}.yaml", yaml.safe_dump(task, sort_keys=False))
+    return name, tasks_dir
+
+
+def score_samples(samples: list[dict[str, Any]], examples_by_target, tokenizer=None) -> list[dict[str, Any]]:
+    """Per-question rows. Completion length is counted with the model's tokenizer on the
+    decoded text, the same way for every architecture (lmms-eval's models differ in
+    whether they report it)."""
+    rows = []
+    for sample in sorted(samples, key=lambda s: s["doc_id"]):
+        completion = sample["resps"][0][0] if isinstance(sample["resps"][0], list) else sample["resps"][0]
+        example = examples_by_target[sample["doc_id"]]
+        parsed = parse_completion(completion)
+        if tokenizer is not None:
+            tokens = len(tokenizer(completion, add_special_tokens=False)["input_ids"])
+        else:
+            tokens = ((sample.get("token_counts") or [None])[0] or {}).get("output_tokens")
+        rows.append(
+            {
+                "doc_id": sample["doc_id"],
+                "id": example.id,
+                "target": sample["target"],
+                "choices": example.choices,
+                "completion": completion,
+                "parsed_answer": parsed.answer,
+                "valid": parsed.valid,
+                "correct": parsed.answer is not None and is_correct(parsed.answer, sample["target"], example.choices),
+                "completion_tokens": tokens,
+                "lmms_accuracy": sample.get("accuracy"),
+            }
+        )
+    return rows
+
+
+def metrics_from_samples(rows: list[dict[str, Any]]) -> dict[str, float]:
+    n = len(rows)
+    tokens = [r["completion_tokens"] for r in rows if r["completion_tokens"] is not None]
+    return {
+        "n": n,
+        "accuracy": sum(r["correct"] for r in rows) / n if n else 0.0,
+        "invalid_rate": sum(not r["valid"] for r in rows) / n if n else 0.0,
+        "mean_completion_tokens": sum(tokens) / len(tokens) if tokens else None,
+    }
+
+
+def run_eval(config: EvalConfig, force: bool = False) -> Path:
+    if not config.output_dir:
+        raise ValueError("--output-dir is required")
+    if config.task not in TEST_TASKS:
+        raise EvalError(f"unknown task {config.task!r}; choose from {', '.join(TEST_TASKS)}")
+    out = Path(config.output_dir)
+    config_dict = {k: v for k, v in vars(config).items() if k != "output_dir"}
+    if not force and is_finished(out, fingerprint(config_dict)):
+        log.info("%s: finished with the same config, not rerun", out)
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(out, "eval", config_dict)
+    manifest.update()
+    try:
+        resolved = resolve_model(config.model)
+        family = model_family(resolved.path)
+        # Our own loader checks the columns and tells which questions lmms-eval must answer.
+        examples = load_test_examples(config.task, config.data).examples
+        expected = len(examples) if config.limit is None else min(config.limit, len(examples))
+        task_name, tasks_dir = write_task_yaml(config, out)
+        model_name, model_args = lmms_model(resolved.path, family, config)
+        manifest.update(model={"name": config.model, "path": resolved.path, "kind": resolved.kind, "family": family},
+                        lmms_model=model_name, lmms_model_args=model_args, lmms_task=task_name)  # fmt: skip
+
+        from lmms_eval.evaluator import simple_evaluate
+        from lmms_eval.tasks import TaskManager
+
+        results = simple_evaluate(
+            model=model_name,
+            model_args=model_args,
+            tasks=[task_name],
+            task_manager=TaskManager(include_path=str(tasks_dir)),
+            batch_size=config.batch_size,
+            limit=config.limit,
+            log_samples=True,
+            use_cache=str(out / "cache" / "responses"),
+            random_seed=config.seed,
+        )
+        if not results or task_name not in results.get("samples", {}):
+            raise EvalError(f"lmms-eval returned no samples for {task_name}: the evaluation failed (see its log above)")
+        samples = results["samples"][task_name]
+        if len(samples) != expected:
+            raise EvalError(f"lmms-eval answered {len(samples)} of {expected} questions of {task_name}")
+        from transformers import AutoTokenizer
+
+        rows = score_samples(samples, examples, AutoTokenizer.from_pretrained(resolved.path))
+        atomic_write_text(out / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_json(out / "lmms_eval_results.json", {k: v for k, v in results.items() if k != "samples"})
+        metrics = {"task": config.task, **metrics_from_samples(rows),
+                   "model": config.model, "model_path": resolved.path, "model_kind": resolved.kind}  # fmt: skip
+        lmms_accuracy = results["results"][task_name].get("accuracy,none")
+        if lmms_accuracy is not None and abs(lmms_accuracy - metrics["accuracy"]) > 1e-9:
+            raise EvalError(f"lmms-eval's accuracy {lmms_accuracy} differs from the samples' {metrics['accuracy']}")
+        atomic_write_json(out / "metrics.json", metrics)
+        manifest.finish(metrics=metrics)
+    except BaseException as exc:
+        manifest.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    return out

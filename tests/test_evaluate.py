@@ -1,0 +1,92 @@
+import json
+
+import pytest
+
+from conftest import TINY
+from scale_repro.config import EvalConfig, load_config
+from scale_repro.data.records import Example
+from scale_repro.evaluate import EvalError, metrics_from_samples, model_family, run_eval, score_samples
+from scale_repro.rewards import accuracy_reward
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", TINY)
+@pytest.mark.parametrize("task", ["synthetic-scienceqa", "synthetic-iconqa"])
+def test_eval_on_each_tiny_architecture(tmp_path, tiny_paths, synth_dir, model, task):
+    config = load_config(EvalConfig, None, [f"model={model}", f"task={task}", f"data={synth_dir}",
+                                            f"output_dir={tmp_path / 'eval'}", "max_new_tokens=8", "limit=4"])  # fmt: skip
+    out = run_eval(config)
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert metrics["n"] == len(rows) == 4
+    assert metrics["accuracy"] == sum(r["correct"] for r in rows) / 4
+    assert metrics["invalid_rate"] == sum(not r["valid"] for r in rows) / 4
+    assert metrics["mean_completion_tokens"] == sum(r["completion_tokens"] for r in rows) / 4
+    # Counted on the decoded text: a random model's stray bytes re-tokenise longer, so no upper bound here.
+    assert all(isinstance(r["completion_tokens"], int) and r["completion_tokens"] >= 0 for r in rows)
+    # The evaluator and the GRPO accuracy reward agree on the same completions.
+    rewards = accuracy_reward([r["completion"] for r in rows], answer=[r["target"] for r in rows],
+                              choices=[r["choices"] for r in rows])  # fmt: skip
+    assert sum(rewards) / 4 == metrics["accuracy"]
+    results = json.loads((out / "lmms_eval_results.json").read_text())
+    assert any(name.startswith("scale_synthetic") for name in results["results"])
+
+
+@pytest.mark.slow
+def test_interrupted_eval_reuses_cached_responses(tmp_path, tiny_paths, synth_dir):
+    args = ["model=tiny-gemma3", "task=synthetic-scienceqa", f"data={synth_dir}", f"output_dir={tmp_path / 'e'}",
+            "max_new_tokens=4"]  # fmt: skip
+    run_eval(load_config(EvalConfig, None, args + ["limit=3"]))
+    cache = list((tmp_path / "e" / "cache").rglob("*"))
+    assert cache, "lmms-eval wrote no response cache"
+    first = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    run_eval(load_config(EvalConfig, None, args + ["limit=3"]), force=True)
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["accuracy"] == first["accuracy"]
+
+
+def test_hand_written_completions_score_exactly():
+    examples = [
+        Example("q0", [], "?", "B", choices=["red", "blue"]),
+        Example("q1", [], "?", "B", choices=["red", "blue"]),
+        Example("q2", [], "?", "12"),
+        Example("q3", [], "?", "12"),
+        Example("q4", [], "?", "A", choices=["yes", "no"]),
+    ]
+    completions = [
+        "<think>it is blue</think><answer>blue</answer>",  # choice text: correct, valid
+        "<think>hmm</think><answer>Final Answer: (B).</answer>",  # correct, valid
+        "<think>count", # invalid and wrong
+        "<answer>12.0</answer>",  # correct but invalid (no </think>)
+        "<think>x</think><answer>A</answer><answer>B</answer>",  # two blocks: wrong, invalid
+    ]
+    samples = [{"doc_id": i, "target": e.answer, "resps": [[c]], "token_counts": [{"output_tokens": 10 * (i + 1)}]}
+               for i, (e, c) in enumerate(zip(examples, completions))]  # fmt: skip
+    rows = score_samples(samples, examples)
+    assert [r["correct"] for r in rows] == [True, True, False, True, False]
+    assert [r["valid"] for r in rows] == [True, True, False, False, False]
+    assert metrics_from_samples(rows) == {"n": 5, "accuracy": 0.6, "invalid_rate": 0.6, "mean_completion_tokens": 30.0}
+
+
+def test_model_without_processor_is_a_clear_error(tmp_path, tiny_paths):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_paths["tiny-gemma3"], bare)
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        (bare / name).unlink(missing_ok=True)
+    with pytest.raises(EvalError, match="no processor"):
+        model_family(str(bare))
+
+
+def test_unknown_task_and_missing_columns(tmp_path, synth_dir):
+    from scale_repro.data.sources import load_test_examples
+    from scale_repro.data.validate import DataError
+
+    with pytest.raises(EvalError, match="unknown task"):
+        run_eval(load_config(EvalConfig, None, ["task=mmmu", f"output_dir={tmp_path / 'x'}"]))
+    import datasets
+
+    broken = datasets.load_from_disk(str(synth_dir / "scienceqa_test"))
+    broken["test"].remove_columns(["choices"]).save_to_disk(str(tmp_path / "broken"))
+    with pytest.raises(DataError, match="missing column"):
+        load_test_examples("synthetic-scienceqa", str(tmp_path / "broken"))
