@@ -88,6 +88,8 @@ class TrainConfig:
     dataloader_num_workers: int = 0
     report_to: list[str] = field(default_factory=list)
     trust_remote_code: bool = False
+    # Free-form tags the report groups by (model, configuration, data set, seed).
+    labels: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -130,6 +132,7 @@ class EvalConfig:
     device: str | None = None
     use_vllm: bool = False
     seed: int = 0
+    labels: dict[str, Any] = field(default_factory=dict)
 
 
 def _field_types(cls) -> dict[str, Any]:

@@ -1,0 +1,174 @@
+"""Reproduction matrices: an experiment file -> a plan of stages -> run directories.
+
+An experiment (``configs/experiments/*.yaml``) names models, data sets (training data and
+evaluation task), the paper's configurations (Base, SFT, SFT-FW, SCALe-SFT, GRPO, GRPO-FW,
+SCALe-GRPO) and seeds. Each configuration expands into stages (SFT, then GRPO from it, then
+evaluation). Stages run in one process through the Python APIs; a stage whose manifest says
+it finished with the same config is skipped, a failed or interrupted one runs again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scale_repro.config import CONFIGS_DIR, EvalConfig, GRPOConfig, SFTConfig, load_config, to_dict
+from scale_repro.rundir import fingerprint, is_finished
+
+log = logging.getLogger("scale_repro")
+
+# configuration -> (SFT loss mode or None for the base model, whether GRPO follows)
+CONFIGURATIONS = {
+    "Base": (None, False),
+    "SFT": ("vanilla", False),
+    "SFT-FW": ("fixed", False),
+    "SCALe-SFT": ("scale", False),
+    "GRPO": ("vanilla", True),
+    "GRPO-FW": ("fixed", True),
+    "SCALe-GRPO": ("scale", True),
+}
+
+
+@dataclass
+class Stage:
+    kind: str  # sft | grpo | eval
+    run_dir: Path
+    config: Any
+    needs: list[Path] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind} {self.run_dir}"
+
+    def finished(self) -> bool:
+        data = {k: v for k, v in to_dict(self.config).items() if k != "output_dir"}
+        return is_finished(self.run_dir, fingerprint(data))
+
+
+@dataclass
+class Experiment:
+    name: str
+    models: list[str]
+    datasets: list[dict[str, Any]]
+    configurations: list[str]
+    seeds: list[int]
+    sft: dict[str, Any] = field(default_factory=dict)
+    grpo: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
+
+
+def load_experiment(path: str | Path, variables: dict[str, str] | None = None) -> Experiment:
+    text = Path(path).read_text()
+    for key, value in (variables or {}).items():
+        text = text.replace("${" + key + "}", value)
+    data = yaml.safe_load(os.path.expandvars(text))
+    unknown = [c for c in data["configurations"] if c not in CONFIGURATIONS]
+    if unknown:
+        raise ValueError(f"{path}: unknown configuration(s) {unknown}; known: {list(CONFIGURATIONS)}")
+    return Experiment(**data)
+
+
+def experiment_path(table: int | None = None, name: str | None = None) -> Path:
+    return CONFIGS_DIR / "experiments" / (f"table{table}.yaml" if table else f"{name}.yaml")
+
+
+def _recipes(section: dict[str, Any]) -> list[Path]:
+    return [Path(p) if Path(p).is_absolute() else CONFIGS_DIR.parent / p for p in section.get("config", [])]
+
+
+def plan(experiment: Experiment, out: str | Path) -> list[Stage]:
+    """Every stage of the experiment, in an order that respects dependencies, without duplicates."""
+    out = Path(out)
+    stages: dict[Path, Stage] = {}
+
+    def add(stage: Stage) -> None:
+        stages.setdefault(stage.run_dir, stage)
+
+    for model in experiment.models:
+        for dataset in experiment.datasets:
+            for configuration in experiment.configurations:
+                mode, with_grpo = CONFIGURATIONS[configuration]
+                for seed in experiment.seeds if mode else [experiment.seeds[0]]:
+                    labels = {"model": model, "dataset": dataset["name"], "configuration": configuration, "seed": seed}
+                    if mode is None:
+                        evaluated, evaluated_dir = model, out / model / "base"
+                    else:
+                        train_key = Path(str(dataset["train"])).name
+                        sft_dir = out / model / train_key / f"sft-{mode}" / f"seed{seed}"
+                        sft_labels = {**labels, "configuration": {"vanilla": "SFT", "fixed": "SFT-FW", "scale": "SCALe-SFT"}[mode]}
+                        sft = load_config(
+                            SFTConfig, _recipes(experiment.sft), experiment.sft.get("set", []),
+                            model=model, output_dir=str(sft_dir), seed=seed,
+                            **{"loss.mode": mode, "data.spec": str(dataset["train"])},
+                        )  # fmt: skip
+                        sft.labels = sft_labels
+                        add(Stage("sft", sft_dir, sft))
+                        evaluated, evaluated_dir = str(sft_dir), sft_dir
+                        if with_grpo:
+                            grpo_dir = sft_dir / "grpo"
+                            grpo = load_config(
+                                GRPOConfig, _recipes(experiment.grpo), experiment.grpo.get("set", []),
+                                model=str(sft_dir), output_dir=str(grpo_dir), seed=seed,
+                                **{"data.spec": str(dataset["train"])},
+                            )  # fmt: skip
+                            grpo.labels = labels
+                            add(Stage("grpo", grpo_dir, grpo, needs=[sft_dir]))
+                            evaluated, evaluated_dir = str(grpo_dir), grpo_dir
+                    eval_dir = evaluated_dir / f"eval-{dataset['task']}"
+                    evaluation = load_config(
+                        EvalConfig, _recipes(experiment.eval), experiment.eval.get("set", []),
+                        model=evaluated, task=dataset["task"], data=dataset.get("data"), output_dir=str(eval_dir),
+                        seed=seed,
+                    )  # fmt: skip
+                    evaluation.labels = labels
+                    needs = [] if mode is None else [evaluated_dir]
+                    add(Stage("eval", eval_dir, evaluation, needs=needs))
+    order = {"sft": 0, "grpo": 1, "eval": 2}
+    return sorted(stages.values(), key=lambda s: order[s.kind])
+
+
+def describe(stages: list[Stage]) -> str:
+    lines = []
+    for i, stage in enumerate(stages, 1):
+        state = "done" if stage.finished() else "to run"
+        lines.append(f"[{i:>3}/{len(stages)}] {stage.kind:<4} {state:<6} {stage.run_dir}")
+    return "\n".join(lines)
+
+
+def execute(stages: list[Stage], echo=print) -> dict[str, list[str]]:
+    """Run every stage not yet finished; a failed stage's dependants are skipped, the rest go on."""
+    from scale_repro.evaluate import run_eval
+    from scale_repro.grpo import run_grpo
+    from scale_repro.sft import run_sft
+
+    runners = {"sft": run_sft, "grpo": run_grpo, "eval": run_eval}
+    failed: set[Path] = set()
+    summary: dict[str, list[str]] = {"ran": [], "skipped": [], "failed": [], "blocked": []}
+    started = time.time()
+    for i, stage in enumerate(stages, 1):
+        prefix = f"[{i:>3}/{len(stages)} {time.time() - started:6.0f}s]"
+        if any(dep in failed for dep in stage.needs):
+            failed.add(stage.run_dir)
+            summary["blocked"].append(str(stage.run_dir))
+            echo(f"{prefix} {stage.kind:<4} blocked (an earlier stage failed): {stage.run_dir}")
+            continue
+        if stage.finished():
+            summary["skipped"].append(str(stage.run_dir))
+            echo(f"{prefix} {stage.kind:<4} finished earlier: {stage.run_dir}")
+            continue
+        echo(f"{prefix} {stage.kind:<4} running: {stage.run_dir}")
+        try:
+            runners[stage.kind](stage.config)
+            summary["ran"].append(str(stage.run_dir))
+        except Exception as exc:  # noqa: BLE001 - one failed cell must not stop the matrix
+            log.exception("stage failed: %s", stage.name)
+            failed.add(stage.run_dir)
+            summary["failed"].append(str(stage.run_dir))
+            echo(f"{prefix} {stage.kind:<4} FAILED ({type(exc).__name__}: {exc}): {stage.run_dir}")
+    return summary
