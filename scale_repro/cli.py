@@ -136,27 +136,68 @@ def evaluate(
 
 @app.command()
 def report(
-    runs: Annotated[Path | None, typer.Option(help="Folder of run directories.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Where the tables and plots go.")] = None,
+    runs: Annotated[Path, typer.Option(help="Folder of run directories.")] = Path("runs"),
+    out: Annotated[Path, typer.Option(help="Where the tables and plots go.")] = Path("results/report"),
 ) -> None:
-    """Tables 1-3 from run directories, beside the paper's numbers."""
-    not_implemented("report")
+    """Tables 1-3 from run directories, beside the paper's numbers (Markdown, LaTeX, CSV, PNG)."""
+    from scale_repro.report import write_report
+
+    if not runs.is_dir():
+        _fail(f"{runs}: no such folder of runs")
+    summary = write_report(runs, out)
+    typer.echo((out / "report.md").read_text())
+    typer.echo(f"report: {summary['report']} ({summary['evaluations']} evaluations, plots: {', '.join(summary['plots'])})")
 
 
 @app.command()
 def reproduce(
     table: Annotated[int | None, typer.Option(help="Paper table 1, 2 or 3.")] = None,
-    experiment: Annotated[str | None, typer.Option(help="synthetic: the controlled CPU experiment.")] = None,
+    experiment: Annotated[str | None, typer.Option(help="An experiment name from configs/experiments/ or a YAML path.")] = None,
+    out: Annotated[Path, typer.Option(help="Root folder of the run directories.")] = Path("runs"),
     dry_run: Annotated[bool, typer.Option(help="Print the plan only.")] = False,
 ) -> None:
-    """Run the paper's reproduction matrix (or the synthetic experiment)."""
-    not_implemented("reproduce")
+    """Run the paper's reproduction matrix: finished stages are skipped, failed ones run again."""
+    from scale_repro.pipeline import describe, execute, experiment_path, load_experiment, plan
+    from scale_repro.report import write_report
+
+    _setup_logging()
+    if experiment == "synthetic":
+        not_implemented("reproduce --experiment synthetic")
+    if (table is None) == (experiment is None):
+        _fail("give one of --table N or --experiment NAME")
+    if table is not None and table not in (1, 2, 3):
+        _fail("--table must be 1, 2 or 3")
+    path = Path(experiment) if experiment and experiment.endswith(".yaml") else experiment_path(table, experiment)
+    if not path.is_file():
+        _fail(f"{path}: no such experiment file")
+    try:
+        stages = plan(load_experiment(path), out)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    typer.echo(describe(stages))
+    if dry_run:
+        return
+    summary = execute(stages, echo=typer.echo)
+    result = write_report(out, out / "report")
+    typer.echo(f"ran {len(summary['ran'])}, skipped {len(summary['skipped'])}, failed {len(summary['failed'])}, "
+               f"blocked {len(summary['blocked'])}; report: {result['report']}")  # fmt: skip
+    if summary["failed"] or summary["blocked"]:
+        raise typer.Exit(1)
 
 
 @app.command()
-def demo(out: Annotated[Path | None, typer.Option(help="Output folder.")] = None) -> None:
-    """The whole chain on tiny models and synthetic data, offline, on a CPU."""
-    not_implemented("demo")
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo_out"),
+    models: Annotated[str | None, typer.Option(help="Comma-separated tiny models (default: all three).")] = None,
+    quick: Annotated[bool, typer.Option(help="A few steps and questions only (a smoke test).")] = False,
+) -> None:
+    """The whole chain on tiny models and synthetic data, offline, on a CPU: Tables 1-3 and a report."""
+    from scale_repro.demo import run_demo
+
+    _setup_logging()
+    result = run_demo(out, models.split(",") if models else None, quick=quick, echo=typer.echo)
+    if result["failed"]:
+        raise typer.Exit(1)
 
 
 @models_app.command("list")

@@ -197,7 +197,8 @@ def load_config(cls, recipes: str | Path | list[str | Path] | None = None, overr
     elif isinstance(recipes, (str, Path)):
         recipes = [recipes]
     recipes = [Path(r) for r in recipes]
-    auto = model_recipe(fields.get("model"))
+    # Per-model recipes hold training settings; evaluation has its own few fields.
+    auto = model_recipe(fields.get("model")) if issubclass(cls, TrainConfig) else None
     if auto is not None and auto not in recipes:
         recipes.insert(0, auto)
     tree: dict[str, Any] = {}

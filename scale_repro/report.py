@@ -1,0 +1,231 @@
+"""`scale report`: the paper's Tables 1-3 from run directories, beside the paper's numbers.
+
+Reads manifests and ``metrics.json`` only (never re-types a number): evaluation runs carry
+labels (model, data set, configuration, seed) and point at the training run they evaluated,
+whose manifest gives the wall-clock time. Writes Markdown, LaTeX and CSV tables and PNG plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scale_repro.rundir import atomic_write_text, read_json, read_manifest
+
+PAPER_TABLES = Path(__file__).resolve().parents[1] / "results" / "paper" / "tables.json"
+TABLES = {
+    1: ("accuracy", ["Base", "SFT", "SCALe-SFT", "GRPO", "SCALe-GRPO"], "table1_accuracy"),
+    2: ("invalid_rate", ["SFT", "SCALe-SFT", "GRPO", "SCALe-GRPO"], "table2_invalid_percent"),
+    3: ("accuracy", ["SFT", "SFT-FW", "SCALe-SFT", "GRPO-FW", "SCALe-GRPO"], "table3_ablation_qwen2.5-vl-3b"),
+}
+TITLES = {1: "Table 1: accuracy (%)", 2: "Table 2: invalid outputs (%)", 3: "Table 3: ablation, accuracy (%)"}
+
+
+@dataclass
+class Cell:
+    values: list[float] = field(default_factory=list)
+    status: str = "not run"  # not run | failed | ok
+
+    def text(self) -> str:
+        if not self.values:
+            return self.status
+        mean = statistics.fmean(self.values)
+        if len(self.values) > 1:
+            return f"{mean:.2f} ± {statistics.stdev(self.values):.2f}"
+        return f"{mean:.2f}"
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+
+def collect(runs: str | Path) -> list[dict[str, Any]]:
+    """Every evaluation run below ``runs``: labels, metrics (or why there are none), training time."""
+    records = []
+    for manifest_path in sorted(Path(runs).rglob("manifest.json")):
+        manifest = read_manifest(manifest_path.parent)
+        if not manifest or manifest.get("stage") != "eval":
+            continue
+        labels = manifest.get("config", {}).get("labels") or {}
+        if not labels:
+            continue
+        record = {"labels": labels, "status": manifest.get("status"), "dir": str(manifest_path.parent)}
+        metrics_path = manifest_path.parent / "metrics.json"
+        if manifest.get("status") == "finished" and metrics_path.is_file():
+            record["metrics"] = read_json(metrics_path)
+        model_path = Path(str(manifest.get("config", {}).get("model", "")))
+        record["train_time_s"] = training_time(model_path)
+        records.append(record)
+    return records
+
+
+def training_time(run_dir: Path) -> float | None:
+    """Wall-clock time of a training run and everything it started from (GRPO includes its SFT)."""
+    manifest = read_manifest(run_dir) if run_dir.is_dir() else None
+    if not manifest or manifest.get("stage") not in ("sft", "grpo"):
+        return None
+    own = float(manifest.get("wall_clock_s") or 0.0)
+    parent = Path(str(manifest.get("config", {}).get("model", "")))
+    upstream = training_time(parent)
+    return own + (upstream or 0.0)
+
+
+def build_table(records: list[dict[str, Any]], table: int) -> dict[tuple[str, str], dict[str, Cell]]:
+    metric, columns, _ = TABLES[table]
+    rows: dict[tuple[str, str], dict[str, Cell]] = defaultdict(lambda: {c: Cell() for c in columns})
+    for record in records:
+        labels = record["labels"]
+        if labels.get("configuration") not in columns:
+            continue
+        cell = rows[(labels["model"], labels["dataset"])][labels["configuration"]]
+        if "metrics" in record:
+            cell.values.append(100.0 * record["metrics"][metric])
+            cell.status = "ok"
+        elif cell.status != "ok":
+            cell.status = "failed" if record["status"] == "failed" else "not run"
+    return dict(rows)
+
+
+def paper_value(paper: dict[str, Any], table: int, model: str, dataset: str, column: str) -> float | None:
+    _, columns, key = TABLES[table]
+    data = paper.get(key, {})
+    rows = data.get("rows", {})
+    if table == 3:
+        values = rows.get(dataset) if model == "qwen2.5-vl-3b" else None
+    else:
+        values = rows.get(model, {}).get(dataset)
+    if not values:
+        return None
+    return values[data["columns"].index(column)]
+
+
+def render(records: list[dict[str, Any]], table: int, paper: dict[str, Any]) -> tuple[str, str, str]:
+    """Markdown, LaTeX and CSV of one table; each cell: ours (paper, difference)."""
+    _, columns, _ = TABLES[table]
+    rows = build_table(records, table)
+    header = ["model", "data set", *columns]
+    md = [f"### {TITLES[table]}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    tex = [r"\begin{tabular}{ll" + "r" * len(columns) + "}", r"\toprule",
+           " & ".join(header) + r" \\", r"\midrule"]  # fmt: skip
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["model", "dataset", "configuration", "ours_mean", "ours_std", "n_seeds", "status", "paper", "difference"])
+    for (model, dataset), cells in sorted(rows.items()):
+        texts = []
+        for column in columns:
+            cell = cells[column]
+            reference = paper_value(paper, table, model, dataset, column)
+            text = cell.text()
+            if reference is not None:
+                diff = f"{cell.mean - reference:+.2f}" if cell.mean is not None else "–"
+                text += f" ({reference:.2f}, {diff})"
+            texts.append(text)
+            std = statistics.stdev(cell.values) if len(cell.values) > 1 else None
+            writer.writerow([model, dataset, column, cell.mean, std, len(cell.values), cell.status, reference,
+                             None if reference is None or cell.mean is None else cell.mean - reference])  # fmt: skip
+        md.append("| " + " | ".join([model, dataset, *texts]) + " |")
+        tex.append(" & ".join([model, dataset, *(t.replace("±", r"$\pm$") for t in texts)]).replace("%", r"\%") + r" \\")
+    tex += [r"\bottomrule", r"\end{tabular}"]
+    md.append("")
+    md.append("Cells: ours (paper, ours minus paper); mean ± std over seeds where several ran.")
+    return "\n".join(md) + "\n", "\n".join(tex) + "\n", buffer.getvalue()
+
+
+def timing_table(records: list[dict[str, Any]]) -> str:
+    """Training wall-clock per configuration, to check 'SCALe-SFT costs ~1/7 of SFT + GRPO'."""
+    times: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for record in records:
+        if record.get("train_time_s") is not None:
+            labels = record["labels"]
+            times[(labels["model"], labels["configuration"])].append(record["train_time_s"])
+    lines = ["### Training wall-clock time (s, SFT + GRPO where GRPO ran)", "",
+             "| model | configuration | time (s) |", "|---|---|---|"]  # fmt: skip
+    for (model, configuration), values in sorted(times.items()):
+        lines.append(f"| {model} | {configuration} | {statistics.fmean(values):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(records: list[dict[str, Any]], runs: Path, out: Path) -> list[str]:
+    """Weight schedule, THINK/ANSWER loss curves (vanilla vs SCALe), accuracy and invalid rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from scale_repro.config import LossConfig
+    from scale_repro.loss import cosine_weight
+    from scale_repro.training import read_train_log
+
+    written = []
+    c = LossConfig()
+    steps = list(range(101))
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(steps, [cosine_weight(t, 100, c.think_start, c.think_end) for t in steps], label="w_think (SCALe)")
+    ax.plot(steps, [cosine_weight(t, 100, c.answer_start, c.answer_end) for t in steps], label="w_answer (SCALe)")
+    ax.plot(steps, [c.fixed_think] * len(steps), "--", label="w (FW)")
+    ax.set_xlabel("training progress (%)"), ax.set_ylabel("weight"), ax.legend(), ax.set_title("Segment weights")
+    fig.tight_layout(), fig.savefig(out / "weight_schedule.png", dpi=120), plt.close(fig)
+    written.append("weight_schedule.png")
+
+    curves = defaultdict(list)
+    for manifest_path in sorted(Path(runs).rglob("manifest.json")):
+        manifest = read_manifest(manifest_path.parent)
+        if manifest and manifest.get("stage") == "sft" and manifest.get("status") == "finished":
+            mode = manifest["config"]["loss"]["mode"]
+            curves[mode].append(read_train_log(manifest_path.parent))
+    if curves:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharex=True)
+        for mode, logs in sorted(curves.items()):
+            for segment, ax in zip(("think", "answer"), axes, strict=True):
+                for i, entries in enumerate(logs):
+                    points = [(e["step"], e[f"loss_{segment}"]) for e in entries if f"loss_{segment}" in e]
+                    if points:
+                        xs, ys = zip(*points, strict=True)
+                        ax.plot(xs, ys, color={"vanilla": "C0", "fixed": "C2", "scale": "C1"}[mode], alpha=0.6,
+                                label=mode if i == 0 else None)  # fmt: skip
+                ax.set_title(f"L_{segment} (mean CE)"), ax.set_xlabel("step")
+        axes[0].legend()
+        fig.tight_layout(), fig.savefig(out / "segment_losses.png", dpi=120), plt.close(fig)
+        written.append("segment_losses.png")
+
+    for table, metric, name in ((1, "accuracy", "accuracy.png"), (2, "invalid_rate", "invalid_rate.png")):
+        rows = build_table(records, table)
+        if not rows:
+            continue
+        _, columns, _ = TABLES[table]
+        fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(rows)), 3.4))
+        width = 0.8 / len(columns)
+        for j, column in enumerate(columns):
+            means = [rows[key][column].mean or 0.0 for key in sorted(rows)]
+            ax.bar([i + j * width for i in range(len(rows))], means, width, label=column)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))])
+        ax.set_xticklabels([f"{m}\n{d}" for m, d in sorted(rows)], fontsize=7)
+        ax.set_ylabel(f"{metric} (%)"), ax.legend(fontsize=7), ax.set_title(TITLES[table])
+        fig.tight_layout(), fig.savefig(out / name, dpi=120), plt.close(fig)
+        written.append(name)
+    return written
+
+
+def write_report(runs: str | Path, out: str | Path, paper_path: Path = PAPER_TABLES) -> dict[str, Any]:
+    runs, out = Path(runs), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paper = json.loads(paper_path.read_text()) if paper_path.is_file() else {}
+    records = collect(runs)
+    markdown = [f"# SCALe reproduction report\n\nRuns: `{runs}` ({len(records)} evaluations)\n"]
+    for table in TABLES:
+        md, tex, table_csv = render(records, table, paper)
+        markdown.append(md)
+        atomic_write_text(out / f"table{table}.tex", tex)
+        atomic_write_text(out / f"table{table}.csv", table_csv)
+    markdown.append(timing_table(records))
+    plots = plot(records, runs, out)
+    markdown.append("\n".join(f"![{p}]({p})" for p in plots) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(markdown))
+    return {"evaluations": len(records), "plots": plots, "report": str(out / "report.md")}
+
