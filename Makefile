@@ -58,6 +58,7 @@ evidence: setup
 
 bench: setup
 	$(PY) scripts/bench_sft_loss.py
+	$(PY) scripts/bench_grpo.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -18,14 +18,18 @@ data_app = typer.Typer(help="Synthetic data and data validation.", no_args_is_he
 app.add_typer(models_app, name="models")
 app.add_typer(data_app, name="data")
 
-Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override any config field: key.sub=value (YAML).")]
+Overrides = Annotated[
+    list[str] | None, typer.Option("--set", help="Override any config field: key.sub=value (YAML).")
+]
 Recipe = Annotated[
     list[Path] | None, typer.Option("--config", help="YAML recipe (see configs/); repeat to layer several.")
 ]
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -48,14 +52,22 @@ def _user_errors():
 
 @app.command()
 def sft(
-    model: Annotated[str | None, typer.Option(help="Short name, hub id, checkpoint or run directory.")] = None,
-    data: Annotated[str | None, typer.Option(help="Synth dir, Vision-R1 JSON, preset name or local copy.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Short name, hub id, checkpoint or run directory.")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Synth dir, Vision-R1 JSON, preset name or local copy.")
+    ] = None,
     loss: Annotated[str | None, typer.Option(help="scale | fixed | vanilla")] = None,
     output_dir: Annotated[str | None, typer.Option(help="Run directory.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
-    image_root: Annotated[str | None, typer.Option(help="Folder the data's image paths are relative to.")] = None,
+    image_root: Annotated[
+        str | None, typer.Option(help="Folder the data's image paths are relative to.")
+    ] = None,
     seed: Annotated[int | None, typer.Option()] = None,
-    strict: Annotated[bool, typer.Option(help="Stop at the first bad record instead of skipping it.")] = False,
+    strict: Annotated[
+        bool, typer.Option(help="Stop at the first bad record instead of skipping it.")
+    ] = False,
     force: Annotated[bool, typer.Option(help="Discard an existing run directory.")] = False,
     config: Recipe = None,
     overrides: Overrides = None,
@@ -78,13 +90,21 @@ def sft(
 
 @app.command()
 def grpo(
-    model: Annotated[str | None, typer.Option(help="SFT run directory, short name, hub id or checkpoint.")] = None,
-    data: Annotated[str | None, typer.Option(help="Synth dir, Vision-R1 JSON, preset name or local copy.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="SFT run directory, short name, hub id or checkpoint.")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Synth dir, Vision-R1 JSON, preset name or local copy.")
+    ] = None,
     output_dir: Annotated[str | None, typer.Option(help="Run directory.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
-    image_root: Annotated[str | None, typer.Option(help="Folder the data's image paths are relative to.")] = None,
+    image_root: Annotated[
+        str | None, typer.Option(help="Folder the data's image paths are relative to.")
+    ] = None,
     seed: Annotated[int | None, typer.Option()] = None,
-    strict: Annotated[bool, typer.Option(help="Stop at the first bad record instead of skipping it.")] = False,
+    strict: Annotated[
+        bool, typer.Option(help="Stop at the first bad record instead of skipping it.")
+    ] = False,
     force: Annotated[bool, typer.Option(help="Discard an existing run directory.")] = False,
     config: Recipe = None,
     overrides: Overrides = None,
@@ -107,13 +127,21 @@ def grpo(
 
 @app.command("eval")
 def evaluate(
-    model: Annotated[str | None, typer.Option(help="Run directory, short name, hub id or checkpoint.")] = None,
-    task: Annotated[str | None, typer.Option(help="scienceqa | iconqa | synthetic-scienceqa | synthetic-iconqa")] = None,
-    data: Annotated[str | None, typer.Option(help="`scale data synth` directory or a local copy of the real set.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Run directory, short name, hub id or checkpoint.")
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option(help="scienceqa | iconqa | synthetic-scienceqa | synthetic-iconqa")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="`scale data synth` directory or a local copy of the real set.")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate the first N questions only.")] = None,
     output_dir: Annotated[str | None, typer.Option(help="Evaluation run directory.")] = None,
     max_new_tokens: Annotated[int | None, typer.Option()] = None,
-    use_vllm: Annotated[bool, typer.Option(help="Generate with vLLM through lmms-eval (GPU machines).")] = False,
+    use_vllm: Annotated[
+        bool, typer.Option(help="Generate with vLLM through lmms-eval (GPU machines).")
+    ] = False,
     force: Annotated[bool, typer.Option(help="Rerun even if finished.")] = False,
     config: Recipe = None,
     overrides: Overrides = None,
@@ -146,13 +174,17 @@ def report(
         _fail(f"{runs}: no such folder of runs")
     summary = write_report(runs, out)
     typer.echo((out / "report.md").read_text())
-    typer.echo(f"report: {summary['report']} ({summary['evaluations']} evaluations, plots: {', '.join(summary['plots'])})")
+    typer.echo(
+        f"report: {summary['report']} ({summary['evaluations']} evaluations, plots: {', '.join(summary['plots'])})"
+    )
 
 
 @app.command()
 def reproduce(
     table: Annotated[int | None, typer.Option(help="Paper table 1, 2 or 3.")] = None,
-    experiment: Annotated[str | None, typer.Option(help="An experiment name from configs/experiments/ or a YAML path.")] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="An experiment name from configs/experiments/ or a YAML path.")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Root folder of the run directories.")] = Path("runs"),
     dry_run: Annotated[bool, typer.Option(help="Print the plan only.")] = False,
 ) -> None:
@@ -167,7 +199,11 @@ def reproduce(
         _fail("give one of --table N or --experiment NAME")
     if table is not None and table not in (1, 2, 3):
         _fail("--table must be 1, 2 or 3")
-    path = Path(experiment) if experiment and experiment.endswith(".yaml") else experiment_path(table, experiment)
+    path = (
+        Path(experiment)
+        if experiment and experiment.endswith(".yaml")
+        else experiment_path(table, experiment)
+    )
     if not path.is_file():
         _fail(f"{path}: no such experiment file")
     try:
@@ -188,7 +224,9 @@ def reproduce(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo_out"),
-    models: Annotated[str | None, typer.Option(help="Comma-separated tiny models (default: all three).")] = None,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated tiny models (default: all three).")
+    ] = None,
     quick: Annotated[bool, typer.Option(help="A few steps and questions only (a smoke test).")] = False,
 ) -> None:
     """The whole chain on tiny models and synthetic data, offline, on a CPU: Tables 1-3 and a report."""
@@ -210,7 +248,9 @@ def models_list() -> None:
     for name, hub_id in PAPER_MODELS.items():
         typer.echo(f"{name:<24} {'paper':<6} {hub_id}")
     for name, spec in TINY_MODELS.items():
-        typer.echo(f"{name:<24} {'tiny':<6} random-init {spec.family} (stands in for {spec.real_counterpart})")
+        typer.echo(
+            f"{name:<24} {'tiny':<6} random-init {spec.family} (stands in for {spec.real_counterpart})"
+        )
 
 
 @models_app.command("build-tiny")
@@ -218,7 +258,9 @@ def models_build_tiny(
     name: Annotated[str, typer.Argument(help="tiny-qwen2.5-vl | tiny-gemma3 | tiny-llava-next")],
     out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
     seed: Annotated[int, typer.Option()] = 0,
-    vocab_size: Annotated[int | None, typer.Option(help="Widen the embedding (e.g. 262144 for Gemma-3's).")] = None,
+    vocab_size: Annotated[
+        int | None, typer.Option(help="Widen the embedding (e.g. 262144 for Gemma-3's).")
+    ] = None,
 ) -> None:
     """Build a tiny random-init model with its processor."""
     from scale_repro.tiny import TINY_MODELS, build_tiny
@@ -242,7 +284,9 @@ def data_synth(
     """Write synthetic train (Vision-R1 JSON) and test sets (ScienceQA-IMG, ICON-QA schemas)."""
     from scale_repro.data.synth import SynthConfig, write_synthetic
 
-    config = SynthConfig(seed=seed, n_train=n_train, n_test=n_test, reasoning_ratio=reasoning_ratio, image_size=image_size)
+    config = SynthConfig(
+        seed=seed, n_train=n_train, n_test=n_test, reasoning_ratio=reasoning_ratio, image_size=image_size
+    )
     path = write_synthetic(out, config)
     typer.echo(f"synthetic data: {n_train} train, {n_test}+{n_test} test -> {path}")
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import yaml
 
-
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 

@@ -24,7 +24,9 @@ QUICK_OVERRIDES = {
 }
 
 
-def run_demo(out: str | Path, models: list[str] | None = None, quick: bool = False, echo=print) -> dict[str, Any]:
+def run_demo(
+    out: str | Path, models: list[str] | None = None, quick: bool = False, echo=print
+) -> dict[str, Any]:
     started = time.time()
     out = Path(out).resolve()
     data = out / "data"
@@ -48,5 +50,7 @@ def run_demo(out: str | Path, models: list[str] | None = None, quick: bool = Fal
     result = write_report(out / "runs", out / "report")
     table1 = (out / "report" / "report.md").read_text().split("### Table 2")[0]
     echo(table1)
-    echo(f"demo finished in {time.time() - started:.0f}s: report {result['report']}, plots in {out / 'report'}")
+    echo(
+        f"demo finished in {time.time() - started:.0f}s: report {result['report']}, plots in {out / 'report'}"
+    )
     return summary

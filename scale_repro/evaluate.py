@@ -45,13 +45,17 @@ def model_family(path: str) -> str:
         config = json.loads((local / "config.json").read_text())
         model_type = config.get("model_type")
         if not any((local / name).is_file() for name in PROCESSOR_FILES):
-            raise EvalError(f"{local}: no processor (processor_config.json / preprocessor_config.json) beside the weights")
+            raise EvalError(
+                f"{local}: no processor (processor_config.json / preprocessor_config.json) beside the weights"
+            )
     else:
         from transformers import AutoConfig
 
         model_type = AutoConfig.from_pretrained(path).model_type
     if model_type not in LMMS_MODEL:
-        raise EvalError(f"{path}: model type {model_type!r} not supported; supported: {', '.join(LMMS_MODEL)}")
+        raise EvalError(
+            f"{path}: model type {model_type!r} not supported; supported: {', '.join(LMMS_MODEL)}"
+        )
     return model_type
 
 
@@ -74,7 +78,12 @@ def write_task_yaml(config: EvalConfig, out_dir: Path) -> tuple[str, Path]:
     task: dict[str, Any] = {
         "include": str(base),
         "task": name,
-        "generation_kwargs": {"max_new_tokens": config.max_new_tokens, "temperature": 0, "do_sample": False, "until": []},
+        "generation_kwargs": {
+            "max_new_tokens": config.max_new_tokens,
+            "temperature": 0,
+            "do_sample": False,
+            "until": [],
+        },
     }
     if config.data:
         source = Path(config.data)
@@ -111,7 +120,8 @@ def score_samples(samples: list[dict[str, Any]], examples_by_target, tokenizer=N
                 "completion": completion,
                 "parsed_answer": parsed.answer,
                 "valid": parsed.valid,
-                "correct": parsed.answer is not None and is_correct(parsed.answer, sample["target"], example.choices),
+                "correct": parsed.answer is not None
+                and is_correct(parsed.answer, sample["target"], example.choices),
                 "completion_tokens": tokens,
                 "lmms_accuracy": sample.get("accuracy"),
             }
@@ -169,7 +179,9 @@ def run_eval(config: EvalConfig, force: bool = False) -> Path:
             random_seed=config.seed,
         )
         if not results or task_name not in results.get("samples", {}):
-            raise EvalError(f"lmms-eval returned no samples for {task_name}: the evaluation failed (see its log above)")
+            raise EvalError(
+                f"lmms-eval returned no samples for {task_name}: the evaluation failed (see its log above)"
+            )
         samples = results["samples"][task_name]
         if len(samples) != expected:
             raise EvalError(f"lmms-eval answered {len(samples)} of {expected} questions of {task_name}")
@@ -177,12 +189,16 @@ def run_eval(config: EvalConfig, force: bool = False) -> Path:
 
         rows = score_samples(samples, examples, AutoTokenizer.from_pretrained(resolved.path))
         atomic_write_text(out / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-        atomic_write_json(out / "lmms_eval_results.json", {k: v for k, v in results.items() if k != "samples"})
+        atomic_write_json(
+            out / "lmms_eval_results.json", {k: v for k, v in results.items() if k != "samples"}
+        )
         metrics = {"task": config.task, **metrics_from_samples(rows),
                    "model": config.model, "model_path": resolved.path, "model_kind": resolved.kind}  # fmt: skip
         lmms_accuracy = results["results"][task_name].get("accuracy,none")
         if lmms_accuracy is not None and abs(lmms_accuracy - metrics["accuracy"]) > 1e-9:
-            raise EvalError(f"lmms-eval's accuracy {lmms_accuracy} differs from the samples' {metrics['accuracy']}")
+            raise EvalError(
+                f"lmms-eval's accuracy {lmms_accuracy} differs from the samples' {metrics['accuracy']}"
+            )
         atomic_write_json(out / "metrics.json", metrics)
         manifest.finish(metrics=metrics)
     except BaseException as exc:

@@ -70,7 +70,9 @@ def preflight(examples: list[Example], processor, config: GRPOConfig, sample: in
         images = [Image.open(p).convert("RGB") if isinstance(p, (str, Path)) else p for p in example.images]
         sizes.update(image.size for image in images)
         row = to_conversation(example, images)
-        content = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt_text(example.question)}]
+        content = [{"type": "image"} for _ in images] + [
+            {"type": "text", "text": prompt_text(example.question)}
+        ]
         text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
                                              tokenize=False)  # fmt: skip
         length = processor(images=images or None, text=[text], return_tensors="pt")["input_ids"].shape[1]
@@ -98,7 +100,11 @@ def preflight(examples: list[Example], processor, config: GRPOConfig, sample: in
                 f"images come in {len(sizes)} sizes (e.g. {w1}x{h1} and {w2}x{h2}) and this model's processor "
                 f"cannot batch them ({exc}); resize the images to one size first"
             ) from exc
-    return {"longest_prompt_tokens": longest, "image_sizes": sorted(sizes)[:10], "checked_examples": len(checked)}
+    return {
+        "longest_prompt_tokens": longest,
+        "image_sizes": sorted(sizes)[:10],
+        "checked_examples": len(checked),
+    }
 
 
 def make_rewards(think_prefilled: bool):
@@ -110,7 +116,9 @@ def make_rewards(think_prefilled: bool):
         if "log_metric" in kwargs and scores:
             texts = [completion_text(c) for c in completions]
             kwargs["log_metric"]("completions/full_format_share", sum(s == 1.0 for s in scores) / len(scores))
-            kwargs["log_metric"]("completions/valid_share", sum(parse_completion(t).valid for t in texts) / len(texts))
+            kwargs["log_metric"](
+                "completions/valid_share", sum(parse_completion(t).valid for t in texts) / len(texts)
+            )
         return scores
 
     return [format_reward, accuracy_reward]

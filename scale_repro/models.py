@@ -59,7 +59,9 @@ def resolve_model(name: str, seed: int = 0) -> ResolvedModel:
         manifest = read_manifest(path)
         if manifest and manifest.get("stage") in ("sft", "grpo"):
             if manifest.get("status") != "finished":
-                raise ModelNotFound(f"{path}: run directory has not finished (status: {manifest.get('status')})")
+                raise ModelNotFound(
+                    f"{path}: run directory has not finished (status: {manifest.get('status')})"
+                )
             merged = path / MERGED_DIR
             if not (merged / "config.json").is_file():
                 raise ModelNotFound(f"{path}: finished run has no merged checkpoint in {merged}")

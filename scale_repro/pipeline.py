@@ -95,13 +95,23 @@ def plan(experiment: Experiment, out: str | Path) -> list[Stage]:
             for configuration in experiment.configurations:
                 mode, with_grpo = CONFIGURATIONS[configuration]
                 for seed in experiment.seeds if mode else [experiment.seeds[0]]:
-                    labels = {"model": model, "dataset": dataset["name"], "configuration": configuration, "seed": seed}
+                    labels = {
+                        "model": model,
+                        "dataset": dataset["name"],
+                        "configuration": configuration,
+                        "seed": seed,
+                    }
                     if mode is None:
                         evaluated, evaluated_dir = model, out / model / "base"
                     else:
                         train_key = Path(str(dataset["train"])).name
                         sft_dir = out / model / train_key / f"sft-{mode}" / f"seed{seed}"
-                        sft_labels = {**labels, "configuration": {"vanilla": "SFT", "fixed": "SFT-FW", "scale": "SCALe-SFT"}[mode]}
+                        sft_labels = {
+                            **labels,
+                            "configuration": {"vanilla": "SFT", "fixed": "SFT-FW", "scale": "SCALe-SFT"}[
+                                mode
+                            ],
+                        }
                         sft = load_config(
                             SFTConfig, _recipes(experiment.sft), experiment.sft.get("set", []),
                             model=model, output_dir=str(sft_dir), seed=seed,

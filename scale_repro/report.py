@@ -115,7 +115,19 @@ def render(records: list[dict[str, Any]], table: int, paper: dict[str, Any]) -> 
            " & ".join(header) + r" \\", r"\midrule"]  # fmt: skip
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["model", "dataset", "configuration", "ours_mean", "ours_std", "n_seeds", "status", "paper", "difference"])
+    writer.writerow(
+        [
+            "model",
+            "dataset",
+            "configuration",
+            "ours_mean",
+            "ours_std",
+            "n_seeds",
+            "status",
+            "paper",
+            "difference",
+        ]
+    )
     for (model, dataset), cells in sorted(rows.items()):
         texts = []
         for column in columns:
@@ -130,7 +142,10 @@ def render(records: list[dict[str, Any]], table: int, paper: dict[str, Any]) -> 
             writer.writerow([model, dataset, column, cell.mean, std, len(cell.values), cell.status, reference,
                              None if reference is None or cell.mean is None else cell.mean - reference])  # fmt: skip
         md.append("| " + " | ".join([model, dataset, *texts]) + " |")
-        tex.append(" & ".join([model, dataset, *(t.replace("±", r"$\pm$") for t in texts)]).replace("%", r"\%") + r" \\")
+        tex.append(
+            " & ".join([model, dataset, *(t.replace("±", r"$\pm$") for t in texts)]).replace("%", r"\%")
+            + r" \\"
+        )
     tex += [r"\bottomrule", r"\end{tabular}"]
     md.append("")
     md.append("Cells: ours (paper, ours minus paper); mean ± std over seeds where several ran.")
@@ -166,10 +181,19 @@ def plot(records: list[dict[str, Any]], runs: Path, out: Path) -> list[str]:
     c = LossConfig()
     steps = list(range(101))
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(steps, [cosine_weight(t, 100, c.think_start, c.think_end) for t in steps], label="w_think (SCALe)")
-    ax.plot(steps, [cosine_weight(t, 100, c.answer_start, c.answer_end) for t in steps], label="w_answer (SCALe)")
+    ax.plot(
+        steps, [cosine_weight(t, 100, c.think_start, c.think_end) for t in steps], label="w_think (SCALe)"
+    )
+    ax.plot(
+        steps, [cosine_weight(t, 100, c.answer_start, c.answer_end) for t in steps], label="w_answer (SCALe)"
+    )
     ax.plot(steps, [c.fixed_think] * len(steps), "--", label="w (FW)")
-    ax.set_xlabel("training progress (%)"), ax.set_ylabel("weight"), ax.legend(), ax.set_title("Segment weights")
+    (
+        ax.set_xlabel("training progress (%)"),
+        ax.set_ylabel("weight"),
+        ax.legend(),
+        ax.set_title("Segment weights"),
+    )
     fig.tight_layout(), fig.savefig(out / "weight_schedule.png", dpi=120), plt.close(fig)
     written.append("weight_schedule.png")
 
@@ -228,4 +252,3 @@ def write_report(runs: str | Path, out: str | Path, paper_path: Path = PAPER_TAB
     markdown.append("\n".join(f"![{p}]({p})" for p in plots) + "\n")
     atomic_write_text(out / "report.md", "\n".join(markdown))
     return {"evaluations": len(records), "plots": plots, "report": str(out / "report.md")}
-

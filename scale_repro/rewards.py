@@ -27,7 +27,9 @@ def completion_text(completion: Any) -> str:
         if isinstance(content, str):
             parts.append(content)
         else:
-            parts.extend(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+            parts.extend(
+                p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+            )
     return "".join(parts)
 
 
@@ -86,7 +88,9 @@ def accuracy_reward(completions: Sequence[Any], answer: Sequence[str], **kwargs:
     for completion, reference, options in zip(completions, answer, choices, strict=True):
         parsed = parse_completion(completion_text(completion))
         # An empty choices list (a data set column with no choices for this row) means free text.
-        scores.append(float(parsed.answer is not None and is_correct(parsed.answer, reference, options or None)))
+        scores.append(
+            float(parsed.answer is not None and is_correct(parsed.answer, reference, options or None))
+        )
     return scores
 
 

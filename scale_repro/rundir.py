@@ -65,7 +65,11 @@ def git_commit() -> str | None:
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
@@ -133,7 +137,9 @@ class Manifest:
 
     def finish(self, **fields: Any) -> None:
         wall = time.time() - self._started + self.data.get("previous_wall_clock_s", 0.0)
-        self.update(status="finished", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_clock_s=wall, **fields)
+        self.update(
+            status="finished", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_clock_s=wall, **fields
+        )
 
     def fail(self, error: str) -> None:
         wall = time.time() - self._started + self.data.get("previous_wall_clock_s", 0.0)

@@ -23,6 +23,7 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from scale_repro.config import LossConfig, SFTConfig
 from scale_repro.loss import cosine_weight, per_sample_scale_loss, segment_means
+from scale_repro.models import resolve_model
 from scale_repro.segments import IGNORED, label_segments
 from scale_repro.training import (
     CHECKPOINTS_DIR,
@@ -40,7 +41,6 @@ from scale_repro.training import (
     resolve_bf16,
     to_dataset,
 )
-from scale_repro.models import resolve_model
 
 log = logging.getLogger("scale_repro")
 LOSS_MODES = ("scale", "fixed", "vanilla")
@@ -230,7 +230,9 @@ def run_sft(config: SFTConfig, force: bool = False, callbacks: list | None = Non
             args=args,
             train_dataset=to_dataset(examples),
             processing_class=processor,
-            data_collator=SegmentCollator(processor=processor, max_length=config.max_length, completion_only_loss=True),
+            data_collator=SegmentCollator(
+                processor=processor, max_length=config.max_length, completion_only_loss=True
+            ),
             peft_config=peft_config(config.lora),
             callbacks=[JsonlLogCallback(run_dir / TRAIN_LOG), *(callbacks or [])],
             loss_config=config.loss,

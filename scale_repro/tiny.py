@@ -108,13 +108,28 @@ def train_tokenizer(family: str, vocab_size: int = TINY_VOCAB):
     tokenizer.train_from_iterator(tokenizer_corpus(), trainer=trainer)
 
     if family == "qwen2_5_vl":
-        kwargs = dict(eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                      extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-                                            "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"})
+        kwargs = dict(
+            eos_token="<|im_end|>",
+            pad_token="<|endoftext|>",
+            extra_special_tokens={
+                "image_token": "<|image_pad|>",
+                "video_token": "<|video_pad|>",
+                "vision_bos_token": "<|vision_start|>",
+                "vision_eos_token": "<|vision_end|>",
+            },
+        )
     elif family == "gemma3":
-        kwargs = dict(bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
-                      extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
-                                            "image_token": "<image_soft_token>"})
+        kwargs = dict(
+            bos_token="<bos>",
+            eos_token="<eos>",
+            pad_token="<pad>",
+            unk_token="<unk>",
+            extra_special_tokens={
+                "boi_token": "<start_of_image>",
+                "eoi_token": "<end_of_image>",
+                "image_token": "<image_soft_token>",
+            },
+        )
     else:
         kwargs = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>",
                       extra_special_tokens={"image_token": "<image>"})  # fmt: skip
@@ -148,13 +163,21 @@ def _build_qwen(tokenizer, seed: int, vocab_size: int):
     )
     video_processor = Qwen2VLVideoProcessor(patch_size=8, merge_size=2, temporal_patch_size=2)
     processor = Qwen2_5_VLProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor, chat_template=QWEN_TEMPLATE
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=QWEN_TEMPLATE,
     )
     return model, processor
 
 
 def _build_gemma(tokenizer, seed: int, vocab_size: int):
-    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessor, Gemma3Processor
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3ImageProcessor,
+        Gemma3Processor,
+    )
 
     ids = tokenizer.convert_tokens_to_ids
     mm_tokens = 16
@@ -176,7 +199,10 @@ def _build_gemma(tokenizer, seed: int, vocab_size: int):
     model = Gemma3ForConditionalGeneration(config)
     image_processor = Gemma3ImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     processor = Gemma3Processor(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=GEMMA_TEMPLATE, image_seq_length=mm_tokens
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=GEMMA_TEMPLATE,
+        image_seq_length=mm_tokens,
     )
     return model, processor
 
@@ -204,7 +230,9 @@ def _build_llava(tokenizer, seed: int, vocab_size: int):
     )  # fmt: skip
     model = LlavaNextForConditionalGeneration(config)
     image_processor = LlavaNextImageProcessor(
-        size={"shortest_edge": tile}, crop_size={"height": tile, "width": tile}, image_grid_pinpoints=pinpoints
+        size={"shortest_edge": tile},
+        crop_size={"height": tile, "width": tile},
+        image_grid_pinpoints=pinpoints,
     )
     processor = LlavaNextProcessor(
         image_processor=image_processor, tokenizer=tokenizer, patch_size=8,

@@ -148,7 +148,9 @@ def prepare_run_dir(run_dir: Path, stage: str, config_dict: dict[str, Any], forc
     previous = read_manifest(run_dir)
     if previous and not force:
         if previous.get("stage") != stage:
-            raise ValueError(f"{run_dir} holds a '{previous.get('stage')}' run, not '{stage}'; choose another --output-dir")
+            raise ValueError(
+                f"{run_dir} holds a '{previous.get('stage')}' run, not '{stage}'; choose another --output-dir"
+            )
         if is_finished(run_dir, config_hash):
             raise StageSkipped(str(run_dir))
         if previous.get("config_hash") != config_hash and last_checkpoint(run_dir):
@@ -230,7 +232,10 @@ def export_final(trainer, processor, run_dir: Path) -> dict[str, str]:
 
 
 def base_manifest_fields(config: TrainConfig, seed_model) -> dict[str, Any]:
-    return {"model": {"name": config.model, "path": seed_model.path, "kind": seed_model.kind}, "seed": config.seed}
+    return {
+        "model": {"name": config.model, "path": seed_model.path, "kind": seed_model.kind},
+        "seed": config.seed,
+    }
 
 
 def resolve(config: TrainConfig):

@@ -29,4 +29,6 @@ def tiny_paths(isolated_cache):
 def synth_dir(tmp_path_factory):
     from scale_repro.data.synth import SynthConfig, write_synthetic
 
-    return write_synthetic(tmp_path_factory.mktemp("synth") / "data", SynthConfig(seed=0, n_train=24, n_test=9))
+    return write_synthetic(
+        tmp_path_factory.mktemp("synth") / "data", SynthConfig(seed=0, n_train=24, n_test=9)
+    )

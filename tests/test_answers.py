@@ -24,7 +24,10 @@ def test_parse_malformed_completions(text, think, answer, valid):
     assert (parsed.think, parsed.answer, parsed.valid) == (think, answer, valid)
 
 
-@pytest.mark.parametrize("answer", ["B", "B.", "(B)", "B) yes", "B. yes", " b ", "Answer: B", "Final Answer: B.", "final answer: (b)"])
+@pytest.mark.parametrize(
+    "answer",
+    ["B", "B.", "(B)", "B) yes", "B. yes", " b ", "Answer: B", "Final Answer: B.", "final answer: (b)"],
+)
 def test_letter_forms_all_mean_b(answer):
     assert is_correct(answer, "B")
     assert not is_correct(answer, "A")

@@ -55,16 +55,21 @@ def test_hand_written_completions_score_exactly():
     completions = [
         "<think>it is blue</think><answer>blue</answer>",  # choice text: correct, valid
         "<think>hmm</think><answer>Final Answer: (B).</answer>",  # correct, valid
-        "<think>count", # invalid and wrong
+        "<think>count",  # invalid and wrong
         "<answer>12.0</answer>",  # correct but invalid (no </think>)
         "<think>x</think><answer>A</answer><answer>B</answer>",  # two blocks: wrong, invalid
     ]
     samples = [{"doc_id": i, "target": e.answer, "resps": [[c]], "token_counts": [{"output_tokens": 10 * (i + 1)}]}
-               for i, (e, c) in enumerate(zip(examples, completions))]  # fmt: skip
+               for i, (e, c) in enumerate(zip(examples, completions, strict=True))]  # fmt: skip
     rows = score_samples(samples, examples)
     assert [r["correct"] for r in rows] == [True, True, False, True, False]
     assert [r["valid"] for r in rows] == [True, True, False, False, False]
-    assert metrics_from_samples(rows) == {"n": 5, "accuracy": 0.6, "invalid_rate": 0.6, "mean_completion_tokens": 30.0}
+    assert metrics_from_samples(rows) == {
+        "n": 5,
+        "accuracy": 0.6,
+        "invalid_rate": 0.6,
+        "mean_completion_tokens": 30.0,
+    }
 
 
 def test_model_without_processor_is_a_clear_error(tmp_path, tiny_paths):

@@ -61,7 +61,9 @@ class Interrupt:
 
 @pytest.mark.slow
 def test_grpo_resumes_after_a_kill(tmp_path, synth_dir, tiny_paths):
-    config = load_config(GRPOConfig, None, grpo_overrides(synth_dir, tmp_path / "run", "tiny-gemma3", max_steps=3))
+    config = load_config(
+        GRPOConfig, None, grpo_overrides(synth_dir, tmp_path / "run", "tiny-gemma3", max_steps=3)
+    )
     with pytest.raises(KeyboardInterrupt):
         run_grpo(config, callbacks=[Interrupt().callback])
     run_grpo(config)

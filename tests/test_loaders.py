@@ -21,7 +21,9 @@ def fixture_dataset(name, features, image_column):
 def scienceqa():
     from scale_repro.data.synth import SCIENCEQA_COLUMNS, scienceqa_features
 
-    features = datasets.Features({k: v for k, v in scienceqa_features().items() if k in SCIENCEQA_COLUMNS[:13]})
+    features = datasets.Features(
+        {k: v for k, v in scienceqa_features().items() if k in SCIENCEQA_COLUMNS[:13]}
+    )
     return fixture_dataset("scienceqa_rows.json", features, "image")
 
 
@@ -64,7 +66,9 @@ def test_vision_r1_shape_b_with_role_content_turns():
 
 
 def test_subset_rule_selects_by_image_prefix():
-    result = load_vision_r1(FIXTURES / "vision_r1_shape_a.json", FIXTURES / "images", SubsetRule(image_prefixes=["IconQA/"]))
+    result = load_vision_r1(
+        FIXTURES / "vision_r1_shape_a.json", FIXTURES / "images", SubsetRule(image_prefixes=["IconQA/"])
+    )
     assert [e.id for e in result.examples] == ["icon-1"]
     assert result.report.total == 1  # records outside the subset are neither kept nor counted
 
@@ -73,7 +77,11 @@ def test_strict_mode_names_file_record_and_field():
     with pytest.raises(DataError) as info:
         load_vision_r1(FIXTURES / "vision_r1_shape_a.json", FIXTURES / "images", strict=True)
     message = str(info.value)
-    assert "vision_r1_shape_a.json" in message and "record bad-missing-tag" in message and "field 'conversations'" in message
+    assert (
+        "vision_r1_shape_a.json" in message
+        and "record bad-missing-tag" in message
+        and "field 'conversations'" in message
+    )
 
 
 def test_not_json_is_a_clear_error(tmp_path):

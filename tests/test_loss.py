@@ -66,7 +66,9 @@ def test_length_independence_a_longer_trace_does_not_weigh_more():
 
 
 def test_segment_means_counts_tokens():
-    parts = segment_means(torch.tensor([[-2.0, -4.0, -1.0, 0.0]]), torch.tensor([[THINK, THINK, ANSWER, IGNORED]]))
+    parts = segment_means(
+        torch.tensor([[-2.0, -4.0, -1.0, 0.0]]), torch.tensor([[THINK, THINK, ANSWER, IGNORED]])
+    )
     assert parts["think"].tolist() == [3.0]
     assert parts["answer"].tolist() == [1.0]
     assert parts["think_tokens"].tolist() == [2.0]

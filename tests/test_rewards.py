@@ -18,8 +18,14 @@ GOOD = "<think>I see two.</think><answer>2</answer>"
         ("a</think><answer>2</answer>", 0.75),  # missing <think>
         ("<think><think>a</think></think><answer>2</answer>", 0.5),  # nested/repeated think tags
         ("<think>a</think><answer>1</answer><answer>2</answer>", 0.5),  # stacked answer blocks farm nothing
-        ("<answer>2</answer><think>a</think>", 0.25),  # misordered: only </think> (after <think>) is placed right
-        ("</think><think>a<answer>2</answer>", 0.5),  # </think> before <think> earns nothing; the answer tags follow it
+        (
+            "<answer>2</answer><think>a</think>",
+            0.25,
+        ),  # misordered: only </think> (after <think>) is placed right
+        (
+            "</think><think>a<answer>2</answer>",
+            0.5,
+        ),  # </think> before <think> earns nothing; the answer tags follow it
         ("", 0.0),
     ],
 )
@@ -35,7 +41,10 @@ def test_prefilled_think_counts_as_present():
 
 
 def test_chat_message_completions():
-    messages = [[{"role": "assistant", "content": GOOD}], [{"role": "assistant", "content": [{"type": "text", "text": GOOD}]}]]
+    messages = [
+        [{"role": "assistant", "content": GOOD}],
+        [{"role": "assistant", "content": [{"type": "text", "text": GOOD}]}],
+    ]
     assert format_reward(messages) == [1.0, 1.0]
     assert accuracy_reward(messages, answer=["2", "3"]) == [1.0, 0.0]
 

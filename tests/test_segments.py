@@ -22,7 +22,12 @@ def test_close_tag_starts_the_answer_segment():
 
 def test_token_merged_across_the_boundary_is_answer():
     # "b</" straddles the start of </think>: its span ends after the boundary.
-    assert label_segments(TEXT, spans(["<think>a", "b</", "think>", "<answer>C</answer>"])) == [THINK, ANSWER, ANSWER, ANSWER]
+    assert label_segments(TEXT, spans(["<think>a", "b</", "think>", "<answer>C</answer>"])) == [
+        THINK,
+        ANSWER,
+        ANSWER,
+        ANSWER,
+    ]
 
 
 def test_token_ending_exactly_at_the_boundary_is_think():
@@ -59,6 +64,11 @@ def test_labels_on_each_tiny_tokenizer_put_close_tag_in_answer(tiny_paths, name)
         expected = ANSWER if end > boundary else THINK
         assert label == expected, (text[start:end], label)
     # Every character of "</think>" is covered by ANSWER tokens.
-    answer_chars = {i for (s, e), lab in zip(encoded["offset_mapping"], labels, strict=True) if lab == ANSWER for i in range(s, e)}
+    answer_chars = {
+        i
+        for (s, e), lab in zip(encoded["offset_mapping"], labels, strict=True)
+        if lab == ANSWER
+        for i in range(s, e)
+    }
     assert set(range(boundary, boundary + len("</think>"))) <= answer_chars
     assert labels.count(THINK) > 0 and labels[-1] == ANSWER

@@ -128,8 +128,8 @@ def test_killed_run_resumes_with_the_same_command(tmp_path, tiny_paths, synth_di
     manifest = read_manifest(tmp_path / "run")
     assert manifest["status"] == "finished" and manifest["global_step"] == 4
     assert manifest["resumed_from"].endswith("checkpoint-2")
-    steps = [json.loads(l)["step"] for l in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
-             if "loss_think" in json.loads(l)]  # fmt: skip
+    entries = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    steps = [entry["step"] for entry in entries if "loss_think" in entry]
     assert steps == [1, 2, 3, 4]
 
     uninterrupted = load_config(SFTConfig, None, overrides[:-1] + [f"output_dir={tmp_path / 'straight'}"])

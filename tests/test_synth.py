@@ -44,9 +44,17 @@ def test_answers_are_right_by_construction_checked_from_pixels(synth_dir):
 
 
 def test_splits_do_not_overlap(synth_dir):
-    train = {json.dumps(r["scene"], sort_keys=True) for r in json.loads((synth_dir / "train.json").read_text())}
-    sqa = {json.dumps(json.loads(s), sort_keys=True) for s in datasets.load_from_disk(str(synth_dir / "scienceqa_test"))["test"]["scene"]}
-    icon = {json.dumps(json.loads(s), sort_keys=True) for s in datasets.load_from_disk(str(synth_dir / "iconqa_test"))["test"]["scene"]}
+    train = {
+        json.dumps(r["scene"], sort_keys=True) for r in json.loads((synth_dir / "train.json").read_text())
+    }
+    sqa = {
+        json.dumps(json.loads(s), sort_keys=True)
+        for s in datasets.load_from_disk(str(synth_dir / "scienceqa_test"))["test"]["scene"]
+    }
+    icon = {
+        json.dumps(json.loads(s), sort_keys=True)
+        for s in datasets.load_from_disk(str(synth_dir / "iconqa_test"))["test"]["scene"]
+    }
     assert not train & sqa and not train & icon and not sqa & icon
 
 
@@ -73,6 +81,8 @@ def test_reasoning_ratio_controls_trace_length():
     items = generate_items(SynthConfig(seed=1, n_train=20, n_test=0))["train"]
     lengths = {}
     for ratio in (5, 20, 80):
-        lengths[ratio] = np.mean([len(reasoning_trace(s, q, ratio).split()) / len(q.answer.split()) for s, q in items])
+        lengths[ratio] = np.mean(
+            [len(reasoning_trace(s, q, ratio).split()) / len(q.answer.split()) for s, q in items]
+        )
     assert lengths[5] < lengths[20] < lengths[80]
     assert abs(lengths[80] - 80) < 15

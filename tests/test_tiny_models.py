@@ -24,7 +24,9 @@ def test_tiny_model_reloads_runs_and_generates(tiny_paths, name):
     processor = AutoProcessor.from_pretrained(path)
     assert type(model).__name__ == EXPECTED_CLASS[name]
 
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many red shapes?"}]}]
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many red shapes?"}]}
+    ]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     inputs = processor(images=[Image.new("RGB", (64, 64), (220, 40, 40))], text=[prompt], return_tensors="pt")
     with torch.no_grad():

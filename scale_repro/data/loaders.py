@@ -33,7 +33,11 @@ class SubsetRule:
     def keep(self, image_paths: list[str], record_id: str) -> bool:
         if not self.image_prefixes and not self.id_contains:
             return True
-        by_image = any(p.startswith(tuple(self.image_prefixes)) for p in image_paths) if self.image_prefixes else False
+        by_image = (
+            any(p.startswith(tuple(self.image_prefixes)) for p in image_paths)
+            if self.image_prefixes
+            else False
+        )
         by_id = any(s in record_id for s in self.id_contains)
         return by_image or by_id
 
@@ -46,7 +50,13 @@ class LoadResult:
 
 def _turns(record: dict[str, Any]) -> list[tuple[str, str]]:
     """(role, text) of each conversation turn; roles normalised to user/assistant."""
-    roles = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+    roles = {
+        "human": "user",
+        "user": "user",
+        "gpt": "assistant",
+        "assistant": "assistant",
+        "system": "system",
+    }
     out = []
     for turn in record["conversations"]:
         role = roles.get(str(turn.get("from", turn.get("role", ""))).lower())
@@ -71,7 +81,9 @@ def load_vision_r1(
     root = Path(image_root) if image_root else path.parent
     try:
         if path.suffix == ".jsonl":
-            records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            records = [
+                json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
         else:
             records = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -134,7 +146,9 @@ def _vision_r1_rejection(record: Any, record_id: str, root: Path, check_images: 
     try:
         turns = _turns(record)
     except (AttributeError, TypeError):
-        return Rejection("missing_field", record_id, "conversations", "a turn is not an object with from/value")
+        return Rejection(
+            "missing_field", record_id, "conversations", "a turn is not an object with from/value"
+        )
     questions = [text for role, text in turns if role == "user"]
     answers = [text for role, text in turns if role == "assistant"]
     if not questions or not isinstance(questions[0], str):
@@ -196,11 +210,18 @@ def scienceqa_examples(dataset, where: str, strict: bool = False) -> LoadResult:
         rejection = None
         choices = list(row["choices"] or [])
         if row["image"] is None:
-            rejection = Rejection("missing_field", record_id, "image", "no image (ScienceQA-IMG rows all have one)")
+            rejection = Rejection(
+                "missing_field", record_id, "image", "no image (ScienceQA-IMG rows all have one)"
+            )
         elif not str(row["question"] or "").strip():
             rejection = Rejection("empty_question", record_id, "question", "empty question")
         elif not isinstance(row["answer"], int) or not 0 <= row["answer"] < min(len(choices), len(LETTERS)):
-            rejection = Rejection("bad_answer_index", record_id, "answer", f"answer {row['answer']!r} is not an index into {len(choices)} choices")
+            rejection = Rejection(
+                "bad_answer_index",
+                record_id,
+                "answer",
+                f"answer {row['answer']!r} is not an index into {len(choices)} choices",
+            )
         if rejection:
             if strict:
                 raise DataError(where, record_id, rejection.field, rejection.message)
@@ -229,7 +250,9 @@ def iconqa_examples(
     question_types = tuple(question_types)
     answers = [a for a, t in zip(dataset["answer"], dataset["ques_type"], strict=True) if t in question_types]
     if answers and not any(str(a or "").strip() for a in answers):
-        raise DataError(where, None, "answer", "this split has no answers; use a split that does (e.g. 'val')")
+        raise DataError(
+            where, None, "answer", "this split has no answers; use a split that does (e.g. 'val')"
+        )
     report = ValidationReport(path=where)
     examples = []
     for index, row in enumerate(dataset):
@@ -264,7 +287,9 @@ def iconqa_examples(
     return LoadResult(examples, report)
 
 
-def load_scienceqa(source: str | Path = "lmms-lab/ScienceQA", split: str = "test", strict: bool = False) -> LoadResult:
+def load_scienceqa(
+    source: str | Path = "lmms-lab/ScienceQA", split: str = "test", strict: bool = False
+) -> LoadResult:
     dataset = _open_dataset(source, split, config="ScienceQA-IMG")
     return scienceqa_examples(dataset, str(source), strict=strict)
 

@@ -70,5 +70,7 @@ def to_conversation(example: Example, images: list[Any]) -> dict[str, Any]:
         "id": example.id,
     }
     if example.reasoning:
-        row["completion"] = [{"role": "assistant", "content": completion_text(example.reasoning, example.answer)}]
+        row["completion"] = [
+            {"role": "assistant", "content": completion_text(example.reasoning, example.answer)}
+        ]
     return row

@@ -16,10 +16,10 @@ import yaml
 from scale_repro.data.loaders import (
     LoadResult,
     SubsetRule,
+    _open_dataset,
     iconqa_examples,
     load_vision_r1,
     scienceqa_examples,
-    _open_dataset,
 )
 from scale_repro.data.synth import SYNTH_KIND
 from scale_repro.data.validate import DataError
@@ -58,7 +58,9 @@ def load_training_examples(
     synth = synth_manifest(spec)
     if synth:
         root = Path(spec)
-        return load_vision_r1(root / synth["files"]["train"], root / synth["files"]["image_root"], subset, strict)
+        return load_vision_r1(
+            root / synth["files"]["train"], root / synth["files"]["image_root"], subset, strict
+        )
     path = Path(spec)
     if path.is_file() and path.suffix in (".json", ".jsonl"):
         return load_vision_r1(path, image_root, subset, strict)
@@ -75,7 +77,9 @@ def load_training_examples(
             id_contains=rule.get("id_contains", id_contains),
         )
     if path.exists():
-        raise DataError(path, None, None, "not training data: expected a synth directory or a Vision-R1 JSON file")
+        raise DataError(
+            path, None, None, "not training data: expected a synth directory or a Vision-R1 JSON file"
+        )
     raise DataError(spec, None, None, "no such file, directory or data preset")
 
 
@@ -87,18 +91,24 @@ TEST_TASKS = {
 }
 
 
-def load_test_examples(task: str, data: str | None = None, split: str | None = None, strict: bool = False) -> LoadResult:
+def load_test_examples(
+    task: str, data: str | None = None, split: str | None = None, strict: bool = False
+) -> LoadResult:
     """Test examples for an evaluation task; ``data`` overrides where they come from."""
     if task not in TEST_TASKS:
         raise DataError("--task", None, None, f"unknown task {task!r}; choose from {', '.join(TEST_TASKS)}")
     schema, hub_id, default_split = TEST_TASKS[task]
     source = data or hub_id
     if source is None:
-        raise DataError("--data", None, None, f"task {task} needs --data DIR (a directory written by `scale data synth`)")
+        raise DataError(
+            "--data", None, None, f"task {task} needs --data DIR (a directory written by `scale data synth`)"
+        )
     synth = synth_manifest(source)
     if synth:
         source = str(Path(source) / synth["files"][schema])
-    dataset = _open_dataset(source, split or default_split, config="ScienceQA-IMG" if schema == "scienceqa" else None)
+    dataset = _open_dataset(
+        source, split or default_split, config="ScienceQA-IMG" if schema == "scienceqa" else None
+    )
     if schema == "scienceqa":
         return scienceqa_examples(dataset, str(source), strict=strict)
     return iconqa_examples(dataset, str(source), strict=strict)

@@ -115,7 +115,9 @@ def make_question(scene: Scene, kind: str, rng: random.Random) -> Question:
     if kind == "count_shape":
         shape = rng.choice(SHAPES)
         n = sum(c.shape == shape for c in occupied)
-        return Question(kind, f"How many {_plural(shape)} are in the picture?", str(n), None, {"shape": shape})
+        return Question(
+            kind, f"How many {_plural(shape)} are in the picture?", str(n), None, {"shape": shape}
+        )
     if kind == "color_at":
         cell = rng.choice(occupied)
         choices = list(COLORS)
@@ -308,7 +310,10 @@ def write_synthetic(out_dir: str | Path, config: SynthConfig = SynthConfig()) ->
                 "image": name,
                 "conversations": [
                     {"from": "human", "value": human},
-                    {"from": "gpt", "value": completion_text(reasoning_trace(scene, q, config.reasoning_ratio), q.answer)},
+                    {
+                        "from": "gpt",
+                        "value": completion_text(reasoning_trace(scene, q, config.reasoning_ratio), q.answer),
+                    },
                 ],
                 "question_kind": q.kind,
                 "scene": _scene_json(scene),
@@ -369,8 +374,17 @@ def write_synthetic(out_dir: str | Path, config: SynthConfig = SynthConfig()) ->
     manifest = {
         "kind": SYNTH_KIND,
         "config": asdict(config),
-        "splits": {"train": len(train_records), "scienceqa_test": config.n_test, "iconqa_test": config.n_test},
-        "files": {"train": "train.json", "image_root": ".", "scienceqa": "scienceqa_test", "iconqa": "iconqa_test"},
+        "splits": {
+            "train": len(train_records),
+            "scienceqa_test": config.n_test,
+            "iconqa_test": config.n_test,
+        },
+        "files": {
+            "train": "train.json",
+            "image_root": ".",
+            "scienceqa": "scienceqa_test",
+            "iconqa": "iconqa_test",
+        },
     }
     atomic_write_json(staging / "manifest.json", manifest)
     if out.exists():
@@ -412,7 +426,12 @@ def tokenizer_corpus() -> list[str]:
     from scale_repro.data.records import INSTRUCTION
 
     config = SynthConfig(seed=12345, n_train=300, n_test=0)
-    lines = [INSTRUCTION, "<think></think><answer></answer>", " ".join(LETTERS), " ".join(map(str, range(100)))]
+    lines = [
+        INSTRUCTION,
+        "<think></think><answer></answer>",
+        " ".join(LETTERS),
+        " ".join(map(str, range(100))),
+    ]
     for scene, q in generate_items(config)["train"]:
         lines.append(format_question(q.text, list(q.choices) if q.choices else None))
         lines.append(completion_text(reasoning_trace(scene, q, 40.0), q.answer))

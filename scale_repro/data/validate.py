@@ -66,7 +66,9 @@ class ValidationReport:
         self.rejected[rejection.reason] += 1
         bucket = self.examples.setdefault(rejection.reason, [])
         if len(bucket) < MAX_EXAMPLES_PER_REASON:
-            bucket.append({"record": rejection.record, "field": rejection.field, "message": rejection.message})
+            bucket.append(
+                {"record": rejection.record, "field": rejection.field, "message": rejection.message}
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {

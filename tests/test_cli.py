@@ -1,0 +1,61 @@
+import json
+
+from typer.testing import CliRunner
+
+from scale_repro.cli import app
+
+runner = CliRunner()
+
+
+def test_every_command_has_help():
+    for args in (["--help"], ["sft", "--help"], ["grpo", "--help"], ["eval", "--help"], ["report", "--help"],
+                 ["demo", "--help"], ["reproduce", "--help"], ["models", "--help"], ["data", "--help"],
+                 ["models", "list", "--help"], ["data", "synth", "--help"], ["data", "validate", "--help"]):  # fmt: skip
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args, result.output)
+
+
+def test_models_list_names_the_paper_and_tiny_models():
+    result = runner.invoke(app, ["models", "list"])
+    assert result.exit_code == 0
+    for name in ("gemma-3-4b", "google/gemma-3-4b-it", "qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct",
+                 "llava-v1.6-mistral-7b", "llava-hf/llava-v1.6-mistral-7b-hf", "tiny-gemma3"):  # fmt: skip
+        assert name in result.output
+
+
+def test_unfinished_command_exits_2_with_one_line():
+    result = runner.invoke(app, ["reproduce", "--experiment", "synthetic"])
+    assert result.exit_code == 2
+    assert "not implemented yet" in result.output
+
+
+def test_validate_writes_a_report_and_fails_on_rejections(tmp_path):
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent / "fixtures"
+    report = tmp_path / "report.json"
+    result = runner.invoke(app, ["data", "validate", str(fixtures / "vision_r1_shape_a.json"), "--format", "vision-r1",
+                                 "--image-root", str(fixtures / "images"), "--report", str(report)])  # fmt: skip
+    assert result.exit_code == 1
+    data = json.loads(report.read_text())
+    assert (data["total"], data["valid"]) == (11, 2)
+    assert data["rejected"]["missing_image_file"] == 1
+
+
+def test_bad_config_and_missing_data_are_clear_errors(tmp_path):
+    result = runner.invoke(app, ["sft", "--model", "tiny-gemma3", "--data", str(tmp_path / "nowhere"),
+                                 "--output-dir", str(tmp_path / "run")])  # fmt: skip
+    assert result.exit_code == 1
+    assert "no such file, directory or data preset" in result.output
+    result = runner.invoke(app, ["sft", "--set", "lora.rank=4", "--output-dir", str(tmp_path / "run2")])
+    assert result.exit_code == 1 and "unknown key(s) ['rank']" in result.output
+    result = runner.invoke(
+        app, ["eval", "--model", "no-such-model", "--task", "scienceqa", "--output-dir", str(tmp_path / "e")]
+    )
+    assert result.exit_code == 1 and "unknown model 'no-such-model'" in result.output
+
+
+def test_reproduce_dry_run_prints_the_plan():
+    result = runner.invoke(app, ["reproduce", "--table", "3", "--dry-run", "--out", "/tmp/nonexistent-plan"])
+    assert result.exit_code == 0
+    assert "sft  to run" in result.output and "qwen2.5-vl-3b" in result.output

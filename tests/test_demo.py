@@ -1,0 +1,18 @@
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_end_to_end(tmp_path, tiny_paths):
+    from scale_repro.demo import run_demo
+
+    summary = run_demo(tmp_path / "demo", ["tiny-llava-next"], quick=True, echo=lambda *_: None)
+    assert summary["failed"] == [] and summary["blocked"] == []
+    assert len(summary["ran"]) == 3 + 3 + 14
+    report = (tmp_path / "demo" / "report" / "report.md").read_text()
+    assert "| tiny-llava-next | ScienceQA |" in report
+    metrics = json.loads(next((tmp_path / "demo" / "runs").rglob("metrics.json")).read_text())
+    assert metrics["n"] == 3
+    again = run_demo(tmp_path / "demo", ["tiny-llava-next"], quick=True, echo=lambda *_: None)
+    assert again["ran"] == [] and len(again["skipped"]) == 20

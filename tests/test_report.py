@@ -1,0 +1,91 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from scale_repro.report import build_table, collect, render, write_report
+from scale_repro.rundir import atomic_write_json
+
+
+def make_eval(root: Path, name: str, labels: dict, accuracy: float | None, invalid: float = 0.0,
+              status: str = "finished", model: str = "base") -> None:  # fmt: skip
+    run = root / name
+    atomic_write_json(run / "manifest.json", {"stage": "eval", "status": status,
+                                             "config": {"labels": labels, "model": model}})  # fmt: skip
+    if accuracy is not None:
+        atomic_write_json(
+            run / "metrics.json", {"task": "x", "n": 10, "accuracy": accuracy, "invalid_rate": invalid}
+        )
+
+
+def make_train(root: Path, name: str, stage: str, wall: float, model: str = "tiny") -> Path:
+    run = root / name
+    atomic_write_json(run / "manifest.json", {"stage": stage, "status": "finished", "wall_clock_s": wall,
+                                             "config": {"model": model, "loss": {"mode": "scale"}}})  # fmt: skip
+    return run
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    m = "gemma-3-4b"
+    lab = lambda cfg, seed=0, ds="ScienceQA": {"model": m, "dataset": ds, "configuration": cfg, "seed": seed}  # noqa: E731
+    make_eval(root, "base", lab("Base"), 0.70, 0.10)
+    make_eval(root, "sft0", lab("SFT", 0), 0.80, 0.05)
+    make_eval(root, "sft1", lab("SFT", 1), 0.90, 0.03)
+    make_eval(root, "scale0", lab("SCALe-SFT", 0), 0.86, 0.02)
+    make_eval(root, "grpo-failed", lab("GRPO", 0), None, status="failed")
+    make_eval(root, "icon", lab("SFT", 0, "IconQA"), 0.5, 0.0)
+    sft = make_train(root, "train-sft", "sft", 100.0)
+    grpo = make_train(root, "train-grpo", "grpo", 600.0, model=str(sft))
+    make_eval(root, "timed", lab("SCALe-GRPO", 0, "IconQA"), 0.6, 0.0, model=str(grpo))
+    return root
+
+
+def test_table1_cells_with_seeds_missing_and_failed(runs):
+    table = build_table(collect(runs), 1)
+    row = table[("gemma-3-4b", "ScienceQA")]
+    assert row["Base"].text() == "70.00"
+    assert row["SFT"].text() == "85.00 ± 7.07"
+    assert row["SCALe-SFT"].text() == "86.00"
+    assert row["GRPO"].text() == "failed"
+    assert row["SCALe-GRPO"].text() == "not run"
+
+
+def test_paper_numbers_stand_beside_ours(runs):
+    paper = json.loads((Path(__file__).parents[1] / "results" / "paper" / "tables.json").read_text())
+    markdown, latex, table_csv = render(collect(runs), 1, paper)
+    assert (
+        "| gemma-3-4b | ScienceQA | 70.00 (77.68, -7.68) | 85.00 ± 7.07 (85.77, -0.77) | 86.00 (85.92, +0.08) | failed (85.18, –) | not run (86.37, –) |"
+        in markdown
+    )
+    assert r"85.00 $\pm$ 7.07" in latex
+    lines = table_csv.splitlines()
+    assert lines[0].startswith("model,dataset,configuration,ours_mean")
+    assert "gemma-3-4b,ScienceQA,SFT,85.0,7.0710678118654755,2,ok,85.77," in table_csv
+
+
+def test_table2_reports_invalid_percent(runs):
+    row = build_table(collect(runs), 2)[("gemma-3-4b", "ScienceQA")]
+    assert row["SFT"].text() == "4.00 ± 1.41"
+    assert row["SCALe-SFT"].text() == "2.00"
+
+
+def test_training_time_adds_sft_under_grpo(runs):
+    timed = [r for r in collect(runs) if r["labels"]["configuration"] == "SCALe-GRPO"]
+    assert timed[0]["train_time_s"] == 700.0
+
+
+def test_write_report_outputs(runs, tmp_path):
+    summary = write_report(runs, tmp_path / "out")
+    assert summary["evaluations"] == 7
+    for name in (
+        "report.md",
+        "table1.tex",
+        "table2.csv",
+        "table3.csv",
+        "weight_schedule.png",
+        "accuracy.png",
+    ):
+        assert (tmp_path / "out" / name).is_file(), name
+    assert "| gemma-3-4b | SCALe-GRPO | 700.0 |" in (tmp_path / "out" / "report.md").read_text()
