@@ -214,7 +214,8 @@ def plot(records: list[dict[str, Any]], runs: Path, out: Path) -> list[str]:
                         ax.plot(xs, ys, color={"vanilla": "C0", "fixed": "C2", "scale": "C1"}[mode], alpha=0.6,
                                 label=mode if i == 0 else None)  # fmt: skip
                 ax.set_title(f"L_{segment} (mean CE)"), ax.set_xlabel("step")
-        axes[0].legend()
+        if axes[0].get_legend_handles_labels()[0]:
+            axes[0].legend()
         fig.tight_layout(), fig.savefig(out / "segment_losses.png", dpi=120), plt.close(fig)
         written.append("segment_losses.png")
 
