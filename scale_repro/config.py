@@ -89,6 +89,9 @@ class TrainConfig:
     trust_remote_code: bool = False
     # Free-form tags the report groups by (model, configuration, data set, seed).
     labels: dict[str, Any] = field(default_factory=dict)
+    # A system turn before every prompt; None leaves it to the chat template. Training and
+    # evaluation must agree: lmms-eval's Gemma-3 model always sends one (see configs/models/).
+    system_prompt: str | None = None
 
 
 @dataclass
@@ -132,6 +135,8 @@ class EvalConfig:
     use_vllm: bool = False
     seed: int = 0
     labels: dict[str, Any] = field(default_factory=dict)
+    # Passed to lmms-eval's Gemma-3 model, which always sends a system turn (its default text when None).
+    system_prompt: str | None = None
 
 
 def _field_types(cls) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,25 @@ def lmms_model(path: str, family: str, config: EvalConfig) -> tuple[str, str]:
         return "vllm", f"model={path},max_new_tokens={config.max_new_tokens}"
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     # Its Qwen model moves inputs to CUDA unless device_map names the device.
-    return LMMS_MODEL[family], f"pretrained={path},device={device},device_map={device}"
+    args = f"pretrained={path},device={device},device_map={device}"
+    if family == "qwen2_5_vl":
+        # lmms-eval resizes Qwen images with its own pixel bounds; use the checkpoint's, so the
+        # model sees images at the resolution it was trained on.
+        bounds = qwen_pixel_bounds(path)
+        if bounds:
+            args += f",min_pixels={bounds[0]},max_pixels={bounds[1]}"
+    if family == "gemma3" and config.system_prompt:
+        args += f",system_prompt={config.system_prompt}"
+    return LMMS_MODEL[family], args
+
+
+def qwen_pixel_bounds(path: str) -> tuple[int, int] | None:
+    from transformers import AutoImageProcessor
+
+    size = getattr(AutoImageProcessor.from_pretrained(path), "size", None) or {}
+    if "shortest_edge" in size and "longest_edge" in size:
+        return int(size["shortest_edge"]), int(size["longest_edge"])
+    return None
 
 
 def write_task_yaml(config: EvalConfig, out_dir: Path) -> tuple[str, Path]:
@@ -140,6 +159,13 @@ def metrics_from_samples(rows: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def cache_key(config_dict: dict[str, Any], model_path: str) -> str:
+    """Cached responses are reused only for the same config and the same weights on disk."""
+    weights = sorted(Path(model_path).glob("*.safetensors")) if Path(model_path).is_dir() else []
+    identity = [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]
+    return fingerprint([config_dict, model_path, identity])
+
+
 def run_eval(config: EvalConfig, force: bool = False) -> Path:
     if not config.output_dir:
         raise ValueError("--output-dir is required")
@@ -150,6 +176,8 @@ def run_eval(config: EvalConfig, force: bool = False) -> Path:
     if not force and is_finished(out, fingerprint(config_dict)):
         log.info("%s: finished with the same config, not rerun", out)
         return out
+    if force:
+        shutil.rmtree(out / "cache", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out, "eval", config_dict)
     manifest.update()
@@ -175,7 +203,7 @@ def run_eval(config: EvalConfig, force: bool = False) -> Path:
             batch_size=config.batch_size,
             limit=config.limit,
             log_samples=True,
-            use_cache=str(out / "cache" / "responses"),
+            use_cache=str(out / "cache" / f"responses-{cache_key(config_dict, resolved.path)}"),
             random_seed=config.seed,
         )
         if not results or task_name not in results.get("samples", {}):

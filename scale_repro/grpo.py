@@ -192,7 +192,7 @@ def run_grpo(config: GRPOConfig, force: bool = False, callbacks: list | None = N
         )  # fmt: skip
         if not config.lora.enabled and config.lora.freeze_vision:
             freeze_vision_tower(model)
-        dataset = to_dataset(examples)
+        dataset = to_dataset(examples, config.system_prompt)
         if "completion" in dataset.column_names:  # GRPO samples its own completions
             dataset = dataset.remove_columns("completion")
         trainer = GRPOTrainer(

@@ -228,7 +228,7 @@ def run_sft(config: SFTConfig, force: bool = False, callbacks: list | None = Non
         trainer = ScaleSFTTrainer(
             model=model,
             args=args,
-            train_dataset=to_dataset(examples),
+            train_dataset=to_dataset(examples, config.system_prompt),
             processing_class=processor,
             data_collator=SegmentCollator(
                 processor=processor, max_length=config.max_length, completion_only_loss=True

@@ -133,7 +133,8 @@ def train_tokenizer(family: str, vocab_size: int = TINY_VOCAB):
     else:
         kwargs = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>",
                       extra_special_tokens={"image_token": "<image>"})  # fmt: skip
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **kwargs)
+    # Left padding, as generation needs; TRL's collators choose the side explicitly for training.
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, padding_side="left", **kwargs)
 
 
 def _build_qwen(tokenizer, seed: int, vocab_size: int):

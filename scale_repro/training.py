@@ -112,11 +112,11 @@ def load_examples(config: TrainConfig) -> tuple[list[Example], dict[str, Any]]:
     return examples, info
 
 
-def to_dataset(examples: list[Example]):
+def to_dataset(examples: list[Example], system_prompt: str | None = None):
     """A `datasets.Dataset` of conversational prompt-completion rows; images decode lazily."""
     import datasets
 
-    rows = [to_conversation(e, [str(p) for p in e.images]) for e in examples]
+    rows = [to_conversation(e, [str(p) for p in e.images], system_prompt) for e in examples]
     for row in rows:
         row["choices"] = row["choices"] or []
     features = datasets.Features(

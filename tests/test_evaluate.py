@@ -34,14 +34,22 @@ def test_eval_on_each_tiny_architecture(tmp_path, tiny_paths, synth_dir, model, 
 
 @pytest.mark.slow
 def test_interrupted_eval_reuses_cached_responses(tmp_path, tiny_paths, synth_dir):
+    from scale_repro.rundir import atomic_write_json, read_manifest
+
     args = ["model=tiny-gemma3", "task=synthetic-scienceqa", f"data={synth_dir}", f"output_dir={tmp_path / 'e'}",
-            "max_new_tokens=4"]  # fmt: skip
-    run_eval(load_config(EvalConfig, None, args + ["limit=3"]))
-    cache = list((tmp_path / "e" / "cache").rglob("*"))
-    assert cache, "lmms-eval wrote no response cache"
-    first = json.loads((tmp_path / "e" / "metrics.json").read_text())
-    run_eval(load_config(EvalConfig, None, args + ["limit=3"]), force=True)
-    assert json.loads((tmp_path / "e" / "metrics.json").read_text())["accuracy"] == first["accuracy"]
+            "max_new_tokens=4", "limit=3"]  # fmt: skip
+    run_eval(load_config(EvalConfig, None, args))
+    caches = list((tmp_path / "e" / "cache").iterdir())
+    assert len(caches) == 1 and any(caches[0].rglob("*"))
+    first = (tmp_path / "e" / "samples.jsonl").read_text()
+    # A kill leaves the manifest "running" and no metrics: the same command runs again, from the cache.
+    manifest = read_manifest(tmp_path / "e")
+    atomic_write_json(tmp_path / "e" / "manifest.json", {**manifest, "status": "running"})
+    (tmp_path / "e" / "metrics.json").unlink()
+    run_eval(load_config(EvalConfig, None, args))
+    assert list((tmp_path / "e" / "cache").iterdir()) == caches
+    assert (tmp_path / "e" / "samples.jsonl").read_text() == first
+    assert read_manifest(tmp_path / "e")["status"] == "finished"
 
 
 def test_hand_written_completions_score_exactly():

@@ -60,10 +60,12 @@ def completion_text(reasoning: str, answer: str) -> str:
     return f"<think>{reasoning.strip()}</think><answer>{answer.strip()}</answer>"
 
 
-def to_conversation(example: Example, images: list[Any]) -> dict[str, Any]:
+def to_conversation(example: Example, images: list[Any], system_prompt: str | None = None) -> dict[str, Any]:
     """A TRL conversational prompt-completion row with its images (TRL inserts the image slots)."""
+    prompt = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    prompt.append({"role": "user", "content": prompt_text(example.question)})
     row: dict[str, Any] = {
-        "prompt": [{"role": "user", "content": prompt_text(example.question)}],
+        "prompt": prompt,
         "images": images,
         "answer": example.answer,
         "choices": example.choices,
