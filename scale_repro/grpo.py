@@ -24,7 +24,6 @@ from scale_repro.models import resolve_model
 from scale_repro.rewards import accuracy_reward, completion_text, make_format_reward
 from scale_repro.segments import THINK_OPEN
 from scale_repro.training import (
-    CHECKPOINTS_DIR,
     TRAIN_LOG,
     JsonlLogCallback,
     StageSkipped,
@@ -38,6 +37,7 @@ from scale_repro.training import (
     prepare_run_dir,
     resolve_bf16,
     to_dataset,
+    trainer_arguments,
 )
 
 log = logging.getLogger("scale_repro")
@@ -134,33 +134,13 @@ def trl_args(config: GRPOConfig, run_dir: Path, bf16: bool, use_vllm: bool) -> T
             vllm_enable_sleep_mode=config.vllm_enable_sleep_mode,
         )
     return TRLGRPOConfig(
-        output_dir=str(run_dir / CHECKPOINTS_DIR),
-        seed=config.seed,
-        data_seed=config.seed,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        warmup_steps=config.warmup_steps,
-        lr_scheduler_type=config.lr_scheduler_type,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        bf16=bf16,
-        gradient_checkpointing=config.gradient_checkpointing,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        deepspeed=config.deepspeed,
-        dataloader_num_workers=config.dataloader_num_workers,
-        report_to=config.report_to or "none",
+        **trainer_arguments(config, run_dir, bf16),
         num_generations=config.num_generations,
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,
         top_p=config.top_p,
         beta=config.beta,
         reward_weights=[config.rewards.format_weight, config.rewards.accuracy_weight],
-        use_cpu=not torch.cuda.is_available(),
         **kwargs,
     )
 

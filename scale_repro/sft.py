@@ -26,7 +26,6 @@ from scale_repro.loss import cosine_weight, per_sample_scale_loss, segment_means
 from scale_repro.models import resolve_model
 from scale_repro.segments import IGNORED, label_segments
 from scale_repro.training import (
-    CHECKPOINTS_DIR,
     TRAIN_LOG,
     JsonlLogCallback,
     StageSkipped,
@@ -40,6 +39,7 @@ from scale_repro.training import (
     prepare_run_dir,
     resolve_bf16,
     to_dataset,
+    trainer_arguments,
 )
 
 log = logging.getLogger("scale_repro")
@@ -173,33 +173,12 @@ class ScaleSFTTrainer(SFTTrainer):
 
 def trl_args(config: SFTConfig, run_dir: Path, bf16: bool) -> TRLSFTConfig:
     return TRLSFTConfig(
-        output_dir=str(run_dir / CHECKPOINTS_DIR),
-        seed=config.seed,
-        data_seed=config.seed,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        warmup_steps=config.warmup_steps,
-        lr_scheduler_type=config.lr_scheduler_type,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
+        **trainer_arguments(config, run_dir, bf16),
         # Set deliberately: TRL defaults to bf16 and 1024 tokens even on CPU, and cutting an
         # image-token run in half breaks the batch.
         max_length=config.max_length,
-        bf16=bf16,
-        gradient_checkpointing=config.gradient_checkpointing,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        deepspeed=config.deepspeed,
-        dataloader_num_workers=config.dataloader_num_workers,
-        report_to=config.report_to or "none",
         completion_only_loss=True,
         remove_unused_columns=True,
-        disable_tqdm=False,
-        use_cpu=not torch.cuda.is_available(),
     )
 
 

@@ -135,6 +135,33 @@ def to_dataset(examples: list[Example], system_prompt: str | None = None):
     return datasets.Dataset.from_list(rows, features=features)
 
 
+def trainer_arguments(config: TrainConfig, run_dir: Path, bf16: bool) -> dict[str, Any]:
+    """The `transformers.TrainingArguments` both stages set from a :class:`TrainConfig`."""
+    return dict(
+        output_dir=str(run_dir / CHECKPOINTS_DIR),
+        seed=config.seed,
+        data_seed=config.seed,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_steps=config.warmup_steps,
+        lr_scheduler_type=config.lr_scheduler_type,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        bf16=bf16,
+        gradient_checkpointing=config.gradient_checkpointing,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        deepspeed=config.deepspeed,
+        dataloader_num_workers=config.dataloader_num_workers,
+        report_to=config.report_to or "none",
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
 def last_checkpoint(run_dir: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 

@@ -18,27 +18,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def worker(model: str, data: str, mode: str, steps: int, batch: int) -> dict:
-    from transformers import TrainerCallback
+    from _timing import StepTimer
 
     from scale_repro.config import SFTConfig, load_config
     from scale_repro.sft import run_sft
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.times, self.started = [], None
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.started = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.times.append(time.perf_counter() - self.started)
 
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as tmp:
