@@ -15,8 +15,8 @@ from transformers import TrainerCallback
 from scale_repro.config import LoraConfig, TrainConfig, to_dict
 from scale_repro.data.records import Example, to_conversation
 from scale_repro.data.sources import load_training_examples
-from scale_repro.models import MERGED_DIR, resolve_model
-from scale_repro.rundir import Manifest, atomic_write_json, fingerprint, is_finished, read_manifest
+from scale_repro.models import MERGED_DIR
+from scale_repro.rundir import Manifest, fingerprint, is_finished, read_manifest
 
 log = logging.getLogger("scale_repro")
 
@@ -258,22 +258,7 @@ def export_final(trainer, processor, run_dir: Path) -> dict[str, str]:
     return outputs
 
 
-def base_manifest_fields(config: TrainConfig, seed_model) -> dict[str, Any]:
-    return {
-        "model": {"name": config.model, "path": seed_model.path, "kind": seed_model.kind},
-        "seed": config.seed,
-    }
-
-
-def resolve(config: TrainConfig):
-    return resolve_model(config.model)
-
-
 def config_for_manifest(config) -> dict[str, Any]:
     data = to_dict(config)
     data.pop("output_dir", None)
     return data
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_json(path, data)
