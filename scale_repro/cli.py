@@ -50,42 +50,56 @@ def _user_errors():
     return (ConfigError, DataError, ModelNotFound, FileNotFoundError)
 
 
+DataOption = Annotated[
+    str | None, typer.Option("--data", help="Synth dir, Vision-R1 JSON, preset name or local copy.")
+]
+OutputDir = Annotated[str | None, typer.Option("--output-dir", help="Run directory.")]
+MaxSteps = Annotated[int | None, typer.Option("--max-steps", help="Stop after this many optimizer steps.")]
+ImageRoot = Annotated[
+    str | None, typer.Option("--image-root", help="Folder the data's image paths are relative to.")
+]
+Seed = Annotated[int | None, typer.Option("--seed")]
+Strict = Annotated[
+    bool, typer.Option("--strict", help="Stop at the first bad record instead of skipping it.")
+]
+Force = Annotated[bool, typer.Option("--force", help="Discard an existing run directory.")]
+
+
+def _train(stage: str, config_cls, runner, recipes, overrides, force: bool, fields: dict, errors=()) -> None:
+    """Load the stage's config (recipes, --set, flags) and run it; user errors end in one line."""
+    from scale_repro.config import load_config
+
+    _setup_logging()
+    try:
+        run_dir = runner(load_config(config_cls, recipes, overrides, **fields), force=force)
+    except (*_user_errors(), *errors) as exc:
+        _fail(str(exc))
+    typer.echo(f"{stage} run: {run_dir}")
+
+
 @app.command()
 def sft(
     model: Annotated[
         str | None, typer.Option(help="Short name, hub id, checkpoint or run directory.")
     ] = None,
-    data: Annotated[
-        str | None, typer.Option(help="Synth dir, Vision-R1 JSON, preset name or local copy.")
-    ] = None,
+    data: DataOption = None,
     loss: Annotated[str | None, typer.Option(help="scale | fixed | vanilla")] = None,
-    output_dir: Annotated[str | None, typer.Option(help="Run directory.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
-    image_root: Annotated[
-        str | None, typer.Option(help="Folder the data's image paths are relative to.")
-    ] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    strict: Annotated[
-        bool, typer.Option(help="Stop at the first bad record instead of skipping it.")
-    ] = False,
-    force: Annotated[bool, typer.Option(help="Discard an existing run directory.")] = False,
+    output_dir: OutputDir = None,
+    max_steps: MaxSteps = None,
+    image_root: ImageRoot = None,
+    seed: Seed = None,
+    strict: Strict = False,
+    force: Force = False,
     config: Recipe = None,
     overrides: Overrides = None,
 ) -> None:
     """Supervised fine-tuning with the SCALe, fixed-weight or vanilla loss."""
-    from scale_repro.config import SFTConfig, load_config
+    from scale_repro.config import SFTConfig
     from scale_repro.sft import run_sft
 
-    _setup_logging()
-    try:
-        cfg = load_config(
-            SFTConfig, config, overrides, model=model, output_dir=output_dir, max_steps=max_steps, seed=seed,
-            **{"loss.mode": loss, "data.spec": data, "data.image_root": image_root, "data.strict": strict or None},
-        )  # fmt: skip
-        run_dir = run_sft(cfg, force=force)
-    except _user_errors() as exc:
-        _fail(str(exc))
-    typer.echo(f"sft run: {run_dir}")
+    fields = {"model": model, "output_dir": output_dir, "max_steps": max_steps, "seed": seed, "loss.mode": loss,
+              "data.spec": data, "data.image_root": image_root, "data.strict": strict or None}  # fmt: skip
+    _train("sft", SFTConfig, run_sft, config, overrides, force, fields)
 
 
 @app.command()
@@ -93,36 +107,23 @@ def grpo(
     model: Annotated[
         str | None, typer.Option(help="SFT run directory, short name, hub id or checkpoint.")
     ] = None,
-    data: Annotated[
-        str | None, typer.Option(help="Synth dir, Vision-R1 JSON, preset name or local copy.")
-    ] = None,
-    output_dir: Annotated[str | None, typer.Option(help="Run directory.")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
-    image_root: Annotated[
-        str | None, typer.Option(help="Folder the data's image paths are relative to.")
-    ] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    strict: Annotated[
-        bool, typer.Option(help="Stop at the first bad record instead of skipping it.")
-    ] = False,
-    force: Annotated[bool, typer.Option(help="Discard an existing run directory.")] = False,
+    data: DataOption = None,
+    output_dir: OutputDir = None,
+    max_steps: MaxSteps = None,
+    image_root: ImageRoot = None,
+    seed: Seed = None,
+    strict: Strict = False,
+    force: Force = False,
     config: Recipe = None,
     overrides: Overrides = None,
 ) -> None:
     """GRPO with the format and accuracy rewards (vLLM colocated rollouts on GPU machines)."""
-    from scale_repro.config import GRPOConfig, load_config
+    from scale_repro.config import GRPOConfig
     from scale_repro.grpo import PreflightError, run_grpo
 
-    _setup_logging()
-    try:
-        cfg = load_config(
-            GRPOConfig, config, overrides, model=model, output_dir=output_dir, max_steps=max_steps, seed=seed,
-            **{"data.spec": data, "data.image_root": image_root, "data.strict": strict or None},
-        )  # fmt: skip
-        run_dir = run_grpo(cfg, force=force)
-    except (*_user_errors(), PreflightError) as exc:
-        _fail(str(exc))
-    typer.echo(f"grpo run: {run_dir}")
+    fields = {"model": model, "output_dir": output_dir, "max_steps": max_steps, "seed": seed,
+              "data.spec": data, "data.image_root": image_root, "data.strict": strict or None}  # fmt: skip
+    _train("grpo", GRPOConfig, run_grpo, config, overrides, force, fields, errors=(PreflightError,))
 
 
 @app.command("eval")
@@ -300,16 +301,16 @@ def data_validate(
     split: Annotated[str, typer.Option(help="Split of a DatasetDict.")] = "test",
 ) -> None:
     """Check every record; print a summary (exit 1 when any record is rejected)."""
-    from scale_repro.data.loaders import _open_dataset, iconqa_examples, load_vision_r1, scienceqa_examples
+    from scale_repro.data.loaders import iconqa_examples, load_vision_r1, open_dataset, scienceqa_examples
     from scale_repro.data.validate import DataError, write_report
 
     try:
         if format == "vision-r1":
             result = load_vision_r1(path, image_root)
         elif format == "scienceqa":
-            result = scienceqa_examples(_open_dataset(path, split), str(path))
+            result = scienceqa_examples(open_dataset(path, split), str(path))
         elif format == "iconqa":
-            result = iconqa_examples(_open_dataset(path, split), str(path))
+            result = iconqa_examples(open_dataset(path, split), str(path))
         else:
             _fail(f"unknown format {format!r}; choose vision-r1, scienceqa or iconqa")
     except DataError as exc:
@@ -322,7 +323,7 @@ def data_validate(
         raise typer.Exit(1)
 
 
-def main() -> None:  # pragma: no cover
+def main() -> None:  # pragma: no cover - the `scale` console script
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()
 

@@ -117,14 +117,14 @@ def write_task_yaml(config: EvalConfig, out_dir: Path) -> tuple[str, Path]:
     return name, tasks_dir
 
 
-def score_samples(samples: list[dict[str, Any]], examples_by_target, tokenizer=None) -> list[dict[str, Any]]:
+def score_samples(samples: list[dict[str, Any]], examples: list, tokenizer=None) -> list[dict[str, Any]]:
     """Per-question rows. Completion length is counted with the model's tokenizer on the
     decoded text, the same way for every architecture (lmms-eval's models differ in
     whether they report it)."""
     rows = []
     for sample in sorted(samples, key=lambda s: s["doc_id"]):
         completion = sample["resps"][0][0] if isinstance(sample["resps"][0], list) else sample["resps"][0]
-        example = examples_by_target[sample["doc_id"]]
+        example = examples[sample["doc_id"]]  # lmms-eval's doc_id is the row index
         parsed = parse_completion(completion)
         if tokenizer is not None:
             tokens = len(tokenizer(completion, add_special_tokens=False)["input_ids"])

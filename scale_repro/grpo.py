@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +19,11 @@ from trl import GRPOTrainer
 from scale_repro.answers import parse_completion
 from scale_repro.config import GRPOConfig
 from scale_repro.data.records import Example, prompt_text
-from scale_repro.models import resolve_model
 from scale_repro.rewards import accuracy_reward, completion_text, make_format_reward
 from scale_repro.segments import THINK_OPEN
 from scale_repro.training import (
-    TRAIN_LOG,
-    JsonlLogCallback,
-    StageSkipped,
-    config_for_manifest,
-    export_final,
-    freeze_vision_tower,
-    last_checkpoint,
-    load_examples,
-    load_model_and_processor,
     peft_config,
-    prepare_run_dir,
-    resolve_bf16,
+    run_training_stage,
     to_dataset,
     trainer_arguments,
 )
@@ -62,14 +50,11 @@ def preflight(examples: list[Example], processor, config: GRPOConfig, sample: in
     """Checks that would otherwise fail hours into a run: prompt length and image sizes."""
     from PIL import Image
 
-    from scale_repro.data.records import to_conversation
-
     checked = examples[:sample]
     longest, longest_id, sizes = 0, None, set()
     for example in checked:
         images = [Image.open(p).convert("RGB") if isinstance(p, (str, Path)) else p for p in example.images]
         sizes.update(image.size for image in images)
-        row = to_conversation(example, images)
         content = [{"type": "image"} for _ in images] + [
             {"type": "text", "text": prompt_text(example.question)}
         ]
@@ -77,7 +62,7 @@ def preflight(examples: list[Example], processor, config: GRPOConfig, sample: in
                                              tokenize=False)  # fmt: skip
         length = processor(images=images or None, text=[text], return_tensors="pt")["input_ids"].shape[1]
         if length > longest:
-            longest, longest_id = length, row["id"]
+            longest, longest_id = length, example.id
     budget = config.max_length
     if budget is not None and longest + config.max_completion_length > budget:
         raise PreflightError(
@@ -146,61 +131,27 @@ def trl_args(config: GRPOConfig, run_dir: Path, bf16: bool, use_vllm: bool) -> T
 
 
 def run_grpo(config: GRPOConfig, force: bool = False, callbacks: list | None = None) -> Path:
-    if not config.output_dir:
-        raise ValueError("--output-dir is required")
-    run_dir = Path(config.output_dir)
-    try:
-        manifest = prepare_run_dir(run_dir, "grpo", config_for_manifest(config), force=force)
-    except StageSkipped:
-        log.info("%s: finished with the same config, not retrained", run_dir)
-        return run_dir
+    """Refine a model with GRPO; returns the run directory."""
 
-    try:
-        resolved = resolve_model(config.model)
-        examples, data_info = load_examples(config)
-        bf16 = resolve_bf16(config)
-        model, processor = load_model_and_processor(resolved.path, bf16, config.trust_remote_code)
+    def build(model, processor, examples, run_dir, bf16, callbacks, manifest):
         prefilled = template_prefills_think(processor)
         if prefilled:
             log.info("the chat template prefills <think>: the format reward counts it as present")
         checks = preflight(examples, processor, config)
         use_vllm = vllm_available() if config.use_vllm is None else config.use_vllm
-        manifest.update(
-            model={"name": config.model, "path": resolved.path, "kind": resolved.kind},
-            seed=config.seed, data=data_info, preflight=checks, think_prefilled=prefilled,
-            rollouts="vllm-colocate" if use_vllm else "transformers-generate",
-        )  # fmt: skip
-        if not config.lora.enabled and config.lora.freeze_vision:
-            freeze_vision_tower(model)
+        manifest.update(preflight=checks, think_prefilled=prefilled,
+                        rollouts="vllm-colocate" if use_vllm else "transformers-generate")  # fmt: skip
         dataset = to_dataset(examples, config.system_prompt)
         if "completion" in dataset.column_names:  # GRPO samples its own completions
             dataset = dataset.remove_columns("completion")
-        trainer = GRPOTrainer(
+        return GRPOTrainer(
             model=model,
             reward_funcs=make_rewards(prefilled),
             args=trl_args(config, run_dir, bf16, use_vllm),
             train_dataset=dataset,
             processing_class=processor,
             peft_config=peft_config(config.lora),
-            callbacks=[JsonlLogCallback(run_dir / TRAIN_LOG), *(callbacks or [])],
+            callbacks=callbacks,
         )
-        resume = last_checkpoint(run_dir)
-        if resume:
-            log.info("resuming from %s", resume)
-        started = time.time()
-        result = trainer.train(resume_from_checkpoint=resume)
-        outputs = export_final(trainer, processor, run_dir)
-        manifest.finish(
-            outputs=outputs,
-            resumed_from=resume,
-            train_runtime_s=time.time() - started,
-            global_step=trainer.state.global_step,
-            train_loss=result.training_loss,
-        )
-    except BaseException as exc:
-        manifest.fail(f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    return run_dir
+
+    return run_training_stage("grpo", config, build, force=force, callbacks=callbacks)

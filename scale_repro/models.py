@@ -32,10 +32,6 @@ class ResolvedModel:
     path: str  # what from_pretrained loads
     kind: str  # paper | tiny | hub | local | run
 
-    @property
-    def is_local(self) -> bool:
-        return self.kind != "paper" and self.kind != "hub"
-
 
 class ModelNotFound(ValueError):
     pass
@@ -75,9 +71,3 @@ def resolve_model(name: str, seed: int = 0) -> ResolvedModel:
         f"unknown model {name!r}: use a short name ({', '.join([*PAPER_MODELS, *TINY_MODELS])}), "
         "a hub id (org/name), a checkpoint directory or a run directory"
     )
-
-
-def model_family(config) -> str:
-    """qwen2_5_vl | gemma3 | llava_next | other, from a loaded config."""
-    model_type = getattr(config, "model_type", "")
-    return model_type if model_type in ("qwen2_5_vl", "gemma3", "llava_next") else "other"

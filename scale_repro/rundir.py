@@ -86,10 +86,6 @@ def fingerprint(items: Any) -> str:
     return digest[:16]
 
 
-def config_fingerprint(config: dict[str, Any]) -> str:
-    return fingerprint(config)
-
-
 def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
@@ -120,14 +116,14 @@ class Manifest:
             "stage": stage,
             "status": "running",
             "config": config,
-            "config_hash": config_fingerprint(config),
+            "config_hash": fingerprint(config),
             "versions": package_versions(),
             "git_commit": git_commit(),
             "host": platform.node(),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             # Wall-clock time accumulates over resumed attempts of the same run.
             "previous_wall_clock_s": float(previous.get("wall_clock_s", 0.0))
-            if previous.get("config_hash") == config_fingerprint(config)
+            if previous.get("config_hash") == fingerprint(config)
             else 0.0,
         }
 

@@ -11,7 +11,6 @@ Two pieces change TRL's behaviour, nothing else:
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +22,10 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from scale_repro.config import LossConfig, SFTConfig
 from scale_repro.loss import cosine_weight, per_sample_scale_loss, segment_means
-from scale_repro.models import resolve_model
 from scale_repro.segments import IGNORED, label_segments
 from scale_repro.training import (
-    TRAIN_LOG,
-    JsonlLogCallback,
-    StageSkipped,
-    config_for_manifest,
-    export_final,
-    freeze_vision_tower,
-    last_checkpoint,
-    load_examples,
-    load_model_and_processor,
     peft_config,
-    prepare_run_dir,
-    resolve_bf16,
+    run_training_stage,
     to_dataset,
     trainer_arguments,
 )
@@ -184,55 +172,19 @@ def trl_args(config: SFTConfig, run_dir: Path, bf16: bool) -> TRLSFTConfig:
 
 def run_sft(config: SFTConfig, force: bool = False, callbacks: list | None = None) -> Path:
     """Train, export the merged checkpoint and finish the manifest; returns the run directory."""
-    if not config.output_dir:
-        raise ValueError("--output-dir is required")
-    run_dir = Path(config.output_dir)
-    config_dict = config_for_manifest(config)
-    try:
-        manifest = prepare_run_dir(run_dir, "sft", config_dict, force=force)
-    except StageSkipped:
-        log.info("%s: finished with the same config, not retrained", run_dir)
-        return run_dir
 
-    try:
-        resolved = resolve_model(config.model)
-        examples, data_info = load_examples(config)
-        manifest.update(model={"name": config.model, "path": resolved.path, "kind": resolved.kind},
-                        seed=config.seed, data=data_info)  # fmt: skip
-        bf16 = resolve_bf16(config)
-        model, processor = load_model_and_processor(resolved.path, bf16, config.trust_remote_code)
-        if not config.lora.enabled and config.lora.freeze_vision:
-            freeze_vision_tower(model)
-        args = trl_args(config, run_dir, bf16)
-        trainer = ScaleSFTTrainer(
+    def build(model, processor, examples, run_dir, bf16, callbacks, manifest):
+        return ScaleSFTTrainer(
             model=model,
-            args=args,
+            args=trl_args(config, run_dir, bf16),
             train_dataset=to_dataset(examples, config.system_prompt),
             processing_class=processor,
             data_collator=SegmentCollator(
                 processor=processor, max_length=config.max_length, completion_only_loss=True
             ),
             peft_config=peft_config(config.lora),
-            callbacks=[JsonlLogCallback(run_dir / TRAIN_LOG), *(callbacks or [])],
+            callbacks=callbacks,
             loss_config=config.loss,
         )
-        resume = last_checkpoint(run_dir)
-        if resume:
-            log.info("resuming from %s", resume)
-        started = time.time()
-        result = trainer.train(resume_from_checkpoint=resume)
-        outputs = export_final(trainer, processor, run_dir)
-        manifest.finish(
-            outputs=outputs,
-            resumed_from=resume,
-            train_runtime_s=time.time() - started,
-            global_step=trainer.state.global_step,
-            train_loss=result.training_loss,
-        )
-    except BaseException as exc:
-        manifest.fail(f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    return run_dir
+
+    return run_training_stage("sft", config, build, force=force, callbacks=callbacks)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from transformers import TrainerCallback
 from scale_repro.config import LoraConfig, TrainConfig, to_dict
 from scale_repro.data.records import Example, to_conversation
 from scale_repro.data.sources import load_training_examples
-from scale_repro.models import MERGED_DIR
+from scale_repro.models import MERGED_DIR, resolve_model
 from scale_repro.rundir import Manifest, fingerprint, is_finished, read_manifest
 
 log = logging.getLogger("scale_repro")
@@ -262,3 +264,55 @@ def config_for_manifest(config) -> dict[str, Any]:
     data = to_dict(config)
     data.pop("output_dir", None)
     return data
+
+
+# build(model, processor, examples, run_dir, bf16, callbacks, manifest) -> a TRL trainer
+TrainerBuilder = Callable[..., Any]
+
+
+def run_training_stage(
+    stage: str, config: TrainConfig, build: TrainerBuilder, force: bool = False, callbacks: list | None = None
+) -> Path:
+    """What every training stage does around its trainer: skip a finished run, load model and
+    data, train (resuming from the last checkpoint), export the merged checkpoint, and keep
+    the manifest up to date, marking it failed if anything goes wrong."""
+    if not config.output_dir:
+        raise ValueError("--output-dir is required")
+    run_dir = Path(config.output_dir)
+    try:
+        manifest = prepare_run_dir(run_dir, stage, config_for_manifest(config), force=force)
+    except StageSkipped:
+        log.info("%s: finished with the same config, not retrained", run_dir)
+        return run_dir
+
+    try:
+        resolved = resolve_model(config.model)
+        examples, data_info = load_examples(config)
+        manifest.update(model={"name": config.model, "path": resolved.path, "kind": resolved.kind},
+                        seed=config.seed, data=data_info)  # fmt: skip
+        bf16 = resolve_bf16(config)
+        model, processor = load_model_and_processor(resolved.path, bf16, config.trust_remote_code)
+        if not config.lora.enabled and config.lora.freeze_vision:
+            freeze_vision_tower(model)
+        callbacks = [JsonlLogCallback(run_dir / TRAIN_LOG), *(callbacks or [])]
+        trainer = build(model, processor, examples, run_dir, bf16, callbacks, manifest)
+        resume = last_checkpoint(run_dir)
+        if resume:
+            log.info("resuming from %s", resume)
+        started = time.time()
+        result = trainer.train(resume_from_checkpoint=resume)
+        outputs = export_final(trainer, processor, run_dir)
+        manifest.finish(
+            outputs=outputs,
+            resumed_from=resume,
+            train_runtime_s=time.time() - started,
+            global_step=trainer.state.global_step,
+            train_loss=result.training_loss,
+        )
+    except BaseException as exc:
+        manifest.fail(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return run_dir

@@ -171,7 +171,7 @@ def _vision_r1_rejection(record: Any, record_id: str, root: Path, check_images: 
     return None
 
 
-def _open_dataset(source: str | Path, split: str, config: str | None = None):
+def open_dataset(source: str | Path, split: str, config: str | None = None):
     """A local ``save_to_disk`` copy (Dataset or DatasetDict) or a hub data set."""
     import datasets
 
@@ -290,7 +290,7 @@ def iconqa_examples(
 def load_scienceqa(
     source: str | Path = "lmms-lab/ScienceQA", split: str = "test", strict: bool = False
 ) -> LoadResult:
-    dataset = _open_dataset(source, split, config="ScienceQA-IMG")
+    dataset = open_dataset(source, split, config="ScienceQA-IMG")
     return scienceqa_examples(dataset, str(source), strict=strict)
 
 
@@ -300,5 +300,5 @@ def load_iconqa(
     question_types: Iterable[str] = ICONQA_QUESTION_TYPES,
     strict: bool = False,
 ) -> LoadResult:
-    dataset = _open_dataset(source, split)
+    dataset = open_dataset(source, split)
     return iconqa_examples(dataset, str(source), question_types, strict=strict)

@@ -16,9 +16,9 @@ import yaml
 from scale_repro.data.loaders import (
     LoadResult,
     SubsetRule,
-    _open_dataset,
     iconqa_examples,
     load_vision_r1,
+    open_dataset,
     scienceqa_examples,
 )
 from scale_repro.data.synth import SYNTH_KIND
@@ -106,7 +106,7 @@ def load_test_examples(
     synth = synth_manifest(source)
     if synth:
         source = str(Path(source) / synth["files"][schema])
-    dataset = _open_dataset(
+    dataset = open_dataset(
         source, split or default_split, config="ScienceQA-IMG" if schema == "scienceqa" else None
     )
     if schema == "scienceqa":
