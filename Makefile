@@ -53,8 +53,9 @@ reproduce-table2: setup
 reproduce-table3: setup
 	$(SCALE) reproduce --table 3
 
+# The controlled CPU experiment (configs/experiments/synthetic.yaml); report in results/evidence/.
 evidence: setup
-	$(SCALE) reproduce --experiment synthetic
+	$(SCALE) reproduce --experiment synthetic --jobs 2 --out runs/evidence --results results/evidence
 
 bench: setup
 	$(PY) scripts/bench_sft_loss.py

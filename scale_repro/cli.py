@@ -37,11 +37,6 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def not_implemented(command: str) -> None:
-    typer.secho(f"scale {command}: not implemented yet", err=True)
-    raise typer.Exit(2)
-
-
 def _user_errors():
     from scale_repro.config import ConfigError
     from scale_repro.data.validate import DataError
@@ -186,16 +181,30 @@ def reproduce(
     experiment: Annotated[
         str | None, typer.Option(help="An experiment name from configs/experiments/ or a YAML path.")
     ] = None,
-    out: Annotated[Path, typer.Option(help="Root folder of the run directories.")] = Path("runs"),
+    out: Annotated[Path | None, typer.Option(help="Root folder of the run directories.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the plan only.")] = False,
+    results: Annotated[
+        Path | None, typer.Option(help="Evidence experiments: where the report goes (default OUT/report).")
+    ] = None,
+    jobs: Annotated[int, typer.Option(help="Evidence experiments: stage chains run in parallel.")] = 1,
+    seeds: Annotated[int | None, typer.Option(help="Evidence experiments: only the first N seeds.")] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="Evidence experiments: model(s) instead of the file's."),
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="Evidence experiments: a few steps on a few examples.")] = False,
 ) -> None:
-    """Run the paper's reproduction matrix: finished stages are skipped, failed ones run again."""
+    """Run the paper's reproduction matrix or an evidence experiment: finished stages are skipped."""
+    from scale_repro.evidence import is_evidence_file, spec_path
     from scale_repro.pipeline import describe, execute, experiment_path, load_experiment, plan
     from scale_repro.report import write_report
 
     _setup_logging()
-    if experiment == "synthetic":
-        not_implemented("reproduce --experiment synthetic")
+    if experiment and spec_path(experiment).is_file() and is_evidence_file(spec_path(experiment)):
+        _evidence(spec_path(experiment), out or Path("runs") / "evidence", results, jobs, seeds, models, quick,
+                  dry_run)  # fmt: skip
+        return
+    out = out or Path("runs")
     if (table is None) == (experiment is None):
         _fail("give one of --table N or --experiment NAME")
     if table is not None and table not in (1, 2, 3):
@@ -219,6 +228,29 @@ def reproduce(
     typer.echo(f"ran {len(summary['ran'])}, skipped {len(summary['skipped'])}, failed {len(summary['failed'])}, "
                f"blocked {len(summary['blocked'])}; report: {result['report']}")  # fmt: skip
     if summary["failed"] or summary["blocked"]:
+        raise typer.Exit(1)
+
+
+def _evidence(path: Path, out: Path, results: Path | None, jobs: int, seeds: int | None,
+              models: list[str] | None, quick: bool, dry_run: bool) -> None:  # fmt: skip
+    from scale_repro.evidence import chains, load_evidence, plan_evidence, prepare_data, run_evidence, shorten
+    from scale_repro.pipeline import describe
+
+    try:
+        spec = shorten(load_evidence(path), seeds=seeds, models=models, quick=quick)
+    except (ValueError, *_user_errors()) as exc:
+        _fail(str(exc))
+    if jobs < 1:
+        _fail("--jobs must be at least 1")
+    if dry_run:
+        data_dirs = prepare_data(spec, out.resolve() / "data", echo=typer.echo)
+        stages = plan_evidence(spec, out.resolve(), data_dirs)
+        typer.echo(describe(stages))
+        typer.echo(f"{len(chains(stages))} independent chains")
+        return
+    command = " ".join(["scale", *sys.argv[1:]])
+    result = run_evidence(spec, out, results or out / "report", jobs=jobs, command=command, echo=typer.echo)
+    if result["summary"]["failed"] or result["summary"]["blocked"]:
         raise typer.Exit(1)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scale_repro.rundir import read_manifest
-from scale_repro.tiny import TINY_MODELS, build_tiny
+from scale_repro.tiny import TINY_BUILD_VERSION, TINY_MODELS, build_tiny
 
 PAPER_MODELS = {
     "gemma-3-4b": "google/gemma-3-4b-it",
@@ -39,7 +39,7 @@ class ModelNotFound(ValueError):
 
 def tiny_model_path(name: str, seed: int = 0) -> Path:
     """The tiny model's directory, built on first use."""
-    path = cache_dir() / "tiny" / f"{name}-seed{seed}"
+    path = cache_dir() / "tiny" / f"{name}-seed{seed}-v{TINY_BUILD_VERSION}"
     if not (path / "config.json").is_file():
         build_tiny(name, path, seed=seed)
     return path

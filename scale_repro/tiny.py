@@ -17,6 +17,9 @@ from pathlib import Path
 
 TINY_VOCAB = 1024
 IMAGE_SIZE = 64
+# Part of the cache path: bump it whenever a change here changes what gets built, so an old
+# cached build (e.g. one saved before tokenizers padded on the left) is never reused.
+TINY_BUILD_VERSION = 2
 
 QWEN_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% for message in messages %}"

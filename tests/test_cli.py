@@ -23,10 +23,16 @@ def test_models_list_names_the_paper_and_tiny_models():
         assert name in result.output
 
 
-def test_unfinished_command_exits_2_with_one_line():
-    result = runner.invoke(app, ["reproduce", "--experiment", "synthetic"])
-    assert result.exit_code == 2
-    assert "not implemented yet" in result.output
+def test_evidence_dry_run_prints_the_plan(tmp_path):
+    result = runner.invoke(app, ["reproduce", "--experiment", "synthetic", "--dry-run", "--quick", "--seeds", "2",
+                                 "--out", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "tiny-llava-next/ratio80/sft-scale/seed1" in result.output
+    assert "14 independent chains" in result.output
+    result = runner.invoke(
+        app, ["reproduce", "--experiment", "synthetic", "--jobs", "0", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 1 and "--jobs must be at least 1" in result.output
 
 
 def test_validate_writes_a_report_and_fails_on_rejections(tmp_path):

@@ -9,10 +9,13 @@ def test_quick_demo_runs_end_to_end(tmp_path, tiny_paths):
 
     summary = run_demo(tmp_path / "demo", ["tiny-llava-next"], quick=True, echo=lambda *_: None)
     assert summary["failed"] == [] and summary["blocked"] == []
-    assert len(summary["ran"]) == 3 + 3 + 14
+    # Matrix: 3 SFT, 3 GRPO, 14 evaluations; shortened evidence: SFT and SCALe-SFT, each evaluated.
+    assert len(summary["ran"]) == 3 + 3 + 14 + 4
     report = (tmp_path / "demo" / "report" / "report.md").read_text()
     assert "| tiny-llava-next | ScienceQA |" in report
     metrics = json.loads(next((tmp_path / "demo" / "runs").rglob("metrics.json")).read_text())
     assert metrics["n"] == 3
+    evidence = (tmp_path / "demo" / "evidence" / "report" / "evidence.md").read_text()
+    assert "| SCALe-SFT − SFT | accuracy | 1 |" in evidence
     again = run_demo(tmp_path / "demo", ["tiny-llava-next"], quick=True, echo=lambda *_: None)
-    assert again["ran"] == [] and len(again["skipped"]) == 20
+    assert again["ran"] == [] and len(again["skipped"]) == 24

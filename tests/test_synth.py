@@ -86,3 +86,32 @@ def test_reasoning_ratio_controls_trace_length():
         )
     assert lengths[5] < lengths[20] < lengths[80]
     assert abs(lengths[80] - 80) < 15
+
+
+def test_small_grid_with_fixed_choices_is_right_from_pixels(tmp_path):
+    config = SynthConfig(seed=2, n_train=60, n_test=16, grid=2, shapes=("square",), shuffle_choices=False,
+                         train_kinds=("color_at", "count_color"), iconqa_kinds=("color_at", "count_color"))  # fmt: skip
+    out = write_synthetic(tmp_path / "small", config)
+    icon = datasets.load_from_disk(str(out / "iconqa_test"))["test"]
+    assert sorted(set(icon["ques_type"])) == ["choose_txt", "fill_in_blank"]
+    for row in icon:
+        colours = scene_from_pixels(row["query_image"], grid=2)
+        target = json.loads(row["target"])
+        if row["ques_type"] == "choose_txt":
+            assert row["choices"] == ",".join(COLORS)  # one fixed order
+            assert row["answer"] == colours[(target["row"], target["col"])]
+        else:
+            assert row["answer"] == str(sum(c == target["color"] for c in colours.values()))
+        assert "middle" not in row["question"] and "centre" not in row["question"]
+    train = json.loads((out / "train.json").read_text())
+    test_scenes = {json.dumps(json.loads(s), sort_keys=True) for s in icon["scene"]}
+    sqa = datasets.load_from_disk(str(out / "scienceqa_test"))["test"]
+    test_scenes |= {json.dumps(json.loads(s), sort_keys=True) for s in sqa["scene"]}
+    assert len(test_scenes) == 32  # every test scene is different
+    assert not {json.dumps(r["scene"], sort_keys=True) for r in train} & test_scenes
+    for row in train:
+        assert all(c["shape"] in (None, "square") for c in row["scene"]["cells"])
+        if row["question_kind"] == "color_at":
+            answer = row["conversations"][1]["value"].split("<answer>")[1].split("</answer>")[0]
+            cell = row["scene"]["cells"][row["target"]["row"] * 2 + row["target"]["col"]]
+            assert answer == LETTERS[list(COLORS).index(cell["color"])]

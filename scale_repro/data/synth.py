@@ -31,8 +31,9 @@ from scale_repro.rundir import atomic_write_json, atomic_write_text
 
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30)}
 SHAPES = ("circle", "square", "triangle")
-ROWS = ("top", "middle", "bottom")
-COLUMNS = ("left", "centre", "right")
+# Row and column names for each grid size the generator supports.
+ROWS = {2: ("top", "bottom"), 3: ("top", "middle", "bottom")}
+COLUMNS = {2: ("left", "right"), 3: ("left", "centre", "right")}
 BACKGROUND = (255, 255, 255)
 SYNTH_KIND = "scale-synth"
 
@@ -43,10 +44,11 @@ class Cell:
     col: int
     shape: str | None = None
     color: str | None = None
+    grid: int = 3
 
     @property
     def name(self) -> str:
-        return f"{ROWS[self.row]} {COLUMNS[self.col]}"
+        return f"{ROWS[self.grid][self.row]} {COLUMNS[self.grid][self.col]}"
 
 
 @dataclass(frozen=True)
@@ -88,17 +90,18 @@ def draw_scene(scene: Scene, size: int) -> Image.Image:
     return image
 
 
-def random_scene(rng: random.Random, grid: int = 3) -> Scene:
+def random_scene(rng: random.Random, grid: int = 3, shapes: tuple[str, ...] = SHAPES) -> Scene:
     cells = []
     n_cells = grid * grid
-    n_objects = rng.randint(2, n_cells - 2)
+    # Small grids may be anywhere from one object to full; larger ones keep two cells free.
+    n_objects = rng.randint(1, n_cells) if grid == 2 else rng.randint(2, n_cells - 2)
     filled = set(rng.sample(range(n_cells), n_objects))
     for index in range(n_cells):
         row, col = divmod(index, grid)
         if index in filled:
-            cells.append(Cell(row, col, rng.choice(SHAPES), rng.choice(list(COLORS))))
+            cells.append(Cell(row, col, rng.choice(shapes), rng.choice(list(COLORS)), grid))
         else:
-            cells.append(Cell(row, col))
+            cells.append(Cell(row, col, grid=grid))
     return Scene(grid, tuple(cells))
 
 
@@ -106,7 +109,7 @@ def _plural(shape: str) -> str:
     return shape + "s"
 
 
-def make_question(scene: Scene, kind: str, rng: random.Random) -> Question:
+def make_question(scene: Scene, kind: str, rng: random.Random, shuffle_choices: bool = True) -> Question:
     occupied = scene.occupied()
     if kind == "count_color":
         color = rng.choice(list(COLORS))
@@ -121,14 +124,16 @@ def make_question(scene: Scene, kind: str, rng: random.Random) -> Question:
     if kind == "color_at":
         cell = rng.choice(occupied)
         choices = list(COLORS)
-        rng.shuffle(choices)
+        if shuffle_choices:
+            rng.shuffle(choices)
         letter = LETTERS[choices.index(cell.color)]
         text = f"What colour is the shape in the {cell.name} cell?"
         return Question(kind, text, letter, tuple(choices), {"row": cell.row, "col": cell.col})
     if kind == "shape_at":
         cell = rng.choice(occupied)
         choices = list(SHAPES)
-        rng.shuffle(choices)
+        if shuffle_choices:
+            rng.shuffle(choices)
         letter = LETTERS[choices.index(cell.shape)]
         text = f"Which shape is in the {cell.name} cell?"
         return Question(kind, text, letter, tuple(choices), {"row": cell.row, "col": cell.col})
@@ -250,34 +255,46 @@ class SynthConfig:
     grid: int = 3
     reasoning_ratio: float = 20.0
     train_kinds: tuple[str, ...] = ("count_color", "count_shape", "color_at", "shape_at", "compare")
+    # Multiple-choice kinds for the ScienceQA-shaped test set; counts (fill in the blank)
+    # and choose-text kinds for the ICON-QA-shaped one.
+    scienceqa_kinds: tuple[str, ...] = ("color_at", "shape_at", "compare")
+    iconqa_kinds: tuple[str, ...] = ("count_color", "count_shape", "shape_at")
+    shapes: tuple[str, ...] = SHAPES
+    # False keeps options in one fixed order, so a letter always means the same colour/shape.
+    shuffle_choices: bool = True
 
 
 def generate_items(config: SynthConfig) -> dict[str, list[tuple[Scene, Question]]]:
-    """Scenes and questions for every split; test scenes are drawn first and kept out of training."""
+    """Scenes and questions for every split.
+
+    Test scenes are drawn first, are all different, and never occur in training. Training
+    scenes may repeat with other questions (one picture, several questions, as in the real
+    data sets), which small grids with few colours need.
+    """
     rng = random.Random(config.seed)
     splits: dict[str, list[tuple[Scene, Question]]] = {"scienceqa": [], "iconqa": [], "train": []}
-    seen: set[str] = set()
+    test_scenes: set[str] = set()
 
-    def fresh_scene() -> Scene:
+    def draw_scene_for(split: str) -> Scene:
         for _ in range(10_000):
-            scene = random_scene(rng, config.grid)
-            if scene.signature() not in seen:
-                seen.add(scene.signature())
+            scene = random_scene(rng, config.grid, config.shapes)
+            if scene.signature() not in test_scenes:
+                if split != "train":
+                    test_scenes.add(scene.signature())
                 return scene
-        raise RuntimeError("could not draw enough distinct scenes; lower n_train/n_test or enlarge the grid")
+        raise RuntimeError("could not draw enough distinct test scenes; lower n_test or enlarge the grid")
 
-    for i in range(config.n_test):
-        kind = ("color_at", "shape_at", "compare")[i % 3]
-        scene = fresh_scene()
-        splits["scienceqa"].append((scene, make_question(scene, kind, rng)))
-    for i in range(config.n_test):
-        kind = ("count_color", "count_shape", "shape_at")[i % 3]
-        scene = fresh_scene()
-        splits["iconqa"].append((scene, make_question(scene, kind, rng)))
-    for i in range(config.n_train):
-        kind = config.train_kinds[i % len(config.train_kinds)]
-        scene = fresh_scene()
-        splits["train"].append((scene, make_question(scene, kind, rng)))
+    plan = (
+        ("scienceqa", config.n_test, config.scienceqa_kinds),
+        ("iconqa", config.n_test, config.iconqa_kinds),
+        ("train", config.n_train, config.train_kinds),
+    )
+    for split, n, kinds in plan:
+        for i in range(n):
+            scene = draw_scene_for(split)
+            splits[split].append(
+                (scene, make_question(scene, kinds[i % len(kinds)], rng, config.shuffle_choices))
+            )
     return splits
 
 

@@ -1,0 +1,295 @@
+"""The controlled experiment: SCALe-SFT against vanilla SFT on a synthetic task, with seeds.
+
+``configs/experiments/synthetic.yaml`` names the task (a :class:`SynthConfig`), the tiny
+models, the configurations, the seeds, the main reasoning-to-answer ratio and a sweep over
+other ratios. This module turns it into ordinary reproduction stages (SFT, GRPO, ``scale
+eval`` through lmms-eval; see :mod:`scale_repro.pipeline`), runs independent chains of
+stages in parallel worker processes, and writes the evidence report: accuracy and invalid
+rate per configuration (mean, standard deviation), the SCALe minus SFT difference paired by
+seed with a 95 % t interval, the ratio sweep, and the THINK/ANSWER loss curves.
+
+Every training seed sees the same data in the same budget; the synthetic data for each
+ratio shares its test questions (the ratio only changes the length of the training traces),
+so the comparison across ratios is paired too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scale_repro.config import CONFIGS_DIR
+from scale_repro.data.sources import synth_manifest
+from scale_repro.data.synth import SynthConfig, write_synthetic
+from scale_repro.pipeline import CONFIGURATIONS, Experiment, Stage, execute, plan
+from scale_repro.rundir import package_versions, read_manifest
+
+log = logging.getLogger("scale_repro")
+EVIDENCE_KIND = "evidence"
+# The comparisons the report makes, each paired by seed: (treatment, control).
+COMPARISONS = (("SCALe-SFT", "SFT"), ("SFT-FW", "SFT"), ("SCALe-SFT", "SFT-FW"), ("SCALe-GRPO", "GRPO"))
+QUICK_OVERRIDES = {
+    "sft": ["max_steps=3", "per_device_train_batch_size=2", "save_steps=1000", "logging_steps=1"],
+    "grpo": ["max_steps=1", "per_device_train_batch_size=2", "num_generations=2", "max_completion_length=8"],
+    "eval": ["max_new_tokens=8", "limit=4"],
+}
+QUICK_DATA = {"n_train": 16, "n_test": 4}
+
+
+@dataclass
+class EvidenceSpec:
+    name: str
+    models: list[str]
+    configurations: list[str]
+    seeds: list[int]
+    task: str
+    data: dict[str, Any]
+    ratio: float
+    sweep: dict[str, Any] = field(default_factory=dict)
+    sft: dict[str, Any] = field(default_factory=dict)
+    grpo: dict[str, Any] = field(default_factory=dict)
+    eval: dict[str, Any] = field(default_factory=dict)
+    kind: str = EVIDENCE_KIND
+
+    def synth_config(self, ratio: float) -> SynthConfig:
+        values = dict(self.data, reasoning_ratio=float(ratio))
+        for key in ("shapes", "train_kinds", "scienceqa_kinds", "iconqa_kinds"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return SynthConfig(**values)
+
+    def ratios(self) -> list[float]:
+        return [float(self.ratio)] + [
+            float(r) for r in self.sweep.get("ratios", []) if float(r) != float(self.ratio)
+        ]
+
+    def arms(self, ratio: float) -> tuple[list[str], list[int]]:
+        """Configurations and seeds run at ``ratio``."""
+        if float(ratio) == float(self.ratio):
+            return self.configurations, self.seeds
+        return self.sweep.get("configurations", ["SFT", "SCALe-SFT"]), self.sweep.get("seeds", self.seeds)
+
+
+def is_evidence_file(path: str | Path) -> bool:
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    return isinstance(data, dict) and data.get("kind") == EVIDENCE_KIND
+
+
+def load_evidence(path: str | Path) -> EvidenceSpec:
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        spec = EvidenceSpec(**data)
+    except TypeError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    unknown = [
+        c for c in spec.configurations + spec.sweep.get("configurations", []) if c not in CONFIGURATIONS
+    ]
+    if unknown:
+        raise ValueError(f"{path}: unknown configuration(s) {unknown}; known: {list(CONFIGURATIONS)}")
+    try:
+        spec.synth_config(spec.ratio)
+    except TypeError as exc:
+        raise ValueError(f"{path}: data: {exc}") from exc
+    return spec
+
+
+def shorten(
+    spec: EvidenceSpec,
+    seeds: int | None = None,
+    models: list[str] | None = None,
+    quick: bool = False,
+    configurations: list[str] | None = None,
+    sweep: bool = True,
+) -> EvidenceSpec:
+    """The same experiment with fewer seeds or configurations, other models, no ratio sweep,
+    or (quick) a few steps on a few examples."""
+    if models:
+        spec.models = list(models)
+    if seeds is not None:
+        spec.seeds = spec.seeds[:seeds]
+        spec.sweep = dict(spec.sweep, seeds=spec.sweep.get("seeds", spec.seeds)[:seeds])
+    if configurations:
+        spec.configurations = [c for c in spec.configurations if c in configurations]
+    if not sweep:
+        spec.sweep = {}
+    if quick:
+        spec.data = dict(spec.data, **QUICK_DATA)
+        for section, extra in QUICK_OVERRIDES.items():
+            block = getattr(spec, section)
+            block["set"] = list(block.get("set", [])) + extra
+    return spec
+
+
+def ratio_label(ratio: float) -> str:
+    return f"{ratio:g}x"
+
+
+def prepare_data(spec: EvidenceSpec, data_root: Path, echo=print) -> dict[float, Path]:
+    """One synthetic data directory per ratio; an existing one is reused only if made the same way."""
+    dirs = {}
+    for ratio in spec.ratios():
+        config = spec.synth_config(ratio)
+        path = data_root / f"ratio{ratio:g}"
+        manifest = synth_manifest(path)
+        wanted = json.loads(json.dumps(asdict(config)))
+        if not manifest or manifest.get("config") != wanted:
+            echo(f"writing synthetic data (ratio {ratio_label(ratio)}) to {path}")
+            write_synthetic(path, config)
+        dirs[ratio] = path
+    return dirs
+
+
+def plan_evidence(spec: EvidenceSpec, out: Path, data_dirs: dict[float, Path]) -> list[Stage]:
+    stages: list[Stage] = []
+    for ratio, data_dir in data_dirs.items():
+        configurations, seeds = spec.arms(ratio)
+        experiment = Experiment(
+            name=f"{spec.name}-{ratio_label(ratio)}",
+            models=spec.models,
+            datasets=[
+                {"name": ratio_label(ratio), "train": str(data_dir), "task": spec.task, "data": str(data_dir)}
+            ],
+            configurations=list(configurations),
+            seeds=list(seeds),
+            sft=spec.sft,
+            grpo=spec.grpo,
+            eval=spec.eval,
+        )
+        stages.extend(plan(experiment, out / "runs"))
+    return stages
+
+
+def chains(stages: list[Stage]) -> list[list[Stage]]:
+    """Independent chains: an SFT run with the GRPO run and evaluations that depend on it.
+
+    Chains share nothing, so they can run in separate processes; the longest go first.
+    """
+    root_of: dict[Path, Path] = {}
+    grouped: dict[Path, list[Stage]] = defaultdict(list)
+    for stage in stages:  # plan() orders SFT before GRPO before evaluation
+        root = root_of.get(stage.needs[0], stage.needs[0]) if stage.needs else stage.run_dir
+        root_of[stage.run_dir] = root
+        grouped[root].append(stage)
+
+    def cost(chain: list[Stage]) -> tuple[int, int]:
+        steps = sum(getattr(s.config, "max_steps", 0) or 0 for s in chain)
+        return (-len(chain), -steps)
+
+    return sorted(grouped.values(), key=cost)
+
+
+def _run_chain(chain: list[Stage]) -> dict[str, list[str]]:
+    """Worker: one chain, one thread (the workers share the machine's cores).
+
+    The libraries' progress output goes to ``worker.log`` in the chain's first run
+    directory, so parallel chains do not interleave on the terminal.
+    """
+    import contextlib
+
+    import torch
+
+    torch.set_num_threads(1)
+    for name in ("transformers", "lmms-eval", "datasets", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    log_path = chain[0].run_dir / "worker.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        open(log_path, "a") as stream,
+        contextlib.redirect_stdout(stream),
+        contextlib.redirect_stderr(stream),
+    ):
+        return execute(chain, echo=lambda message: print(message, flush=True))
+
+
+def run_stages(stages: list[Stage], jobs: int = 1, echo=print) -> dict[str, list[str]]:
+    """Run every stage; with ``jobs`` > 1, independent chains run in that many processes."""
+    if jobs <= 1:
+        return execute(stages, echo=echo)
+    import multiprocessing
+
+    work = chains(stages)
+    summary: dict[str, list[str]] = {"ran": [], "skipped": [], "failed": [], "blocked": []}
+    started = time.time()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {pool.submit(_run_chain, chain): chain for chain in work}
+        for done, future in enumerate(as_completed(futures), 1):
+            chain = futures[future]
+            try:
+                result = future.result()
+            except Exception as exc:  # noqa: BLE001 - a crashed worker fails its chain only
+                result = {"failed": [str(s.run_dir) for s in chain]}
+                echo(f"chain {chain[0].run_dir} crashed: {type(exc).__name__}: {exc}")
+            for key, items in result.items():
+                summary[key].extend(items)
+            state = "FAILED" if result.get("failed") or result.get("blocked") else "done"
+            echo(f"[{done:>3}/{len(work)} chains {time.time() - started:6.0f}s] {state}: {chain[0].run_dir} "
+                 f"({len(chain)} stages)")  # fmt: skip
+    return summary
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.is_available(),
+        "torch_threads": torch.get_num_threads(),
+        "packages": package_versions(),
+    }
+
+
+def run_evidence(
+    spec: EvidenceSpec, out: Path, results: Path, jobs: int = 1, command: str = "", echo=print
+) -> dict[str, Any]:
+    started = time.time()
+    out, results = Path(out).resolve(), Path(results).resolve()
+    data_dirs = prepare_data(spec, out / "data", echo=echo)
+    stages = plan_evidence(spec, out, data_dirs)
+    echo(f"{len(stages)} stages ({len(chains(stages))} independent chains) for {', '.join(spec.models)}, "
+         f"ratios {', '.join(ratio_label(r) for r in data_dirs)}; {jobs} worker(s); runs under {out / 'runs'}")  # fmt: skip
+    summary = run_stages(stages, jobs=jobs, echo=echo)
+    elapsed = time.time() - started
+    from scale_repro.evidence_report import write_evidence_report
+
+    report = write_evidence_report(
+        spec,
+        out / "runs",
+        results,
+        run_info={
+            "command": command,
+            "wall_clock_s": round(elapsed, 1),
+            "jobs": jobs,
+            "stages": {k: len(v) for k, v in summary.items()},
+            "environment": environment(),
+        },
+    )
+    echo(f"evidence finished in {elapsed:.0f}s: {report['report']}")
+    return {"summary": summary, **report}
+
+
+def spec_path(name: str) -> Path:
+    return Path(name) if name.endswith((".yaml", ".yml")) else CONFIGS_DIR / "experiments" / f"{name}.yaml"
+
+
+def train_runs(runs: Path) -> list[dict[str, Any]]:
+    """Manifests of every finished SFT run below ``runs``."""
+    found = []
+    for path in sorted(Path(runs).rglob("manifest.json")):
+        manifest = read_manifest(path.parent)
+        if manifest and manifest.get("stage") == "sft" and manifest.get("status") == "finished":
+            found.append({"dir": path.parent, "manifest": manifest})
+    return found
