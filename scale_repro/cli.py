@@ -248,7 +248,15 @@ def _evidence(path: Path, out: Path, results: Path | None, jobs: int, seeds: int
         typer.echo(describe(stages))
         typer.echo(f"{len(chains(stages))} independent chains")
         return
-    command = " ".join(["scale", *sys.argv[1:]])
+    # The command that reproduces this run, rebuilt from the parsed options.
+    from scale_repro.config import CONFIGS_DIR
+
+    name = path.stem if path.parent == CONFIGS_DIR / "experiments" else str(path)
+    parts = ["scale reproduce --experiment", name, f"--jobs {jobs}", f"--out {out}"]
+    parts += [f"--results {results}"] if results else []
+    parts += [f"--seeds {seeds}"] if seeds is not None else []
+    parts += [f"--model {m}" for m in models or []] + (["--quick"] if quick else [])
+    command = " ".join(parts)
     result = run_evidence(spec, out, results or out / "report", jobs=jobs, command=command, echo=typer.echo)
     if result["summary"]["failed"] or result["summary"]["blocked"]:
         raise typer.Exit(1)
