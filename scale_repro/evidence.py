@@ -10,7 +10,7 @@ seed with a 95 % t interval, the ratio sweep, and the THINK/ANSWER loss curves.
 
 Every training seed sees the same data in the same budget; the synthetic data for each
 ratio shares its test questions (the ratio only changes the length of the training traces),
-so the comparison across ratios is paired too.
+so results at different ratios are measured on the same questions.
 """
 
 from __future__ import annotations
@@ -33,9 +33,8 @@ from scale_repro.config import CONFIGS_DIR
 from scale_repro.data.sources import synth_manifest
 from scale_repro.data.synth import SynthConfig, write_synthetic
 from scale_repro.pipeline import CONFIGURATIONS, Experiment, Stage, execute, plan
-from scale_repro.rundir import package_versions, read_manifest
+from scale_repro.rundir import package_versions
 
-log = logging.getLogger("scale_repro")
 EVIDENCE_KIND = "evidence"
 # The comparisons the report makes, each paired by seed: (treatment, control).
 COMPARISONS = (("SCALe-SFT", "SFT"), ("SFT-FW", "SFT"), ("SCALe-SFT", "SFT-FW"), ("SCALe-GRPO", "GRPO"))
@@ -292,13 +291,3 @@ def run_evidence(
 
 def spec_path(name: str) -> Path:
     return Path(name) if name.endswith((".yaml", ".yml")) else CONFIGS_DIR / "experiments" / f"{name}.yaml"
-
-
-def train_runs(runs: Path) -> list[dict[str, Any]]:
-    """Manifests of every finished SFT run below ``runs``."""
-    found = []
-    for path in sorted(Path(runs).rglob("manifest.json")):
-        manifest = read_manifest(path.parent)
-        if manifest and manifest.get("stage") == "sft" and manifest.get("status") == "finished":
-            found.append({"dir": path.parent, "manifest": manifest})
-    return found

@@ -190,7 +190,10 @@ def render_markdown(
         "",
         f"Task: {spec.task} on synthetic scenes (`{json.dumps(spec.data)}`); "
         f"main reasoning-to-answer ratio {main}. Command: `{run_info.get('command', '')}`; "
-        f"wall clock {run_info.get('wall_clock_s', 0):.0f} s with {run_info.get('jobs', 1)} worker(s).",
+        f"wall clock {run_info.get('wall_clock_s', 0):.0f} s with {run_info.get('jobs', 1)} worker(s). "
+        "Stages: "
+        + ", ".join(f"{k} {v}" for k, v in run_info.get("stages", {}).items())
+        + " (a failed or blocked stage leaves its seed out of the tables below).",
         "",
     ]
     for model, data in summary["models"].items():

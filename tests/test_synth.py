@@ -115,3 +115,12 @@ def test_small_grid_with_fixed_choices_is_right_from_pixels(tmp_path):
             answer = row["conversations"][1]["value"].split("<answer>")[1].split("</answer>")[0]
             cell = row["scene"]["cells"][row["target"]["row"] * 2 + row["target"]["col"]]
             assert answer == LETTERS[list(COLORS).index(cell["color"])]
+
+
+def test_unsupported_grid_or_shape_is_a_clear_error():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"grid 4 not supported; choose from \[2, 3\]"):
+        generate_items(SynthConfig(grid=4, n_train=1, n_test=1))
+    with pytest.raises(ValueError, match=r"shapes \['hexagon'\]"):
+        generate_items(SynthConfig(shapes=("hexagon",), n_train=1, n_test=1))

@@ -271,6 +271,11 @@ def generate_items(config: SynthConfig) -> dict[str, list[tuple[Scene, Question]
     scenes may repeat with other questions (one picture, several questions, as in the real
     data sets), which small grids with few colours need.
     """
+    if config.grid not in ROWS:
+        raise ValueError(f"grid {config.grid} not supported; choose from {sorted(ROWS)}")
+    unknown = sorted(set(config.shapes) - set(SHAPES))
+    if unknown or not config.shapes:
+        raise ValueError(f"shapes {list(config.shapes)}: choose one or more of {list(SHAPES)}")
     rng = random.Random(config.seed)
     splits: dict[str, list[tuple[Scene, Question]]] = {"scienceqa": [], "iconqa": [], "train": []}
     test_scenes: set[str] = set()
