@@ -200,9 +200,11 @@ def reproduce(
     from scale_repro.report import write_report
 
     _setup_logging()
-    if experiment and spec_path(experiment).is_file() and is_evidence_file(spec_path(experiment)):
-        _evidence(spec_path(experiment), out or Path("runs") / "evidence", results, jobs, seeds, models, quick,
-                  dry_run)  # fmt: skip
+    evidence_file = spec_path(experiment) if experiment else None
+    if evidence_file and evidence_file.is_file() and is_evidence_file(evidence_file):
+        _evidence(
+            evidence_file, out or Path("runs") / "evidence", results, jobs, seeds, models, quick, dry_run
+        )
         return
     out = out or Path("runs")
     if (table is None) == (experiment is None):
@@ -233,7 +235,7 @@ def reproduce(
 
 def _evidence(path: Path, out: Path, results: Path | None, jobs: int, seeds: int | None,
               models: list[str] | None, quick: bool, dry_run: bool) -> None:  # fmt: skip
-    from scale_repro.evidence import chains, load_evidence, plan_evidence, prepare_data, run_evidence, shorten
+    from scale_repro.evidence import chains, evidence_stages, load_evidence, run_evidence, shorten
     from scale_repro.pipeline import describe
 
     try:
@@ -243,8 +245,7 @@ def _evidence(path: Path, out: Path, results: Path | None, jobs: int, seeds: int
     if jobs < 1:
         _fail("--jobs must be at least 1")
     if dry_run:
-        data_dirs = prepare_data(spec, out.resolve() / "data", echo=typer.echo)
-        stages = plan_evidence(spec, out.resolve(), data_dirs)
+        stages = evidence_stages(spec, out, echo=typer.echo)
         typer.echo(describe(stages))
         typer.echo(f"{len(chains(stages))} independent chains")
         return

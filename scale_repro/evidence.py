@@ -169,6 +169,12 @@ def plan_evidence(spec: EvidenceSpec, out: Path, data_dirs: dict[float, Path]) -
     return stages
 
 
+def evidence_stages(spec: EvidenceSpec, out: Path, echo=print) -> list[Stage]:
+    """The data for every ratio (written if missing), then every stage of the experiment."""
+    out = Path(out).resolve()
+    return plan_evidence(spec, out, prepare_data(spec, out / "data", echo=echo))
+
+
 def chains(stages: list[Stage]) -> list[list[Stage]]:
     """Independent chains: an SFT run with the GRPO run and evaluations that depend on it.
 
@@ -256,10 +262,9 @@ def run_evidence(
 ) -> dict[str, Any]:
     started = time.time()
     out, results = Path(out).resolve(), Path(results).resolve()
-    data_dirs = prepare_data(spec, out / "data", echo=echo)
-    stages = plan_evidence(spec, out, data_dirs)
+    stages = evidence_stages(spec, out, echo=echo)
     echo(f"{len(stages)} stages ({len(chains(stages))} independent chains) for {', '.join(spec.models)}, "
-         f"ratios {', '.join(ratio_label(r) for r in data_dirs)}; {jobs} worker(s); runs under {out / 'runs'}")  # fmt: skip
+         f"ratios {', '.join(ratio_label(r) for r in spec.ratios())}; {jobs} worker(s); runs under {out / 'runs'}")  # fmt: skip
     summary = run_stages(stages, jobs=jobs, echo=echo)
     elapsed = time.time() - started
     # A rerun that finds every stage done only rewrites the report: keep the wall clock of the
