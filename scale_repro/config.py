@@ -8,10 +8,12 @@ any field, parsed as YAML (so ``--set lora.r=16`` gives an int). Unknown keys ar
 from __future__ import annotations
 
 import dataclasses
+import re
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -20,6 +22,19 @@ CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 class ConfigError(ValueError):
     pass
+
+
+# transformers' scheduler names (transformers.SchedulerType), checked before anything loads.
+SchedulerName = Literal[
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
+]  # fmt: skip
+
+
+def _at_least(value: float | None, low: float, what: str = "") -> str | None:
+    if value is not None and value < low:
+        return f"must be at least {low}{what}, got {value}"
+    return None
 
 
 @dataclass
@@ -34,13 +49,21 @@ class LoraConfig:
     # Vision towers stay frozen: adapters go on the language model only.
     freeze_vision: bool = True
 
+    def problems(self) -> list[tuple[str, str]]:
+        found = [("r", _at_least(self.r, 1)), ("alpha", _at_least(self.alpha, 1))]
+        if not 0.0 <= self.dropout < 1.0:
+            found.append(("dropout", f"must be in [0, 1), got {self.dropout}"))
+        if not self.target_modules:
+            found.append(("target_modules", "must name at least one module"))
+        return [(k, v) for k, v in found if v]
+
 
 @dataclass
 class LossConfig:
     """SCALe loss settings. The paper's numeric weights were lost from our copy; these
     defaults are this project's choice: think 2.0 -> 1.0, answer 1.0 -> 1.0; FW = 1.0/1.0."""
 
-    mode: str = "scale"  # scale | fixed | vanilla
+    mode: Literal["scale", "fixed", "vanilla"] = "scale"
     think_start: float = 2.0
     think_end: float = 1.0
     answer_start: float = 1.0
@@ -70,11 +93,11 @@ class TrainConfig:
     seed: int = 0
     learning_rate: float = 1e-4
     num_train_epochs: float = 1.0
-    max_steps: int = -1
+    max_steps: int = -1  # -1: num_train_epochs decides; otherwise a positive number of optimizer steps
     per_device_train_batch_size: int = 4
     gradient_accumulation_steps: int = 1
     warmup_steps: float = 0.0  # an int: steps; a float in [0, 1): share of the total
-    lr_scheduler_type: str = "cosine"
+    lr_scheduler_type: SchedulerName = "cosine"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     max_length: int | None = 2048
@@ -92,6 +115,27 @@ class TrainConfig:
     # A system turn before every prompt; None leaves it to the chat template. Training and
     # evaluation must agree: lmms-eval's Gemma-3 model always sends one (see configs/models/).
     system_prompt: str | None = None
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = [
+            ("learning_rate", None if self.learning_rate > 0 else f"must be positive, got {self.learning_rate}"),
+            ("num_train_epochs", None if self.num_train_epochs > 0 else f"must be positive, got {self.num_train_epochs}"),
+            ("max_steps", None if self.max_steps == -1 or self.max_steps > 0
+             else f"must be a positive number of steps, or -1 for num_train_epochs; got {self.max_steps}"),
+            ("per_device_train_batch_size", _at_least(self.per_device_train_batch_size, 1)),
+            ("gradient_accumulation_steps", _at_least(self.gradient_accumulation_steps, 1)),
+            ("warmup_steps", _at_least(self.warmup_steps, 0)),
+            ("weight_decay", _at_least(self.weight_decay, 0)),
+            ("max_grad_norm", _at_least(self.max_grad_norm, 0)),
+            ("max_length", _at_least(self.max_length, 1)),
+            ("logging_steps", _at_least(self.logging_steps, 1)),
+            ("save_steps", _at_least(self.save_steps, 1)),
+            ("save_total_limit", _at_least(self.save_total_limit, 1, " (the newest checkpoint is what a rerun resumes from)")),
+            ("dataloader_num_workers", _at_least(self.dataloader_num_workers, 0)),
+        ]  # fmt: skip
+        if self.deepspeed and not Path(self.deepspeed).is_file():
+            found.append(("deepspeed", f"config file {self.deepspeed} not found"))
+        return [(k, v) for k, v in found if v]
 
 
 @dataclass
@@ -121,6 +165,24 @@ class GRPOConfig(TrainConfig):
     vllm_enable_sleep_mode: bool = False
     learning_rate: float = 1e-5
 
+    def problems(self) -> list[tuple[str, str]]:
+        found = super().problems() + [
+            (
+                "num_generations",
+                _at_least(self.num_generations, 2, " (GRPO compares completions within a group)"),
+            ),
+            ("max_completion_length", _at_least(self.max_completion_length, 1)),
+            ("temperature", None if self.temperature > 0 else f"must be positive, got {self.temperature}"),
+            ("beta", _at_least(self.beta, 0)),
+        ]
+        if not 0.0 < self.top_p <= 1.0:
+            found.append(("top_p", f"must be in (0, 1], got {self.top_p}"))
+        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
+            found.append(
+                ("vllm_gpu_memory_utilization", f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
+            )
+        return [(k, v) for k, v in found if v]
+
 
 @dataclass
 class EvalConfig:
@@ -138,47 +200,152 @@ class EvalConfig:
     # Passed to lmms-eval's Gemma-3 model, which always sends a system turn (its default text when None).
     system_prompt: str | None = None
 
+    def problems(self) -> list[tuple[str, str]]:
+        found = [
+            ("limit", _at_least(self.limit, 1, " question (leave it unset to evaluate all)")),
+            ("max_new_tokens", _at_least(self.max_new_tokens, 1)),
+            ("batch_size", _at_least(self.batch_size, 1)),
+        ]
+        return [(k, v) for k, v in found if v]
 
-def _field_types(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+
+# Where each setting came from ("recipe configs/sft/scale.yaml", "--set lora.r=abc", "--max-steps"),
+# so a bad value is reported with its origin.
+Sources = dict[str, str]
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
-def _build(cls, values: dict[str, Any], where: str):
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if origin is not None:
+        return str(hint).replace("typing.", "")
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` as an instance of ``hint``, or :class:`_Mismatch`. Only lossless conversions:
+    an int where a float is wanted, and a YAML string such as ``1e-4`` (YAML 1.1 reads it as
+    text) that spells a float."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin is typing.Literal:
+        if value in typing.get_args(hint):
+            return value
+        raise _Mismatch
+    if origin in (types.UnionType, typing.Union):
+        options = typing.get_args(hint)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise _Mismatch
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        if not isinstance(value, list):
+            raise _Mismatch
+        return [_coerce(v, item) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _Mismatch
+        return dict(value)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT.match(value.strip()):
+            return float(value)
+        raise _Mismatch
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    return value
+
+
+def _origin(sources: Sources, dotted: str, default: str) -> str:
+    """Where a key was set: its own entry, else its nearest section's, else ``default``."""
+    parts = dotted.split(".")
+    for n in range(len(parts), 0, -1):
+        key = ".".join(parts[:n])
+        if key in sources:
+            return sources[key]
+    return default
+
+
+def _build(cls, values: dict[str, Any], where: str, sources: Sources | None = None, prefix: str = ""):
+    sources = sources or {}
+    section = prefix.rstrip(".") or cls.__name__
     if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
-    hints = _field_types(cls)
+        raise ConfigError(
+            f"{_origin(sources, prefix.rstrip('.'), where)}: {section} must be a mapping, got {values!r}"
+        )
+    hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
+    for key in sorted(set(values) - names):
+        raise ConfigError(
+            f"{_origin(sources, prefix + key, where)}: unknown setting {prefix + key!r}; "
+            f"{section} has {', '.join(sorted(names))}"
+        )
     kwargs = {}
     for key, value in values.items():
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value or {}, f"{where}.{key}")
-        else:
-            kwargs[key] = value
-    return cls(**kwargs)
+            kwargs[key] = _build(hint, value if value is not None else {}, where, sources, f"{prefix}{key}.")
+            continue
+        try:
+            kwargs[key] = _coerce(value, hint)
+        except _Mismatch:
+            raise ConfigError(
+                f"{_origin(sources, prefix + key, where)}: {prefix + key} must be {_type_name(hint)}, "
+                f"got {value!r}"
+            ) from None
+    config = cls(**kwargs)
+    for dotted, problem in config.problems() if hasattr(config, "problems") else []:
+        raise ConfigError(f"{_origin(sources, prefix + dotted, where)}: {prefix + dotted} {problem}")
+    return config
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, where: str = "") -> None:
     parts = dotted.split(".")
     node = tree
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
+            raise ConfigError(f"{where or dotted}: {part!r} is not a section")
     node[parts[-1]] = value
 
 
 def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
-        raise ConfigError(f"override {text!r} must look like key=value")
+        raise ConfigError(f"--set {text}: an override must look like key=value")
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw != "" else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from exc
+        raise ConfigError(f"--set {text}: the value is not valid YAML ({exc})") from exc
     return key.strip(), value
 
 
@@ -190,41 +357,55 @@ def model_recipe(model: str | None) -> Path | None:
     return path if path.is_file() else None
 
 
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in data.items():
+        keys.append(prefix + key)
+        if isinstance(value, dict):
+            keys.extend(_flatten(value, f"{prefix}{key}."))
+    return keys
+
+
 def load_config(cls, recipes: str | Path | list[str | Path] | None = None, overrides: list[str] | None = None,
                 **fields: Any):  # fmt: skip
     """Recipes in order (later keys win), then ``--set`` overrides, then explicit fields (not None).
 
-    The per-model recipe of ``fields['model']`` (if any) comes first of all.
+    The per-model recipe of the model (from ``fields`` or ``--set model=``) comes first of all.
+    Every value is checked against its field's declared type and allowed values; an error
+    names the file or option the bad value came from.
     """
     if recipes is None:
         recipes = []
     elif isinstance(recipes, (str, Path)):
         recipes = [recipes]
     recipes = [Path(r) for r in recipes]
+    parsed = [(text, *parse_override(text)) for text in overrides or []]
+    model = fields.get("model") or next((v for _, k, v in parsed if k == "model"), None)
     # Per-model recipes hold training settings; evaluation has its own few fields.
-    auto = model_recipe(fields.get("model")) if issubclass(cls, TrainConfig) else None
+    auto = model_recipe(model if isinstance(model, str) else None) if issubclass(cls, TrainConfig) else None
     if auto is not None and auto not in recipes:
         recipes.insert(0, auto)
     tree: dict[str, Any] = {}
-    where = cls.__name__
+    sources: Sources = {}
     for path in recipes:
         if not path.is_file():
             raise ConfigError(f"recipe {path} not found")
         try:
             data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a recipe must be a mapping of config fields")
         _merge(tree, data)
-        where = str(path)
-    for text in overrides or []:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
+        sources.update(dict.fromkeys(_flatten(data), f"recipe {path}"))
+    for text, key, value in parsed:
+        _set_dotted(tree, key, value, f"--set {text}")
+        sources[key] = f"--set {text}"
     for key, value in fields.items():
         if value is not None:
-            _set_dotted(tree, key, value)
-    return _build(cls, tree, where)
+            _set_dotted(tree, key, value, f"option {key}")
+            sources[key] = f"option --{key.split('.')[-1].replace('_', '-')}={value}"
+    return _build(cls, tree, cls.__name__, sources)
 
 
 def _merge(tree: dict[str, Any], data: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,12 @@ from trl import GRPOConfig as TRLGRPOConfig
 from trl import GRPOTrainer
 
 from scale_repro.answers import parse_completion
-from scale_repro.config import GRPOConfig
+from scale_repro.config import ConfigError, GRPOConfig
 from scale_repro.data.records import Example, prompt_text
 from scale_repro.rewards import accuracy_reward, completion_text, make_format_reward
 from scale_repro.segments import THINK_OPEN
 from scale_repro.training import (
+    SafeResumeMixin,
     peft_config,
     run_training_stage,
     to_dataset,
@@ -33,6 +35,26 @@ log = logging.getLogger("scale_repro")
 
 class PreflightError(ValueError):
     """A problem found before the first step, with what to change."""
+
+
+class ScaleGRPOTrainer(SafeResumeMixin, GRPOTrainer):
+    """TRL's GRPOTrainer; resuming a full fine-tuning run loads every tensor or stops."""
+
+
+def check_generation_batch(config: GRPOConfig, processes: int | None = None) -> None:
+    """TRL samples ``num_generations`` completions per prompt out of one generation batch of
+    ``per_device_train_batch_size x processes x gradient_accumulation_steps`` completions, and
+    stops with a traceback after loading the model when that is not a multiple; say it first."""
+    processes = processes or int(os.environ.get("WORLD_SIZE", "1"))
+    batch, accumulation = config.per_device_train_batch_size, config.gradient_accumulation_steps
+    generation_batch = batch * processes * accumulation
+    if generation_batch % config.num_generations:
+        raise ConfigError(
+            f"GRPO generation batch = per_device_train_batch_size {batch} x {processes} process(es) x "
+            f"gradient_accumulation_steps {accumulation} = {generation_batch}, not a multiple of num_generations "
+            f"{config.num_generations}: set per_device_train_batch_size or gradient_accumulation_steps so the "
+            "product is a multiple, or lower num_generations"
+        )
 
 
 def vllm_available() -> bool:
@@ -132,6 +154,7 @@ def trl_args(config: GRPOConfig, run_dir: Path, bf16: bool, use_vllm: bool) -> T
 
 def run_grpo(config: GRPOConfig, force: bool = False, callbacks: list | None = None) -> Path:
     """Refine a model with GRPO; returns the run directory."""
+    check_generation_batch(config)
 
     def build(model, processor, examples, run_dir, bf16, callbacks, manifest):
         prefilled = template_prefills_think(processor)
@@ -144,7 +167,7 @@ def run_grpo(config: GRPOConfig, force: bool = False, callbacks: list | None = N
         dataset = to_dataset(examples, config.system_prompt)
         if "completion" in dataset.column_names:  # GRPO samples its own completions
             dataset = dataset.remove_columns("completion")
-        return GRPOTrainer(
+        return ScaleGRPOTrainer(
             model=model,
             reward_funcs=make_rewards(prefilled),
             args=trl_args(config, run_dir, bf16, use_vllm),

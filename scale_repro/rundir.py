@@ -7,11 +7,13 @@ rerun of the same command can tell a finished run from a killed one.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 from importlib import metadata
@@ -25,8 +27,19 @@ TRACKED_PACKAGES = (
 )  # fmt: skip
 
 
+class RunDirError(ValueError):
+    """A run directory that cannot be used as asked (busy, another stage's, another config's)."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write through a temporary file and rename, so a reader never sees half a file."""
+    """Write through a temporary file and rename, so a reader never sees half a file. The file
+    gets the permissions a plain ``open`` would give (mkstemp's are 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -35,6 +48,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -87,13 +101,31 @@ def fingerprint(items: Any) -> str:
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's manifest, or None when there is none or it cannot be read."""
+    try:
+        return read_manifest_strict(run_dir)
+    except RunDirError:
+        return None
+
+
+def read_manifest_strict(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's manifest, None when there is none; an unreadable one is an error, since it may
+    describe a finished run whose outputs a rerun would otherwise overwrite."""
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
         return None
     try:
-        return read_json(path)
-    except (OSError, json.JSONDecodeError):
-        return None
+        data = read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirError(
+            f"{path} is unreadable ({exc}); it may describe a finished run. Restore or remove it "
+            "(the run then resumes from its newest complete checkpoint), or rerun with --force to start over"
+        ) from exc
+    if not isinstance(data, dict):
+        raise RunDirError(
+            f"{path} is not a manifest (a JSON object expected); restore or remove it, or use --force"
+        )
+    return data
 
 
 def is_finished(run_dir: str | Path, config_hash: str | None = None) -> bool:
@@ -105,38 +137,110 @@ def is_finished(run_dir: str | Path, config_hash: str | None = None) -> bool:
 
 
 class Manifest:
-    """The manifest of one stage's run directory, rewritten atomically at each change."""
+    """The manifest of one stage's run directory, rewritten atomically at each change.
+
+    Every attempt at the same run (same config) is kept in ``attempts`` with its own
+    wall-clock time, refreshed by :meth:`heartbeat` while it runs, so a killed attempt still
+    counts; ``wall_clock_s`` is their sum.
+    """
 
     def __init__(self, run_dir: str | Path, stage: str, config: dict[str, Any]):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / MANIFEST
         self._started = time.time()
+        config_hash = fingerprint(config)
         previous = read_manifest(self.run_dir) or {}
+        attempts = list(previous.get("attempts") or []) if previous.get("config_hash") == config_hash else []
+        for earlier in attempts:
+            if earlier.get("status") == "running":  # its process was killed before it could say so
+                earlier["status"] = "interrupted"
+        self.attempt: dict[str, Any] = {
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "pid": os.getpid(),
+            "host": platform.node(),
+            "status": "running",
+            "wall_clock_s": 0.0,
+        }
         self.data: dict[str, Any] = {
             "stage": stage,
             "status": "running",
             "config": config,
-            "config_hash": fingerprint(config),
+            "config_hash": config_hash,
             "versions": package_versions(),
             "git_commit": git_commit(),
             "host": platform.node(),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            # Wall-clock time accumulates over resumed attempts of the same run.
-            "previous_wall_clock_s": float(previous.get("wall_clock_s", 0.0))
-            if previous.get("config_hash") == fingerprint(config)
-            else 0.0,
+            "started_at": self.attempt["started_at"],
+            "attempts": [*attempts, self.attempt],
+            "wall_clock_s": 0.0,
         }
+        self._refresh_clock()
+
+    def _refresh_clock(self) -> None:
+        self.attempt["wall_clock_s"] = round(time.time() - self._started, 3)
+        self.data["wall_clock_s"] = round(
+            sum(float(a.get("wall_clock_s") or 0.0) for a in self.data["attempts"]), 3
+        )
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
+        self._refresh_clock()
         atomic_write_json(self.path, self.data)
 
+    def heartbeat(self) -> None:
+        """Record the time spent so far, so a kill loses at most the time since the last beat."""
+        self.update()
+
     def finish(self, **fields: Any) -> None:
-        wall = time.time() - self._started + self.data.get("previous_wall_clock_s", 0.0)
-        self.update(
-            status="finished", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_clock_s=wall, **fields
-        )
+        self.attempt["status"] = "finished"
+        self.update(status="finished", finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields)
 
     def fail(self, error: str) -> None:
-        wall = time.time() - self._started + self.data.get("previous_wall_clock_s", 0.0)
-        self.update(status="failed", error=error, wall_clock_s=wall)
+        self.attempt["status"] = "failed"
+        self.update(status="failed", error=error)
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held for the life of the process that took it.
+
+    The lock is an ``flock`` on ``.lock``, which the kernel releases when the holder exits or
+    is killed, so a stale lock is taken over without anyone deleting it. The file names the
+    holder, so the refusal can say which process to wait for.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / self.NAME
+        self._handle = None
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunDirError(
+                f"{self.path.parent} is in use by {holder}; wait for it to end or choose another --output-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
+        handle.write(f"process {os.getpid()} on {platform.node()} ({command})\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()

@@ -24,6 +24,7 @@ from scale_repro.config import LossConfig, SFTConfig
 from scale_repro.loss import cosine_weight, per_sample_scale_loss, segment_means
 from scale_repro.segments import IGNORED, label_segments
 from scale_repro.training import (
+    SafeResumeMixin,
     peft_config,
     run_training_stage,
     to_dataset,
@@ -73,7 +74,7 @@ class SegmentCollator(DataCollatorForVisionLanguageModeling):
         return segments
 
 
-class ScaleSFTTrainer(SFTTrainer):
+class ScaleSFTTrainer(SafeResumeMixin, SFTTrainer):
     """SFTTrainer with the SCALe loss (``scale``), its fixed-weight ablation (``fixed``) or
     TRL's token-mean cross-entropy (``vanilla``); segment losses are logged in every mode."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -14,11 +15,21 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from scale_repro.config import LoraConfig, TrainConfig, to_dict
+from scale_repro.checkpoints import CheckpointInfo, load_full_state, newest_complete
+from scale_repro.config import ConfigError, LoraConfig, TrainConfig, to_dict
 from scale_repro.data.records import Example, to_conversation
 from scale_repro.data.sources import load_training_examples
+from scale_repro.data.validate import DataError
+from scale_repro.faults import kill_point
 from scale_repro.models import MERGED_DIR, resolve_model
-from scale_repro.rundir import Manifest, fingerprint, is_finished, read_manifest
+from scale_repro.rundir import (
+    Manifest,
+    RunDirError,
+    RunLock,
+    atomic_write_text,
+    fingerprint,
+    read_manifest_strict,
+)
 
 log = logging.getLogger("scale_repro")
 
@@ -31,6 +42,26 @@ VISION_MODULE_PATTERN = r"(visual|vision_tower|vision_model|multi_modal_projecto
 
 class StageSkipped(Exception):
     """The run directory already holds a finished run of the same config."""
+
+
+class SafeResumeMixin:
+    """Trainer methods that keep a resume from losing trained weights (see
+    :mod:`scale_repro.checkpoints`): full checkpoints load with the model's key conversion
+    and must cover every tensor; a kill inside a checkpoint save can be injected for tests."""
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        from peft import PeftModel
+
+        model = self.model if model is None else model
+        if isinstance(model, PeftModel) or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        loaded = load_full_state(model, resume_from_checkpoint)
+        log.info("resumed %d tensors from %s", loaded, resume_from_checkpoint)
+
+    def _save_rng_state(self, output_dir):
+        # Weights and optimizer are on disk, trainer_state.json is not yet: a half-written checkpoint.
+        kill_point("checkpoint-save", self.state.global_step)
+        return super()._save_rng_state(output_dir)
 
 
 def use_cuda() -> bool:
@@ -100,7 +131,13 @@ def load_examples(config: TrainConfig) -> tuple[list[Example], dict[str, Any]]:
     if config.data.max_examples is not None:
         examples = examples[: config.data.max_examples]
     if not examples:
-        raise ValueError(f"{config.data.spec}: no valid training examples\n{result.report.summary()}")
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(result.report.rejected.items())) or "none rejected"
+        raise DataError(
+            config.data.spec,
+            None,
+            None,
+            f"no valid training examples ({result.report.total} records; {reasons})",
+        )
     if result.report.rejected:
         log.warning("skipped rejected records:\n%s", result.report.summary())
     info = {
@@ -164,34 +201,55 @@ def trainer_arguments(config: TrainConfig, run_dir: Path, bf16: bool) -> dict[st
     )
 
 
-def last_checkpoint(run_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def resume_point(run_dir: Path) -> CheckpointInfo | None:
+    """The newest complete checkpoint of the run; newer, half-written ones are removed (they
+    would otherwise be picked up or overwritten piecemeal) and named in the log."""
+    newest, broken = newest_complete(run_dir / CHECKPOINTS_DIR)
+    for info in broken:
+        log.warning("ignoring incomplete %s: %s", info.path, info.problem)
+        shutil.rmtree(info.path, ignore_errors=True)
+    return newest
 
-    folder = run_dir / CHECKPOINTS_DIR
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
 
+def check_output_dir(run_dir: Path, stage: str, config_hash: str, force: bool) -> dict[str, Any] | None:
+    """Read-only checks of the run directory, before anything is written; returns its manifest.
 
-def prepare_run_dir(run_dir: Path, stage: str, config_dict: dict[str, Any], force: bool = False) -> Manifest:
-    """Skip a finished identical run, refuse to mix configs, otherwise open the manifest."""
-    config_hash = fingerprint(config_dict)
-    previous = read_manifest(run_dir)
-    if previous and not force:
-        if previous.get("stage") != stage:
-            raise ValueError(
-                f"{run_dir} holds a '{previous.get('stage')}' run, not '{stage}'; choose another --output-dir"
-            )
-        if is_finished(run_dir, config_hash):
+    Raises :class:`StageSkipped` for a finished run of the same config, and
+    :class:`RunDirError` for a directory that cannot take this run.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"--output-dir {run_dir} is a file, not a directory")
+    ancestor = run_dir
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise RunDirError(f"--output-dir {run_dir}: {ancestor} is a file, not a directory")
+    try:
+        import tempfile
+
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as exc:
+        raise RunDirError(f"--output-dir {run_dir}: cannot write in {ancestor} ({exc.strerror})") from None
+    if force:
+        return None
+    previous = read_manifest_strict(run_dir)
+    if previous is None:
+        return None
+    if previous.get("stage") != stage:
+        raise RunDirError(
+            f"{run_dir} holds a '{previous.get('stage')}' run, not '{stage}'; choose another --output-dir"
+        )
+    if previous.get("config_hash") == config_hash:
+        if previous.get("status") == "finished":
             raise StageSkipped(str(run_dir))
-        if previous.get("config_hash") != config_hash and last_checkpoint(run_dir):
-            raise ValueError(
-                f"{run_dir} holds checkpoints of a run with a different config; use another --output-dir or --force"
-            )
-    if force and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(run_dir, stage, config_dict)
-    manifest.update()
-    return manifest
+        return previous
+    if previous.get("status") == "finished" or newest_complete(run_dir / CHECKPOINTS_DIR)[0]:
+        raise RunDirError(
+            f"{run_dir} holds a run made with a different config (config hash {previous.get('config_hash')}, "
+            f"now {config_hash}); choose another --output-dir, or --force to discard it"
+        )
+    return previous
 
 
 class JsonlLogCallback(TrainerCallback):
@@ -211,8 +269,6 @@ class JsonlLogCallback(TrainerCallback):
                     kept.append(line)
             except json.JSONDecodeError:
                 continue
-        from scale_repro.rundir import atomic_write_text
-
         atomic_write_text(self.path, "".join(k + "\n" for k in kept))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -253,6 +309,7 @@ def export_final(trainer, processor, run_dir: Path) -> dict[str, str]:
         # The fused LM head patches `forward` on the instance; the saved weights are untouched.
         model.save_pretrained(staging, safe_serialization=True)
         processor.save_pretrained(staging)
+        kill_point("export")
         shutil.rmtree(merged_dir, ignore_errors=True)
         staging.rename(merged_dir)
         outputs["merged"] = MERGED_DIR
@@ -270,49 +327,116 @@ def config_for_manifest(config) -> dict[str, Any]:
 TrainerBuilder = Callable[..., Any]
 
 
+class ManifestHeartbeat(TrainerCallback):
+    """Keeps the manifest's wall-clock time current while training, so a killed attempt
+    still counts in the run's total time."""
+
+    def __init__(self, manifest: Manifest, every_s: float = 10.0):
+        self.manifest, self.every_s, self._last = manifest, every_s, time.time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        kill_point("step", state.global_step)
+        if state.is_world_process_zero and time.time() - self._last >= self.every_s:
+            self.manifest.heartbeat()
+            self._last = time.time()
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.manifest.heartbeat()
+            self._last = time.time()
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def finished_training(trainer, checkpoint: CheckpointInfo, run_dir: Path) -> float | None:
+    """A rerun after the last step was saved (killed during export, say): load the final
+    checkpoint's weights instead of training again; returns the logged training loss."""
+    trainer._load_from_checkpoint(str(checkpoint.path))
+    trainer.state.global_step = checkpoint.step
+    losses = [e["train_loss"] for e in read_train_log(run_dir) if "train_loss" in e]
+    return losses[-1] if losses else None
+
+
 def run_training_stage(
     stage: str, config: TrainConfig, build: TrainerBuilder, force: bool = False, callbacks: list | None = None
 ) -> Path:
-    """What every training stage does around its trainer: skip a finished run, load model and
-    data, train (resuming from the last checkpoint), export the merged checkpoint, and keep
-    the manifest up to date, marking it failed if anything goes wrong."""
+    """What every training stage does around its trainer.
+
+    Before anything is written: check the run directory (a finished identical run is
+    skipped; another stage's or another config's run is refused), resolve the model and
+    load and validate the data. Then lock the directory, train (resuming from the newest
+    complete checkpoint), export the merged checkpoint, and keep the manifest up to date,
+    marking it failed if anything goes wrong.
+    """
     if not config.output_dir:
-        raise ValueError("--output-dir is required")
+        raise ConfigError("--output-dir is required")
     run_dir = Path(config.output_dir)
+    config_dict = config_for_manifest(config)
     try:
-        manifest = prepare_run_dir(run_dir, stage, config_for_manifest(config), force=force)
+        check_output_dir(run_dir, stage, fingerprint(config_dict), force)
     except StageSkipped:
         log.info("%s: finished with the same config, not retrained", run_dir)
         return run_dir
+    resolved = resolve_model(config.model)
+    examples, data_info = load_examples(config)
 
+    lock = RunLock(run_dir).acquire() if _is_main_process() else None
     try:
-        resolved = resolve_model(config.model)
-        examples, data_info = load_examples(config)
-        manifest.update(model={"name": config.model, "path": resolved.path, "kind": resolved.kind},
-                        seed=config.seed, data=data_info)  # fmt: skip
+        if force and run_dir.exists():
+            for child in run_dir.iterdir():
+                if child.name != RunLock.NAME:
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        return _train_locked(
+            stage, config, config_dict, build, run_dir, resolved, examples, data_info, callbacks
+        )
+    finally:
+        if lock is not None:
+            lock.release()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train_locked(
+    stage, config, config_dict, build, run_dir, resolved, examples, data_info, callbacks
+) -> Path:
+    # Checked again under the lock: another process may have finished the run meanwhile.
+    try:
+        check_output_dir(run_dir, stage, fingerprint(config_dict), force=False)
+    except StageSkipped:
+        log.info("%s: finished with the same config, not retrained", run_dir)
+        return run_dir
+    manifest = Manifest(run_dir, stage, config_dict)
+    manifest.update(model={"name": config.model, "path": resolved.path, "kind": resolved.kind},
+                    seed=config.seed, data=data_info)  # fmt: skip
+    try:
         bf16 = resolve_bf16(config)
         model, processor = load_model_and_processor(resolved.path, bf16, config.trust_remote_code)
         if not config.lora.enabled and config.lora.freeze_vision:
             freeze_vision_tower(model)
-        callbacks = [JsonlLogCallback(run_dir / TRAIN_LOG), *(callbacks or [])]
+        callbacks = [JsonlLogCallback(run_dir / TRAIN_LOG), ManifestHeartbeat(manifest), *(callbacks or [])]
         trainer = build(model, processor, examples, run_dir, bf16, callbacks, manifest)
-        resume = last_checkpoint(run_dir)
-        if resume:
-            log.info("resuming from %s", resume)
+        resume = resume_point(run_dir)
         started = time.time()
-        result = trainer.train(resume_from_checkpoint=resume)
+        if resume and resume.max_steps is not None and resume.step >= resume.max_steps:
+            log.info("%s holds the final step: exporting it without training again", resume.path)
+            train_loss = finished_training(trainer, resume, run_dir)
+        else:
+            if resume:
+                log.info("resuming from %s", resume.path)
+            train_loss = trainer.train(
+                resume_from_checkpoint=str(resume.path) if resume else None
+            ).training_loss
         outputs = export_final(trainer, processor, run_dir)
         manifest.finish(
             outputs=outputs,
-            resumed_from=resume,
+            resumed_from=str(resume.path) if resume else None,
             train_runtime_s=time.time() - started,
             global_step=trainer.state.global_step,
-            train_loss=result.training_loss,
+            train_loss=train_loss,
         )
     except BaseException as exc:
         manifest.fail(f"{type(exc).__name__}: {exc}")
         raise
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
     return run_dir
