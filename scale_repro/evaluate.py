@@ -9,25 +9,33 @@ that it really produced every sample (lmms-eval exits 0 even when it failed), an
 - ``lmms_eval_results.json``: lmms-eval's own aggregate results and task config;
 - ``metrics.json``: task, n, accuracy, invalid_rate, mean_completion_tokens, model and run
   identity, every figure recomputable from ``samples.jsonl``.
-Responses are cached (lmms-eval's request cache), so an interrupted evaluation reruns only
-what is missing.
+Responses are stored as they are generated (:mod:`scale_repro.lmms_model`), so an
+interrupted evaluation generates only what is missing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from scale_repro.answers import is_correct, parse_completion
-from scale_repro.config import EvalConfig
+from scale_repro.config import ConfigError, EvalConfig
 from scale_repro.data.sources import TEST_TASKS, load_test_examples, synth_manifest
 from scale_repro.models import resolve_model
-from scale_repro.rundir import Manifest, atomic_write_json, atomic_write_text, fingerprint, is_finished
+from scale_repro.rundir import (
+    Manifest,
+    RunLock,
+    StageSkipped,
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+    clear_run_dir,
+    fingerprint,
+)
 
 log = logging.getLogger("scale_repro")
 TASKS_DIR = Path(__file__).parent / "lmms_tasks"
@@ -167,25 +175,43 @@ def cache_key(config_dict: dict[str, Any], model_path: str) -> str:
 
 
 def run_eval(config: EvalConfig, force: bool = False) -> Path:
+    """Evaluate one model on one task; returns the run directory.
+
+    Everything a user can get wrong (task, model, data, output directory) is checked before
+    anything is written; the directory is then locked for the evaluation.
+    """
     if not config.output_dir:
-        raise ValueError("--output-dir is required")
+        raise ConfigError("--output-dir is required")
     if config.task not in TEST_TASKS:
         raise EvalError(f"unknown task {config.task!r}; choose from {', '.join(TEST_TASKS)}")
     out = Path(config.output_dir)
     config_dict = {k: v for k, v in vars(config).items() if k != "output_dir"}
-    if not force and is_finished(out, fingerprint(config_dict)):
+    try:
+        check_output_dir(out, "eval", fingerprint(config_dict), force)
+    except StageSkipped:
         log.info("%s: finished with the same config, not rerun", out)
         return out
-    if force:
-        shutil.rmtree(out / "cache", ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
+    resolved = resolve_model(config.model)
+    family = model_family(resolved.path)
+    # Our own loader checks the columns and tells which questions lmms-eval must answer.
+    examples = load_test_examples(config.task, config.data).examples
+    with RunLock(out):
+        if force:
+            clear_run_dir(out)
+        try:
+            check_output_dir(out, "eval", fingerprint(config_dict), False)
+        except StageSkipped:
+            return out
+        _evaluate_locked(config, config_dict, out, resolved, family, examples)
+    return out
+
+
+def _evaluate_locked(
+    config: EvalConfig, config_dict, out: Path, resolved, family: str, examples: list
+) -> None:
     manifest = Manifest(out, "eval", config_dict)
     manifest.update()
     try:
-        resolved = resolve_model(config.model)
-        family = model_family(resolved.path)
-        # Our own loader checks the columns and tells which questions lmms-eval must answer.
-        examples = load_test_examples(config.task, config.data).examples
         expected = len(examples) if config.limit is None else min(config.limit, len(examples))
         task_name, tasks_dir = write_task_yaml(config, out)
         model_name, model_args = lmms_model(resolved.path, family, config)
@@ -195,17 +221,21 @@ def run_eval(config: EvalConfig, force: bool = False) -> Path:
         from lmms_eval.evaluator import simple_evaluate
         from lmms_eval.tasks import TaskManager
 
+        from scale_repro.lmms_model import ResumableModel
+
+        store = out / "cache" / f"responses-{cache_key(config_dict, resolved.path)}.jsonl"
+        lm = ResumableModel.create(model_name, model_args, config.batch_size, store)
         results = simple_evaluate(
-            model=model_name,
+            model=lm,
             model_args=model_args,
             tasks=[task_name],
             task_manager=TaskManager(include_path=str(tasks_dir)),
             batch_size=config.batch_size,
             limit=config.limit,
             log_samples=True,
-            use_cache=str(out / "cache" / f"responses-{cache_key(config_dict, resolved.path)}"),
             random_seed=config.seed,
         )
+        manifest.update(generated=lm.generated, reused=lm.reused)
         if not results or task_name not in results.get("samples", {}):
             raise EvalError(
                 f"lmms-eval returned no samples for {task_name}: the evaluation failed (see its log above)"
@@ -228,8 +258,7 @@ def run_eval(config: EvalConfig, force: bool = False) -> Path:
                 f"lmms-eval's accuracy {lmms_accuracy} differs from the samples' {metrics['accuracy']}"
             )
         atomic_write_json(out / "metrics.json", metrics)
-        manifest.finish(metrics=metrics)
+        manifest.finish(metrics=metrics, generated=lm.generated, reused=lm.reused)
     except BaseException as exc:
         manifest.fail(f"{type(exc).__name__}: {exc}")
         raise
-    return out

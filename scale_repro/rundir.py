@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from scale_repro.checkpoints import newest_complete
 
 MANIFEST = "manifest.json"
 TRACKED_PACKAGES = (
@@ -197,6 +200,61 @@ class Manifest:
     def fail(self, error: str) -> None:
         self.attempt["status"] = "failed"
         self.update(status="failed", error=error)
+
+
+class StageSkipped(Exception):
+    """The run directory already holds a finished run of the same config."""
+
+
+def check_output_dir(
+    run_dir: Path, stage: str, config_hash: str, force: bool, checkpoints: str | None = None
+) -> dict[str, Any] | None:
+    """Read-only checks of the run directory, before anything is written; returns its manifest.
+
+    Raises :class:`StageSkipped` for a finished run of the same config, and
+    :class:`RunDirError` for a directory that cannot take this run.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"--output-dir {run_dir} is a file, not a directory")
+    ancestor = run_dir
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise RunDirError(f"--output-dir {run_dir}: {ancestor} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as exc:
+        raise RunDirError(f"--output-dir {run_dir}: cannot write in {ancestor} ({exc.strerror})") from None
+    if force:
+        return None
+    previous = read_manifest_strict(run_dir)
+    if previous is None:
+        return None
+    if previous.get("stage") != stage:
+        raise RunDirError(
+            f"{run_dir} holds a '{previous.get('stage')}' run, not '{stage}'; choose another --output-dir"
+        )
+    if previous.get("config_hash") == config_hash:
+        if previous.get("status") == "finished":
+            raise StageSkipped(str(run_dir))
+        return previous
+    has_progress = checkpoints is not None and newest_complete(run_dir / checkpoints)[0] is not None
+    if previous.get("status") == "finished" or has_progress:
+        raise RunDirError(
+            f"{run_dir} holds a run made with a different config (config hash {previous.get('config_hash')}, "
+            f"now {config_hash}); choose another --output-dir, or --force to discard it"
+        )
+    return previous
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """``--force``: remove what the directory holds, except the lock this process holds."""
+    if not run_dir.is_dir():
+        return
+    for child in run_dir.iterdir():
+        if child.name != RunLock.NAME:
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
 class RunLock:

@@ -24,11 +24,12 @@ from scale_repro.faults import kill_point
 from scale_repro.models import MERGED_DIR, resolve_model
 from scale_repro.rundir import (
     Manifest,
-    RunDirError,
     RunLock,
+    StageSkipped,
     atomic_write_text,
+    check_output_dir,
+    clear_run_dir,
     fingerprint,
-    read_manifest_strict,
 )
 
 log = logging.getLogger("scale_repro")
@@ -38,10 +39,6 @@ ADAPTER_DIR = "adapter"
 TRAIN_LOG = "train_log.jsonl"
 # Vision towers of the three families; LoRA never targets them.
 VISION_MODULE_PATTERN = r"(visual|vision_tower|vision_model|multi_modal_projector|merger)"
-
-
-class StageSkipped(Exception):
-    """The run directory already holds a finished run of the same config."""
 
 
 class SafeResumeMixin:
@@ -211,47 +208,6 @@ def resume_point(run_dir: Path) -> CheckpointInfo | None:
     return newest
 
 
-def check_output_dir(run_dir: Path, stage: str, config_hash: str, force: bool) -> dict[str, Any] | None:
-    """Read-only checks of the run directory, before anything is written; returns its manifest.
-
-    Raises :class:`StageSkipped` for a finished run of the same config, and
-    :class:`RunDirError` for a directory that cannot take this run.
-    """
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"--output-dir {run_dir} is a file, not a directory")
-    ancestor = run_dir
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise RunDirError(f"--output-dir {run_dir}: {ancestor} is a file, not a directory")
-    try:
-        import tempfile
-
-        with tempfile.TemporaryFile(dir=ancestor):
-            pass
-    except OSError as exc:
-        raise RunDirError(f"--output-dir {run_dir}: cannot write in {ancestor} ({exc.strerror})") from None
-    if force:
-        return None
-    previous = read_manifest_strict(run_dir)
-    if previous is None:
-        return None
-    if previous.get("stage") != stage:
-        raise RunDirError(
-            f"{run_dir} holds a '{previous.get('stage')}' run, not '{stage}'; choose another --output-dir"
-        )
-    if previous.get("config_hash") == config_hash:
-        if previous.get("status") == "finished":
-            raise StageSkipped(str(run_dir))
-        return previous
-    if previous.get("status") == "finished" or newest_complete(run_dir / CHECKPOINTS_DIR)[0]:
-        raise RunDirError(
-            f"{run_dir} holds a run made with a different config (config hash {previous.get('config_hash')}, "
-            f"now {config_hash}); choose another --output-dir, or --force to discard it"
-        )
-    return previous
-
-
 class JsonlLogCallback(TrainerCallback):
     """Appends every trainer log entry to ``train_log.jsonl``; on resume, entries past the
     checkpoint's step are dropped first so the file reads as one uninterrupted run."""
@@ -375,7 +331,7 @@ def run_training_stage(
     run_dir = Path(config.output_dir)
     config_dict = config_for_manifest(config)
     try:
-        check_output_dir(run_dir, stage, fingerprint(config_dict), force)
+        check_output_dir(run_dir, stage, fingerprint(config_dict), force, CHECKPOINTS_DIR)
     except StageSkipped:
         log.info("%s: finished with the same config, not retrained", run_dir)
         return run_dir
@@ -384,10 +340,8 @@ def run_training_stage(
 
     lock = RunLock(run_dir).acquire() if _is_main_process() else None
     try:
-        if force and run_dir.exists():
-            for child in run_dir.iterdir():
-                if child.name != RunLock.NAME:
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        if force:
+            clear_run_dir(run_dir)
         return _train_locked(
             stage, config, config_dict, build, run_dir, resolved, examples, data_info, callbacks
         )
@@ -403,7 +357,7 @@ def _train_locked(
 ) -> Path:
     # Checked again under the lock: another process may have finished the run meanwhile.
     try:
-        check_output_dir(run_dir, stage, fingerprint(config_dict), force=False)
+        check_output_dir(run_dir, stage, fingerprint(config_dict), False, CHECKPOINTS_DIR)
     except StageSkipped:
         log.info("%s: finished with the same config, not retrained", run_dir)
         return run_dir
