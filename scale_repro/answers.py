@@ -15,11 +15,22 @@ from dataclasses import dataclass
 from scale_repro.segments import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 
 LETTERS = "ABCDE"
-_ANSWER_BLOCK = re.compile(re.escape(ANSWER_OPEN) + r"(.*?)" + re.escape(ANSWER_CLOSE), re.DOTALL)
-_ANSWER_PREFIX = re.compile(r"^\s*(final\s+answer|answer)\s*[:：]\s*", re.IGNORECASE)
-_SURROUNDING_PUNCT = " \t\r\n\"'`*“”‘’,;:!?"
-_BARE_LETTER = re.compile(r"^\(?([A-Ea-e])\)?\.?$")
-_LETTER_WITH_TEXT = re.compile(r"^\(?([A-E])[.)]\s+\S")
+# "Final Answer:", "The correct answer is", "Answer -", then "option"/"choice": the wrappers
+# Vision-R1 and Mulberry references ("Final Answer:option B") and models put around an answer.
+_ANSWER_PREFIX = re.compile(
+    r"^\s*(the\s+)?(final\s+|correct\s+|best\s+)?answer\s*(is|would\s+be|should\s+be)?\s*[:：\-]?\s*",
+    re.IGNORECASE,
+)
+_OPTION_PREFIX = re.compile(r"^\s*(option|choice)\s*[:：]?\s*", re.IGNORECASE)
+_SURROUNDING_PUNCT = " \t\r\n\"'`*“”‘’,;:!?$"
+_BARE_LETTER = re.compile(r"^\(?([A-Ea-e])\)?[.:]?$")
+# "B: Juneau", "B. Juneau", "B) Juneau", "(B) Juneau": a letter that names its choice's text.
+_LETTER_WITH_TEXT = re.compile(r"^(?:\(([A-E])\)|([A-E])[.:)])\s+\S")
+# More than one option offered: "A or B", "A, B, C, D", "A. B. C. D.", "(A) or (B)", "7 or 8".
+_HEDGE_WORD = re.compile(r"\s(or|and/or)\s|\s/\s", re.IGNORECASE)
+_LETTER_LIST = re.compile(
+    r"^\(?[A-E]\)?(?:[.:)]?\s*(?:[,;/&]|\s)\s*(?:and\s+|or\s+)?\(?[A-E]\)?)+[.:)]?$", re.IGNORECASE
+)
 _NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
 
 
@@ -29,18 +40,21 @@ class ParsedCompletion:
     answer: str | None
     answer_blocks: int
     has_think_close: bool
+    well_nested: bool = True
 
     @property
     def valid(self) -> bool:
-        return self.has_think_close and self.answer_blocks == 1
+        return self.has_think_close and self.answer_blocks == 1 and self.well_nested
 
 
 def parse_completion(text: str) -> ParsedCompletion:
-    """Split a completion into its reasoning and its answer.
+    """Split a completion into its reasoning and its answer, in time linear in its length.
 
     ``think`` is the text before the first ``</think>`` (after ``<think>`` when present; a
     template may have prefilled it). ``answer`` is the content of the answer block when
-    there is exactly one complete block, else None: several blocks are ambiguous.
+    there is exactly one ``<answer>`` and one ``</answer>`` after it, else None: several or
+    nested blocks are ambiguous. ``valid`` also needs one ``</think>``, at most one
+    ``<think>``, and the answer after the reasoning.
     """
     close = text.find(THINK_CLOSE)
     think = None
@@ -48,18 +62,69 @@ def parse_completion(text: str) -> ParsedCompletion:
         head = text[:close]
         open_at = head.find(THINK_OPEN)
         think = (head[open_at + len(THINK_OPEN) :] if open_at >= 0 else head).strip()
-    blocks = _ANSWER_BLOCK.findall(text)
-    answer = blocks[0].strip() if len(blocks) == 1 else None
-    return ParsedCompletion(think=think, answer=answer, answer_blocks=len(blocks), has_think_close=close >= 0)
+    opens, closes = text.count(ANSWER_OPEN), text.count(ANSWER_CLOSE)
+    open_at, close_at = text.find(ANSWER_OPEN), text.find(ANSWER_CLOSE)
+    complete = min(opens, closes)
+    answer = None
+    if opens == 1 and closes == 1 and close_at > open_at:
+        answer = text[open_at + len(ANSWER_OPEN) : close_at].strip()
+    elif opens == closes == 1:
+        complete = 0  # "</answer>...<answer>": no block at all
+    well_nested = (
+        text.count(THINK_CLOSE) <= 1
+        and text.count(THINK_OPEN) <= 1
+        and (open_at < 0 or close < 0 or open_at > close)
+    )
+    return ParsedCompletion(
+        think=think,
+        answer=answer,
+        answer_blocks=complete,
+        has_think_close=close >= 0,
+        well_nested=well_nested,
+    )
+
+
+def _boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (braces may nest), as R1-style models answer."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, begin = 0, start + len("\\boxed{")
+    for i in range(begin, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            if depth == 0:
+                return text[begin:i]
+            depth -= 1
+    return None
 
 
 def _clean(text: str) -> str:
-    text = _ANSWER_PREFIX.sub("", text.strip())
-    text = text.strip(_SURROUNDING_PUNCT)
-    if text.endswith("."):
+    """The answer itself: inside ``\\boxed{}``, without "Final Answer:"/"option" wrappers,
+    surrounding quotes and punctuation, with collapsed whitespace."""
+    text = text.strip()
+    boxed = _boxed(text)
+    if boxed is not None:
+        text = boxed
+    text = text.replace("\\text{", "").replace("\\mathrm{", "") if "\\" in text else text
+    for _ in range(2):  # "The final answer is: option (B)"
+        text = _OPTION_PREFIX.sub("", _ANSWER_PREFIX.sub("", text.strip(_SURROUNDING_PUNCT)))
+    text = text.strip(_SURROUNDING_PUNCT).rstrip("}")
+    if text.endswith(".") and not _BARE_LETTER.match(text):
         text = text[:-1]
     text = text.strip(_SURROUNDING_PUNCT)
     return " ".join(text.split())
+
+
+def is_hedge(text: str, choices: Sequence[str] | str | None = None) -> bool:
+    """Whether an answer offers several options ("A or B", "A, B, C, D", "7 or 8"): such an
+    answer never scores, whatever the reference (unless it is itself one choice's text)."""
+    cleaned = _clean(text)
+    options = parse_choices(choices) or []
+    if any(cleaned.lower() == " ".join(o.split()).lower() for o in options):
+        return False
+    return bool(_HEDGE_WORD.search(f" {cleaned} ") or _LETTER_LIST.match(cleaned))
 
 
 def _as_number(text: str) -> float | None:
@@ -80,7 +145,10 @@ def parse_choices(choices: Sequence[str] | str | None) -> list[str] | None:
 
 
 def choice_letter(text: str, choices: Sequence[str] | str | None = None) -> str | None:
-    """The letter an answer stands for: "B", "B.", "(B)", "B) text", "B. text", or the choice text."""
+    """The letter an answer stands for: "B", "B.", "(B)", "option B", "B: text", "B. text",
+    "\\boxed{B}", or the choice's text; None for a hedge or anything else."""
+    if is_hedge(text, choices):
+        return None
     cleaned = _clean(text)
     options = parse_choices(choices)
     if options:
@@ -90,7 +158,7 @@ def choice_letter(text: str, choices: Sequence[str] | str | None = None) -> str 
                 return LETTERS[index]
     match = _BARE_LETTER.match(cleaned) or _LETTER_WITH_TEXT.match(cleaned)
     if match:
-        letter = match.group(1).upper()
+        letter = next(g for g in match.groups() if g).upper()
         if options is None or LETTERS.index(letter) < len(options):
             return letter
     return None
@@ -123,7 +191,7 @@ def is_correct(answer_text: str | None, reference: str, choices: Sequence[str] |
     Multiple choice (choices given, or a reference letter A-E): both sides are mapped to a
     letter. Otherwise numbers compare by value and text case-insensitively.
     """
-    if answer_text is None:
+    if answer_text is None or is_hedge(answer_text, choices):
         return False
     options = parse_choices(choices)
     reference = str(reference)

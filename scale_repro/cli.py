@@ -38,11 +38,14 @@ def _fail(message: str, code: int = 1) -> None:
 
 
 def _user_errors():
+    """Errors that are the user's to fix: reported in one line, never as a traceback."""
+    from scale_repro.checkpoints import ResumeError
     from scale_repro.config import ConfigError
     from scale_repro.data.validate import DataError
     from scale_repro.models import ModelNotFound
+    from scale_repro.rundir import RunDirError
 
-    return (ConfigError, DataError, ModelNotFound, FileNotFoundError)
+    return (ConfigError, DataError, ModelNotFound, RunDirError, ResumeError, FileNotFoundError)
 
 
 DataOption = Annotated[
@@ -139,16 +142,27 @@ def evaluate(
         bool, typer.Option(help="Generate with vLLM through lmms-eval (GPU machines).")
     ] = False,
     force: Annotated[bool, typer.Option(help="Rerun even if finished.")] = False,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Report label key=value (model, dataset, configuration, seed); repeatable. "
+            "Unset labels are derived from the manifests."
+        ),
+    ] = None,
     config: Recipe = None,
     overrides: Overrides = None,
 ) -> None:
     """Evaluate with lmms-eval on ScienceQA-IMG / IconQA (answers parsed from <answer> tags)."""
-    from scale_repro.config import EvalConfig, load_config
+    from scale_repro.config import ConfigError, EvalConfig, load_config
     from scale_repro.evaluate import EvalError, run_eval
 
     _setup_logging()
     try:
-        cfg = load_config(EvalConfig, config, overrides, model=model, task=task, data=data, limit=limit,
+        labels = [f"labels.{item}" for item in label or []]
+        for item in label or []:
+            if "=" not in item:
+                raise ConfigError(f"--label {item}: a label must look like key=value")
+        cfg = load_config(EvalConfig, config, [*(overrides or []), *labels], model=model, task=task, data=data, limit=limit,
                           output_dir=output_dir, max_new_tokens=max_new_tokens, use_vllm=use_vllm or None)  # fmt: skip
         out = run_eval(cfg, force=force)
     except (*_user_errors(), EvalError) as exc:
@@ -170,8 +184,11 @@ def report(
         _fail(f"{runs}: no such folder of runs")
     summary = write_report(runs, out)
     typer.echo((out / "report.md").read_text())
+    for skipped in summary["skipped"]:
+        typer.secho(f"skipped {skipped['dir']}: {skipped['reason']}", fg=typer.colors.YELLOW, err=True)
     typer.echo(
-        f"report: {summary['report']} ({summary['evaluations']} evaluations, plots: {', '.join(summary['plots'])})"
+        f"report: {summary['report']} ({summary['evaluations']} evaluations, {len(summary['skipped'])} skipped, "
+        f"plots: {', '.join(summary['plots'])})"
     )
 
 

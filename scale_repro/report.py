@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scale_repro.rundir import atomic_write_text, read_json, read_manifest
+from scale_repro.rundir import RunDirError, atomic_write_text, read_json, read_manifest, read_manifest_strict
 
 PAPER_TABLES = Path(__file__).resolve().parents[1] / "results" / "paper" / "tables.json"
 TABLES = {
@@ -45,20 +45,71 @@ class Cell:
         return statistics.fmean(self.values) if self.values else None
 
 
-def collect(runs: str | Path) -> list[dict[str, Any]]:
-    """Every evaluation run below ``runs``: labels, metrics (or why there are none), training time."""
+DATASET_OF_TASK = {"scienceqa": "ScienceQA", "iconqa": "IconQA"}
+SFT_CONFIGURATION = {"vanilla": "SFT", "fixed": "SFT-FW", "scale": "SCALe-SFT"}
+GRPO_CONFIGURATION = {"vanilla": "GRPO", "fixed": "GRPO-FW", "scale": "SCALe-GRPO"}
+
+
+def derived_labels(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Labels of an evaluation made without them (plain ``scale eval``), from the manifests:
+    the base model at the root of the training chain, the data set of the task, and the
+    configuration the chain of training stages amounts to."""
+    config = manifest.get("config", {})
+    task = str(config.get("task", ""))
+    labels: dict[str, Any] = {
+        "dataset": DATASET_OF_TASK.get(task.removeprefix("synthetic-"), task),
+        "seed": config.get("seed", 0),
+    }
+    model = str(config.get("model", ""))
+    chain = []
+    while True:
+        upstream = read_manifest(model) if Path(model).is_dir() else None
+        if not upstream or upstream.get("stage") not in ("sft", "grpo"):
+            break
+        chain.append(upstream)
+        model = str(upstream.get("config", {}).get("model", ""))
+    labels["model"] = model
+    stages = [m["stage"] for m in reversed(chain)]
+    sft_mode = next((m["config"].get("loss", {}).get("mode") for m in chain if m["stage"] == "sft"), None)
+    if not chain:
+        labels["configuration"] = "Base"
+    elif stages == ["sft"] and sft_mode in SFT_CONFIGURATION:
+        labels["configuration"] = SFT_CONFIGURATION[sft_mode]
+    elif stages == ["sft", "grpo"] and sft_mode in GRPO_CONFIGURATION:
+        labels["configuration"] = GRPO_CONFIGURATION[sft_mode]
+    else:
+        labels["configuration"] = "+".join(stages)
+    return labels
+
+
+def collect(runs: str | Path, skipped: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Every evaluation run below ``runs``: labels (given, or derived from the manifests),
+    metrics (or why there are none), training time. A run that cannot be read is added to
+    ``skipped`` with the reason, never dropped silently."""
     records = []
+    skipped = [] if skipped is None else skipped
     for manifest_path in sorted(Path(runs).rglob("manifest.json")):
-        manifest = read_manifest(manifest_path.parent)
+        run = manifest_path.parent
+        try:
+            manifest = read_manifest_strict(run)
+        except RunDirError as exc:
+            skipped.append({"dir": str(run), "reason": f"manifest unreadable ({str(exc).split(';')[0]})"})
+            continue
         if not manifest or manifest.get("stage") != "eval":
             continue
-        labels = manifest.get("config", {}).get("labels") or {}
-        if not labels:
-            continue
-        record = {"labels": labels, "status": manifest.get("status"), "dir": str(manifest_path.parent)}
-        metrics_path = manifest_path.parent / "metrics.json"
-        if manifest.get("status") == "finished" and metrics_path.is_file():
-            record["metrics"] = read_json(metrics_path)
+        labels = {**derived_labels(manifest), **(manifest.get("config", {}).get("labels") or {})}
+        record = {"labels": labels, "status": manifest.get("status"), "dir": str(run)}
+        metrics_path = run / "metrics.json"
+        if manifest.get("status") == "finished":
+            try:
+                metrics = read_json(metrics_path)
+                float(metrics["accuracy"]), float(metrics["invalid_rate"])
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                skipped.append(
+                    {"dir": str(run), "reason": f"metrics.json unreadable ({type(exc).__name__}: {exc})"}
+                )
+                continue
+            record["metrics"] = metrics
         model_path = Path(str(manifest.get("config", {}).get("model", "")))
         record["train_time_s"] = training_time(model_path)
         records.append(record)
@@ -241,8 +292,14 @@ def write_report(runs: str | Path, out: str | Path, paper_path: Path = PAPER_TAB
     runs, out = Path(runs), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paper = json.loads(paper_path.read_text()) if paper_path.is_file() else {}
-    records = collect(runs)
-    markdown = [f"# SCALe reproduction report\n\nRuns: `{runs}` ({len(records)} evaluations)\n"]
+    skipped: list[dict[str, str]] = []
+    records = collect(runs, skipped)
+    markdown = [
+        f"# SCALe reproduction report\n\nRuns: `{runs}` ({len(records)} evaluations, {len(skipped)} skipped)\n"
+    ]
+    if skipped:
+        markdown.append("### Skipped runs\n\n| run | why |\n|---|---|")
+        markdown.append("\n".join(f"| `{s['dir']}` | {s['reason']} |" for s in skipped) + "\n")
     for table in TABLES:
         md, tex, table_csv = render(records, table, paper)
         markdown.append(md)
@@ -252,4 +309,4 @@ def write_report(runs: str | Path, out: str | Path, paper_path: Path = PAPER_TAB
     plots = plot(records, runs, out)
     markdown.append("\n".join(f"![{p}]({p})" for p in plots) + "\n")
     atomic_write_text(out / "report.md", "\n".join(markdown))
-    return {"evaluations": len(records), "plots": plots, "report": str(out / "report.md")}
+    return {"evaluations": len(records), "skipped": skipped, "plots": plots, "report": str(out / "report.md")}

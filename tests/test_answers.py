@@ -37,7 +37,7 @@ def test_choice_text_means_its_letter():
     choices = ["red", "blue", "green"]
     assert is_correct("blue", "B", choices)
     assert is_correct("Blue.", "B", choices)
-    assert is_correct("The answer is blue", "B", choices) is False
+    assert is_correct("The answer is blue", "B", choices)
     assert is_correct("B", "blue", choices)  # IconQA choose_txt: the reference is the choice text
     assert is_correct("blue", "blue", "red,blue,green")  # IconQA ships choices as one string
     assert not is_correct("D", "B", choices)  # no such choice

@@ -40,7 +40,8 @@ def test_interrupted_eval_reuses_cached_responses(tmp_path, tiny_paths, synth_di
             "max_new_tokens=4", "limit=3"]  # fmt: skip
     run_eval(load_config(EvalConfig, None, args))
     caches = list((tmp_path / "e" / "cache").iterdir())
-    assert len(caches) == 1 and any(caches[0].rglob("*"))
+    assert len(caches) == 1 and len(caches[0].read_text().splitlines()) == 3
+    assert (read_manifest(tmp_path / "e")["generated"], read_manifest(tmp_path / "e")["reused"]) == (3, 0)
     first = (tmp_path / "e" / "samples.jsonl").read_text()
     # A kill leaves the manifest "running" and no metrics: the same command runs again, from the cache.
     manifest = read_manifest(tmp_path / "e")
@@ -49,7 +50,8 @@ def test_interrupted_eval_reuses_cached_responses(tmp_path, tiny_paths, synth_di
     run_eval(load_config(EvalConfig, None, args))
     assert list((tmp_path / "e" / "cache").iterdir()) == caches
     assert (tmp_path / "e" / "samples.jsonl").read_text() == first
-    assert read_manifest(tmp_path / "e")["status"] == "finished"
+    manifest = read_manifest(tmp_path / "e")
+    assert manifest["status"] == "finished" and (manifest["generated"], manifest["reused"]) == (0, 3)
 
 
 def test_hand_written_completions_score_exactly():

@@ -76,16 +76,22 @@ def load_vision_r1(
 ) -> LoadResult:
     """Load one Vision-R1 JSON (or JSON-lines) file. ``image_root`` defaults to the file's folder."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, None, None, "is a folder; the vision-r1 format is one JSON or JSON-lines file")
     if not path.is_file():
         raise DataError(path, None, None, "file not found")
     root = Path(image_root) if image_root else path.parent
     try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            path, None, None, f"not a text file (byte {exc.start} is not UTF-8): not JSON"
+        ) from None
+    try:
         if path.suffix == ".jsonl":
-            records = [
-                json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-            ]
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
         else:
-            records = json.loads(path.read_text(encoding="utf-8"))
+            records = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(path, None, None, f"not valid JSON: {exc}") from exc
     if not isinstance(records, list):
@@ -179,7 +185,7 @@ def open_dataset(source: str | Path, split: str, config: str | None = None):
     if local.exists():
         try:
             loaded = datasets.load_from_disk(str(local))
-        except (FileNotFoundError, ValueError) as exc:
+        except (FileNotFoundError, ValueError, NotADirectoryError) as exc:
             raise DataError(local, None, None, f"not a data set saved with save_to_disk: {exc}") from exc
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
