@@ -61,3 +61,102 @@ def test_normalize_answer():
     assert normalize_answer("12.0") == "12"
     assert normalize_answer("2.5") == "2.5"
     assert normalize_answer("  Hello   World. ") == "hello world"
+
+
+CAPITALS = ["Boston", "Juneau", "Denver", "Austin"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Final Answer:option B",  # Vision-R1 / Mulberry references
+        "Final Answer: B",
+        "\\boxed{B}",  # R1-style models and the staged-curriculum prompt
+        "\\boxed{\\text{B}}",
+        "option B",
+        "Option (B)",
+        "The answer is B.",
+        "The final answer is: option (B)",
+        "B: Juneau",
+        "(B) Juneau",
+        "Juneau",
+    ],
+)
+def test_real_answer_forms_score_right(answer):
+    assert is_correct(answer, "B", CAPITALS)
+    assert is_correct(answer, "Juneau", CAPITALS)  # IconQA choose_txt references are the choice text
+    assert not is_correct(answer, "A", CAPITALS)
+
+
+@pytest.mark.parametrize(
+    "answer, reference",
+    [("Final Answer:7", "7"), ("\\boxed{7}", "7"), ("The answer is 7.", "7"), ("Answer: 1,000", "1000")],
+)
+def test_real_numeric_answer_forms_score_right(answer, reference):
+    assert is_correct(answer, reference)
+
+
+@pytest.mark.parametrize(
+    "hedge, reference, choices",
+    [
+        ("A or B", "A", CAPITALS),
+        ("A or B", "B", None),
+        ("A, B, C, D", "A", CAPITALS),
+        ("A. B. C. D.", "A", CAPITALS),
+        ("(A) or (B)", "A", CAPITALS),
+        ("A and B", "B", CAPITALS),
+        ("yes or no", "yes", None),
+        ("7 or 8", "7", None),
+        ("\\boxed{A or B}", "A", CAPITALS),
+    ],
+)
+def test_hedges_never_score(hedge, reference, choices):
+    assert not is_correct(hedge, reference, choices)
+
+
+def test_a_choice_whose_text_has_or_in_it_is_no_hedge():
+    choices = ["sunny", "rain or snow"]
+    assert is_correct("rain or snow", "B", choices)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<think>a</think><answer><answer>A</answer></answer>",  # nested blocks
+        "<think>a</think><think>b</think><answer>A</answer>",  # two reasoning blocks
+        "<answer>A</answer><think>a</think>",  # answer before the reasoning
+        "<think>a</think></answer>A<answer>",  # closing before opening
+    ],
+)
+def test_ambiguous_structure_is_never_valid(text):
+    assert not parse_completion(text).valid
+
+
+def test_parsing_is_linear_in_the_completion_length():
+    import time
+
+    text = "<think>x</think>" + "<answer>A " * 25_000  # 256 KB of unclosed answer blocks
+    started = time.perf_counter()
+    parsed = parse_completion(text)
+    assert parsed.answer is None and not parsed.valid
+    assert time.perf_counter() - started < 1.0  # a quadratic scan takes close to a minute here
+
+
+def test_ten_thousand_fuzzed_completions_raise_nothing():
+    import random
+
+    from scale_repro.rewards import accuracy_reward, format_reward
+
+    pieces = ["<think>", "</think>", "<answer>", "</answer>", "\\boxed{", "}", "A", "B", " or ", "Final Answer:",
+              "option ", "(", ")", ".", ",", "7", "1e309", "nan", " ", "\n", "é", "\x00", "<", ">", "/"]  # fmt: skip
+    rng = random.Random(0)
+    completions = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 40))) for _ in range(10_000)]
+    for text in completions:
+        parsed = parse_completion(text)
+        if parsed.answer is not None:
+            is_correct(parsed.answer, "B", CAPITALS)
+            is_correct(parsed.answer, "7")
+            normalize_answer(parsed.answer, CAPITALS)
+    rewards = accuracy_reward(completions, ["B"] * len(completions), choices=[CAPITALS] * len(completions))
+    assert len(format_reward(completions)) == len(rewards) == 10_000
+    assert all(r in (0.0, 1.0) for r in rewards)

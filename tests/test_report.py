@@ -89,3 +89,42 @@ def test_write_report_outputs(runs, tmp_path):
     ):
         assert (tmp_path / "out" / name).is_file(), name
     assert "| gemma-3-4b | SCALe-GRPO | 700.0 |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_unreadable_runs_are_listed_with_the_reason(runs, tmp_path):
+    from scale_repro.rundir import atomic_write_text
+
+    atomic_write_text(runs / "broken-manifest" / "manifest.json", '{"stage": "ev')
+    make_eval(
+        runs, "broken-metrics", {"model": "m", "dataset": "IconQA", "configuration": "SFT", "seed": 0}, 0.5
+    )
+    atomic_write_text(runs / "broken-metrics" / "metrics.json", "{not json")
+    summary = write_report(runs, tmp_path / "out")
+    reasons = {Path(s["dir"]).name: s["reason"] for s in summary["skipped"]}
+    assert set(reasons) == {"broken-manifest", "broken-metrics"}
+    assert reasons["broken-manifest"].startswith("manifest unreadable")
+    assert reasons["broken-metrics"].startswith("metrics.json unreadable (JSONDecodeError")
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "2 skipped" in text and "broken-metrics" in text
+
+
+def test_plain_eval_runs_get_labels_from_their_manifests(tmp_path):
+    root = tmp_path / "runs"
+    sft = root / "sft"
+    atomic_write_json(sft / "manifest.json", {"stage": "sft", "status": "finished", "wall_clock_s": 5.0,
+                                             "config": {"model": "gemma-3-4b", "loss": {"mode": "scale"}}})  # fmt: skip
+    grpo = root / "grpo"
+    atomic_write_json(grpo / "manifest.json", {"stage": "grpo", "status": "finished", "wall_clock_s": 7.0,
+                                              "config": {"model": str(sft)}})  # fmt: skip
+    for name, model, labels in (("e1", sft, {}), ("e2", grpo, {}), ("e3", "gemma-3-4b", {}),
+                                ("e4", sft, {"configuration": "SFT-FW"})):  # fmt: skip
+        atomic_write_json(root / name / "manifest.json", {"stage": "eval", "status": "finished", "config": {
+            "model": str(model), "task": "scienceqa", "seed": 3, "labels": labels}})  # fmt: skip
+        atomic_write_json(root / name / "metrics.json", {"accuracy": 0.5, "invalid_rate": 0.0})
+    records = {Path(r["dir"]).name: r for r in collect(root)}
+    expected = {"model": "gemma-3-4b", "dataset": "ScienceQA", "seed": 3}
+    assert records["e1"]["labels"] == {**expected, "configuration": "SCALe-SFT"}
+    assert records["e2"]["labels"] == {**expected, "configuration": "SCALe-GRPO"}
+    assert records["e3"]["labels"] == {**expected, "configuration": "Base"}
+    assert records["e4"]["labels"] == {**expected, "configuration": "SFT-FW"}  # a given label wins
+    assert records["e2"]["train_time_s"] == 12.0
