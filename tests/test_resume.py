@@ -152,11 +152,13 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from scale_repro.rundir import RunLock; lock = RunLock(sys.argv[1]).acquire(); "
         "print('locked', flush=True); time.sleep(600)"), str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)  # fmt: skip
-    assert holder.stdout.readline().strip() == "locked"
-    with pytest.raises(ValueError, match=f"in use by process {holder.pid}"):
-        RunLock(tmp_path / "run").acquire()
-    holder.send_signal(signal.SIGKILL)
-    holder.wait()
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ValueError, match=f"in use by process {holder.pid}"):
+            RunLock(tmp_path / "run").acquire()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
     lock = RunLock(tmp_path / "run").acquire()  # the kernel released the dead holder's lock
     assert f"process {os.getpid()}" in (tmp_path / "run" / ".lock").read_text()
     lock.release()
