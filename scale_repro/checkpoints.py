@@ -105,12 +105,9 @@ def newest_complete(folder: Path) -> tuple[CheckpointInfo | None, list[Checkpoin
 
 def _tied_to_loaded(model, missing: set[str], loaded: set[str]) -> set[str]:
     """Missing keys whose parameter is the same tensor as a loaded one (tied embeddings)."""
-    by_storage: dict[int, str] = {}
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        if name in loaded:
-            by_storage.setdefault(tensor.data_ptr(), name)
     state = model.state_dict(keep_vars=True)
-    return {name for name in missing if state[name].data_ptr() in by_storage}
+    loaded_storage = {state[name].data_ptr() for name in loaded if name in state}
+    return {name for name in missing if state[name].data_ptr() in loaded_storage}
 
 
 def renamed_state_dict(model, state_dict: dict[str, Any]) -> dict[str, Any]:

@@ -28,12 +28,11 @@ from scale_repro.data.sources import TEST_TASKS, load_test_examples, synth_manif
 from scale_repro.models import resolve_model
 from scale_repro.rundir import (
     Manifest,
-    RunLock,
     StageSkipped,
     atomic_write_json,
     atomic_write_text,
     check_output_dir,
-    clear_run_dir,
+    claimed_run_dir,
     fingerprint,
 )
 
@@ -186,8 +185,9 @@ def run_eval(config: EvalConfig, force: bool = False) -> Path:
         raise EvalError(f"unknown task {config.task!r}; choose from {', '.join(TEST_TASKS)}")
     out = Path(config.output_dir)
     config_dict = {k: v for k, v in vars(config).items() if k != "output_dir"}
+    config_hash = fingerprint(config_dict)
     try:
-        check_output_dir(out, "eval", fingerprint(config_dict), force)
+        check_output_dir(out, "eval", config_hash, force)
     except StageSkipped:
         log.info("%s: finished with the same config, not rerun", out)
         return out
@@ -195,20 +195,13 @@ def run_eval(config: EvalConfig, force: bool = False) -> Path:
     family = model_family(resolved.path)
     # Our own loader checks the columns and tells which questions lmms-eval must answer.
     examples = load_test_examples(config.task, config.data).examples
-    with RunLock(out):
-        if force:
-            clear_run_dir(out)
-        try:
-            check_output_dir(out, "eval", fingerprint(config_dict), False)
-        except StageSkipped:
-            return out
-        _evaluate_locked(config, config_dict, out, resolved, family, examples)
+    with claimed_run_dir(out, "eval", config_hash, force) as to_run:
+        if to_run:
+            _evaluate(config, config_dict, out, resolved, family, examples)
     return out
 
 
-def _evaluate_locked(
-    config: EvalConfig, config_dict, out: Path, resolved, family: str, examples: list
-) -> None:
+def _evaluate(config: EvalConfig, config_dict, out: Path, resolved, family: str, examples: list) -> None:
     manifest = Manifest(out, "eval", config_dict)
     manifest.update()
     try:

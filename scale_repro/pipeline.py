@@ -35,6 +35,11 @@ CONFIGURATIONS = {
 }
 
 
+def configuration_of(mode: str, with_grpo: bool) -> str:
+    """The configuration a chain of SFT with ``mode`` (then GRPO, if ``with_grpo``) amounts to."""
+    return next(name for name, chain in CONFIGURATIONS.items() if chain == (mode, with_grpo))
+
+
 @dataclass
 class Stage:
     kind: str  # sft | grpo | eval
@@ -106,12 +111,7 @@ def plan(experiment: Experiment, out: str | Path) -> list[Stage]:
                     else:
                         train_key = Path(str(dataset["train"])).name
                         sft_dir = out / model / train_key / f"sft-{mode}" / f"seed{seed}"
-                        sft_labels = {
-                            **labels,
-                            "configuration": {"vanilla": "SFT", "fixed": "SFT-FW", "scale": "SCALe-SFT"}[
-                                mode
-                            ],
-                        }
+                        sft_labels = {**labels, "configuration": configuration_of(mode, with_grpo=False)}
                         sft = load_config(
                             SFTConfig, _recipes(experiment.sft), experiment.sft.get("set", []),
                             model=model, output_dir=str(sft_dir), seed=seed,

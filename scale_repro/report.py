@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scale_repro.pipeline import configuration_of
 from scale_repro.rundir import RunDirError, atomic_write_text, read_json, read_manifest, read_manifest_strict
 
 PAPER_TABLES = Path(__file__).resolve().parents[1] / "results" / "paper" / "tables.json"
@@ -46,8 +47,18 @@ class Cell:
 
 
 DATASET_OF_TASK = {"scienceqa": "ScienceQA", "iconqa": "IconQA"}
-SFT_CONFIGURATION = {"vanilla": "SFT", "fixed": "SFT-FW", "scale": "SCALe-SFT"}
-GRPO_CONFIGURATION = {"vanilla": "GRPO", "fixed": "GRPO-FW", "scale": "SCALe-GRPO"}
+
+
+def training_chain(model: str | Path) -> list[dict[str, Any]]:
+    """Manifests of the training runs a model came from, newest first (GRPO, then its SFT)."""
+    chain = []
+    while Path(str(model)).is_dir():
+        manifest = read_manifest(model)
+        if not manifest or manifest.get("stage") not in ("sft", "grpo"):
+            break
+        chain.append(manifest)
+        model = str(manifest.get("config", {}).get("model", ""))
+    return chain
 
 
 def derived_labels(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -56,30 +67,22 @@ def derived_labels(manifest: dict[str, Any]) -> dict[str, Any]:
     configuration the chain of training stages amounts to."""
     config = manifest.get("config", {})
     task = str(config.get("task", ""))
-    labels: dict[str, Any] = {
-        "dataset": DATASET_OF_TASK.get(task.removeprefix("synthetic-"), task),
-        "seed": config.get("seed", 0),
-    }
-    model = str(config.get("model", ""))
-    chain = []
-    while True:
-        upstream = read_manifest(model) if Path(model).is_dir() else None
-        if not upstream or upstream.get("stage") not in ("sft", "grpo"):
-            break
-        chain.append(upstream)
-        model = str(upstream.get("config", {}).get("model", ""))
-    labels["model"] = model
+    chain = training_chain(str(config.get("model", "")))
+    root = chain[-1]["config"].get("model", "") if chain else config.get("model", "")
     stages = [m["stage"] for m in reversed(chain)]
     sft_mode = next((m["config"].get("loss", {}).get("mode") for m in chain if m["stage"] == "sft"), None)
     if not chain:
-        labels["configuration"] = "Base"
-    elif stages == ["sft"] and sft_mode in SFT_CONFIGURATION:
-        labels["configuration"] = SFT_CONFIGURATION[sft_mode]
-    elif stages == ["sft", "grpo"] and sft_mode in GRPO_CONFIGURATION:
-        labels["configuration"] = GRPO_CONFIGURATION[sft_mode]
+        configuration = "Base"
+    elif stages in (["sft"], ["sft", "grpo"]) and sft_mode in ("vanilla", "fixed", "scale"):
+        configuration = configuration_of(sft_mode, with_grpo=len(stages) == 2)
     else:
-        labels["configuration"] = "+".join(stages)
-    return labels
+        configuration = "+".join(stages)
+    return {
+        "model": str(root),
+        "dataset": DATASET_OF_TASK.get(task.removeprefix("synthetic-"), task),
+        "configuration": configuration,
+        "seed": config.get("seed", 0),
+    }
 
 
 def collect(runs: str | Path, skipped: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:
@@ -118,13 +121,8 @@ def collect(runs: str | Path, skipped: list[dict[str, str]] | None = None) -> li
 
 def training_time(run_dir: Path) -> float | None:
     """Wall-clock time of a training run and everything it started from (GRPO includes its SFT)."""
-    manifest = read_manifest(run_dir) if run_dir.is_dir() else None
-    if not manifest or manifest.get("stage") not in ("sft", "grpo"):
-        return None
-    own = float(manifest.get("wall_clock_s") or 0.0)
-    parent = Path(str(manifest.get("config", {}).get("model", "")))
-    upstream = training_time(parent)
-    return own + (upstream or 0.0)
+    chain = training_chain(run_dir)
+    return sum(float(m.get("wall_clock_s") or 0.0) for m in chain) if chain else None
 
 
 def build_table(records: list[dict[str, Any]], table: int) -> dict[tuple[str, str], dict[str, Cell]]:

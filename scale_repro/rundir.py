@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -208,8 +209,8 @@ class StageSkipped(Exception):
 
 def check_output_dir(
     run_dir: Path, stage: str, config_hash: str, force: bool, checkpoints: str | None = None
-) -> dict[str, Any] | None:
-    """Read-only checks of the run directory, before anything is written; returns its manifest.
+) -> None:
+    """Read-only checks of the run directory, before anything is written.
 
     Raises :class:`StageSkipped` for a finished run of the same config, and
     :class:`RunDirError` for a directory that cannot take this run.
@@ -226,11 +227,9 @@ def check_output_dir(
             pass
     except OSError as exc:
         raise RunDirError(f"--output-dir {run_dir}: cannot write in {ancestor} ({exc.strerror})") from None
-    if force:
-        return None
-    previous = read_manifest_strict(run_dir)
+    previous = None if force else read_manifest_strict(run_dir)
     if previous is None:
-        return None
+        return
     if previous.get("stage") != stage:
         raise RunDirError(
             f"{run_dir} holds a '{previous.get('stage')}' run, not '{stage}'; choose another --output-dir"
@@ -238,14 +237,33 @@ def check_output_dir(
     if previous.get("config_hash") == config_hash:
         if previous.get("status") == "finished":
             raise StageSkipped(str(run_dir))
-        return previous
+        return
     has_progress = checkpoints is not None and newest_complete(run_dir / checkpoints)[0] is not None
     if previous.get("status") == "finished" or has_progress:
         raise RunDirError(
             f"{run_dir} holds a run made with a different config (config hash {previous.get('config_hash')}, "
             f"now {config_hash}); choose another --output-dir, or --force to discard it"
         )
-    return previous
+
+
+@contextmanager
+def claimed_run_dir(run_dir: Path, stage: str, config_hash: str, force: bool, checkpoints: str | None = None):
+    """Hold the run directory for one stage: lock it (on the main process), empty it for
+    ``--force``, and check it again under the lock, since another process may have finished
+    the run meanwhile. Yields False when it did (nothing to do), True otherwise."""
+    lock = RunLock(run_dir).acquire() if int(os.environ.get("RANK", "0")) == 0 else None
+    try:
+        if force:
+            clear_run_dir(run_dir)
+        try:
+            check_output_dir(run_dir, stage, config_hash, False, checkpoints)
+        except StageSkipped:
+            yield False
+            return
+        yield True
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def clear_run_dir(run_dir: Path) -> None:

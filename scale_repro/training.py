@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -24,11 +23,10 @@ from scale_repro.faults import kill_point
 from scale_repro.models import MERGED_DIR, resolve_model
 from scale_repro.rundir import (
     Manifest,
-    RunLock,
     StageSkipped,
     atomic_write_text,
     check_output_dir,
-    clear_run_dir,
+    claimed_run_dir,
     fingerprint,
 )
 
@@ -302,10 +300,6 @@ class ManifestHeartbeat(TrainerCallback):
             self._last = time.time()
 
 
-def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def finished_training(trainer, checkpoint: CheckpointInfo, run_dir: Path) -> float | None:
     """A rerun after the last step was saved (killed during export, say): load the final
     checkpoint's weights instead of training again; returns the logged training loss."""
@@ -330,37 +324,28 @@ def run_training_stage(
         raise ConfigError("--output-dir is required")
     run_dir = Path(config.output_dir)
     config_dict = config_for_manifest(config)
+    config_hash = fingerprint(config_dict)
     try:
-        check_output_dir(run_dir, stage, fingerprint(config_dict), force, CHECKPOINTS_DIR)
+        check_output_dir(run_dir, stage, config_hash, force, CHECKPOINTS_DIR)
     except StageSkipped:
         log.info("%s: finished with the same config, not retrained", run_dir)
         return run_dir
     resolved = resolve_model(config.model)
     examples, data_info = load_examples(config)
 
-    lock = RunLock(run_dir).acquire() if _is_main_process() else None
     try:
-        if force:
-            clear_run_dir(run_dir)
-        return _train_locked(
-            stage, config, config_dict, build, run_dir, resolved, examples, data_info, callbacks
-        )
+        with claimed_run_dir(run_dir, stage, config_hash, force, CHECKPOINTS_DIR) as to_run:
+            if to_run:
+                _train(stage, config, config_dict, build, run_dir, resolved, examples, data_info, callbacks)
+            else:
+                log.info("%s: finished meanwhile by another process", run_dir)
     finally:
-        if lock is not None:
-            lock.release()
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+    return run_dir
 
 
-def _train_locked(
-    stage, config, config_dict, build, run_dir, resolved, examples, data_info, callbacks
-) -> Path:
-    # Checked again under the lock: another process may have finished the run meanwhile.
-    try:
-        check_output_dir(run_dir, stage, fingerprint(config_dict), False, CHECKPOINTS_DIR)
-    except StageSkipped:
-        log.info("%s: finished with the same config, not retrained", run_dir)
-        return run_dir
+def _train(stage, config, config_dict, build, run_dir, resolved, examples, data_info, callbacks) -> None:
     manifest = Manifest(run_dir, stage, config_dict)
     manifest.update(model={"name": config.model, "path": resolved.path, "kind": resolved.kind},
                     seed=config.seed, data=data_info)  # fmt: skip
@@ -393,4 +378,3 @@ def _train_locked(
     except BaseException as exc:
         manifest.fail(f"{type(exc).__name__}: {exc}")
         raise
-    return run_dir
