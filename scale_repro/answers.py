@@ -207,3 +207,42 @@ def is_correct(answer_text: str | None, reference: str, choices: Sequence[str] |
     if a is not None and b is not None:
         return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
     return predicted_clean.lower() == reference_clean.lower()
+
+
+# A lettered choice line in a question: "A: 2π", "A. red", "(A) red", "A) red".
+_CHOICE_LINE = re.compile(r"^\s*(?:\(([A-E])\)|([A-E])[.:)])\s*(.+?)\s*$")
+
+
+def choices_from_question(question: str) -> list[str] | None:
+    """The choices a question lists as lettered lines starting at A ("A: 2π", "(B) red"), as
+    Vision-R1 and Mulberry questions do (they have no separate choices field); None when it
+    lists none. Lines must run A, B, C, ... without a gap."""
+    found: list[str] = []
+    for line in question.splitlines():
+        match = _CHOICE_LINE.match(line)
+        if not match:
+            continue
+        letter = match.group(1) or match.group(2)
+        if letter == LETTERS[len(found) % len(LETTERS)] and len(found) < len(LETTERS):
+            found.append(match.group(3))
+        elif letter == "A":  # a second list restarts: keep the last one
+            found = [match.group(3)]
+    return found if len(found) >= 2 else None
+
+
+def canonical_reference(answer: str, choices: Sequence[str] | str | None = None) -> str:
+    """A training reference reduced to what an exact-match reward compares against.
+
+    "Final Answer:option B" -> "B", "Final Answer:7" -> "7", "\\boxed{3/4}" -> "3/4",
+    "B: Juneau" -> "B", "The answer is Juneau." -> "Juneau" (its letter when ``choices``
+    lists it). Text keeps its case; only wrappers and surrounding punctuation go.
+    """
+    options = parse_choices(choices)
+    letter = choice_letter(answer, options)
+    if letter is not None:
+        return letter
+    cleaned = _clean(answer)
+    number = _as_number(cleaned)
+    if number is not None and "," not in cleaned:
+        return repr(int(number)) if number.is_integer() else cleaned
+    return cleaned

@@ -352,32 +352,42 @@ def data_synth(
 
 @data_app.command("validate")
 def data_validate(
-    path: Annotated[Path, typer.Argument(help="File or directory to check.")],
-    format: Annotated[str, typer.Option(help="vision-r1 | scienceqa | iconqa")],
-    image_root: Annotated[Path | None, typer.Option()] = None,
+    spec: Annotated[
+        str,
+        typer.Argument(
+            help="What --data takes: a preset (vision-r1-science, vision-r1-iconqa; needs VISION_R1_DIR), "
+            "a Vision-R1 JSON file, a `scale data synth` directory, a save_to_disk copy of ScienceQA-IMG "
+            "or ICON-QA, or a task name (scienceqa, iconqa) for the hub copy."
+        ),
+    ],
+    data_format: Annotated[
+        str | None, typer.Option("--format", help="Force a format: vision-r1 | scienceqa | iconqa.")
+    ] = None,
+    image_root: Annotated[
+        Path | None, typer.Option(help="Folder a JSON file's image paths are relative to.")
+    ] = None,
     report_path: Annotated[Path | None, typer.Option("--report", help="Write the report as JSON.")] = None,
-    split: Annotated[str, typer.Option(help="Split of a DatasetDict.")] = "test",
+    split: Annotated[str | None, typer.Option(help="Split of a DatasetDict (default: test).")] = None,
+    hub_id: Annotated[str | None, typer.Option(help="Hub id for a task name (default: lmms-eval's).")] = None,
 ) -> None:
-    """Check every record; print a summary (exit 1 when any record is rejected)."""
-    from scale_repro.data.loaders import iconqa_examples, load_vision_r1, open_dataset, scienceqa_examples
-    from scale_repro.data.validate import DataError, write_report
+    """Check every record: totals, selected, valid, each rejection reason with a count and the
+    first records, references rewritten and turns split (exit 1 when any record is rejected)."""
+    from scale_repro.data.sources import validate_spec
+    from scale_repro.data.validate import DataError, ValidationReport, write_report
 
     try:
-        if format == "vision-r1":
-            result = load_vision_r1(path, image_root)
-        elif format == "scienceqa":
-            result = scienceqa_examples(open_dataset(path, split), str(path))
-        elif format == "iconqa":
-            result = iconqa_examples(open_dataset(path, split), str(path))
-        else:
-            _fail(f"unknown format {format!r}; choose vision-r1, scienceqa or iconqa")
+        results = validate_spec(spec, str(image_root) if image_root else None, split, data_format, hub_id)
     except DataError as exc:
         _fail(str(exc))
-    typer.echo(result.report.summary())
+    for result in results:
+        typer.echo(result.report.summary())
     if report_path:
-        write_report(result.report, report_path)
+        reports = [r.report for r in results]
+        write_report(
+            reports[0] if len(reports) == 1 else ValidationReport.combined(spec, reports), report_path
+        )
         typer.echo(f"report: {report_path}")
-    if result.report.rejected:
+    if any(r.report.rejected for r in results):
         raise typer.Exit(1)
 
 

@@ -74,12 +74,12 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
-    spec: str = ""  # synth dir, Vision-R1 JSON, preset name, local copy or hub id
-    image_root: str | None = None
-    strict: bool = False
-    max_examples: int | None = None
-    image_prefixes: list[str] = field(default_factory=list)
-    id_contains: list[str] = field(default_factory=list)
+    spec: str = ""  # synth dir, Vision-R1 JSON file, preset name (configs/data/) or preset YAML
+    image_root: str | None = None  # folder a JSON file's image paths are relative to (default: its folder)
+    strict: bool = False  # stop at the first bad record instead of skipping and counting it
+    max_examples: int | None = None  # keep the first N examples (after validation)
+    sources: list[str] = field(default_factory=list)  # keep records with an image under these folders
+    id_contains: list[str] = field(default_factory=list)  # ... or whose id contains one of these
 
 
 @dataclass
@@ -188,7 +188,10 @@ class GRPOConfig(TrainConfig):
 class EvalConfig:
     model: str = "tiny-qwen2.5-vl"
     task: str = "synthetic-scienceqa"
-    data: str | None = None
+    data: str | None = None  # a local copy (save_to_disk or `scale data synth` dir); None: the hub
+    # Where the task's test set is on the hub; None: where lmms-eval reads it now
+    # (lmms-lab-encoder/ScienceQA, lmms-lab-encoder/ICON-QA; formerly under lmms-lab).
+    hub_id: str | None = None
     limit: int | None = None
     output_dir: str = ""
     max_new_tokens: int = 2048

@@ -98,7 +98,7 @@ def qwen_pixel_bounds(path: str) -> tuple[int, int] | None:
 
 def write_task_yaml(config: EvalConfig, out_dir: Path) -> tuple[str, Path]:
     """A task file in the run directory that includes the shipped task, pointed at the data."""
-    schema = TEST_TASKS[config.task][0]
+    schema = TEST_TASKS[config.task].schema
     base = TASKS_DIR / f"{BASE_TASK[schema]}.yaml"
     name = f"scale_{config.task.replace('-', '_')}"
     task: dict[str, Any] = {
@@ -118,6 +118,8 @@ def write_task_yaml(config: EvalConfig, out_dir: Path) -> tuple[str, Path]:
             source = source / manifest["files"][schema]
         task.update(dataset_path=str(source.resolve()), dataset_kwargs={"load_from_disk": True})
         task.pop("dataset_name", None)
+    elif config.hub_id:
+        task["dataset_path"] = config.hub_id
     tasks_dir = out_dir / "tasks"
     tasks_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(tasks_dir / f"{name}.yaml", yaml.safe_dump(task, sort_keys=False))
@@ -194,7 +196,7 @@ def run_eval(config: EvalConfig, force: bool = False) -> Path:
     resolved = resolve_model(config.model)
     family = model_family(resolved.path)
     # Our own loader checks the columns and tells which questions lmms-eval must answer.
-    examples = load_test_examples(config.task, config.data).examples
+    examples = load_test_examples(config.task, config.data, hub_id=config.hub_id).examples
     with claimed_run_dir(out, "eval", config_hash, force) as to_run:
         if to_run:
             _evaluate(config, config_dict, out, resolved, family, examples)

@@ -119,7 +119,7 @@ def load_examples(config: TrainConfig) -> tuple[list[Example], dict[str, Any]]:
         config.data.spec,
         image_root=config.data.image_root,
         strict=config.data.strict,
-        image_prefixes=config.data.image_prefixes,
+        sources=config.data.sources,
         id_contains=config.data.id_contains,
     )
     examples = result.examples
@@ -131,7 +131,7 @@ def load_examples(config: TrainConfig) -> tuple[list[Example], dict[str, Any]]:
             config.data.spec,
             None,
             None,
-            f"no valid training examples ({result.report.total} records; {reasons})",
+            f"no valid training examples ({result.report.total} records, {result.report.selected} selected; {reasons})",
         )
     if result.report.rejected:
         log.warning("skipped rejected records:\n%s", result.report.summary())
@@ -139,9 +139,15 @@ def load_examples(config: TrainConfig) -> tuple[list[Example], dict[str, Any]]:
         "spec": config.data.spec,
         "examples": len(examples),
         "records_total": result.report.total,
+        "records_selected": result.report.selected,
         "records_valid": result.report.valid,
         "rejected": dict(result.report.rejected),
-        "fingerprint": fingerprint([(e.id, e.question, e.reasoning, e.answer, e.images) for e in examples]),
+        "references_rewritten": result.report.rewritten,
+        "turns_split": result.report.turns_split,
+        "sources": dict(result.report.sources),
+        "fingerprint": fingerprint(
+            [(e.id, e.question, e.reasoning, e.answer, e.answer_text, e.context, e.images) for e in examples]
+        ),
     }
     return examples, info
 

@@ -42,7 +42,7 @@ def test_vision_r1_shape_a_keeps_valid_and_counts_every_rejection():
     assert first.reasoning == "The square fills the picture and it is red."
     assert first.answer == "A"
     assert first.images == [str(FIXTURES / "images" / "ScienceQA" / "red.png")]
-    assert result.report.total == 11 and result.report.valid == 2
+    assert (result.report.total, result.report.selected, result.report.valid) == (13, 13, 2)
     assert dict(result.report.rejected) == {
         "missing_tag": 1,
         "repeated_tag": 1,
@@ -53,8 +53,10 @@ def test_vision_r1_shape_a_keeps_valid_and_counts_every_rejection():
         "unreadable_image": 1,
         "missing_field": 1,
         "empty_question": 1,
+        "ambiguous_answer": 1,
+        "bad_turn_order": 1,
     }
-    assert result.report.examples["missing_field"][0] == {
+    assert result.report.first_rejected["missing_field"][0] == {
         "record": "bad-no-conversations", "field": "conversations", "message": "no 'conversations' list",
     }  # fmt: skip
 
@@ -65,12 +67,14 @@ def test_vision_r1_shape_b_with_role_content_turns():
     assert result.examples[1].question == "<image>Which colour is shown?"
 
 
-def test_subset_rule_selects_by_image_prefix():
+def test_subset_rule_selects_by_source_folder():
     result = load_vision_r1(
-        FIXTURES / "vision_r1_shape_a.json", FIXTURES / "images", SubsetRule(image_prefixes=["IconQA/"])
+        FIXTURES / "vision_r1_shape_a.json", FIXTURES / "images", SubsetRule(sources=["iconqa"])
     )
     assert [e.id for e in result.examples] == ["icon-1"]
-    assert result.report.total == 1  # records outside the subset are neither kept nor counted
+    # Records outside the subset are read but neither selected, kept nor rejected.
+    assert (result.report.total, result.report.selected, dict(result.report.rejected)) == (13, 1, {})
+    assert dict(result.report.sources) == {"iconqa": 1}
 
 
 def test_strict_mode_names_file_record_and_field():
@@ -107,7 +111,8 @@ def test_iconqa_keeps_fill_in_blank_and_choose_txt_only(iconqa):
         ("1001", "1", None),
         ("1002", "blue", ["red", "blue", "green"]),
     ]
-    assert result.report.total == 3  # choose_img is not counted at all
+    # choose_img rows are read, not selected, not rejected.
+    assert (result.report.total, result.report.selected, result.report.valid) == (4, 3, 2)
     assert dict(result.report.rejected) == {"empty_answer": 1}
 
 

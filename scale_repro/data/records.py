@@ -23,7 +23,10 @@ class Example:
     """One question about one or more images, with its reasoning trace and reference answer.
 
     ``images`` holds file paths or PIL images. ``reasoning`` is empty for test sets, which
-    have no trace. ``answer`` is the reference: a letter for multiple choice, else the text.
+    have no trace. ``answer`` is the reference the rewards and the evaluator compare with: a
+    letter for multiple choice, else the text. ``answer_text`` is the answer as the trace
+    states it ("Final Answer:option B"), which SFT learns verbatim; empty when it is
+    ``answer``. ``context`` holds the earlier turns of a multi-turn record, as chat messages.
     """
 
     id: str
@@ -33,6 +36,8 @@ class Example:
     reasoning: str = ""
     choices: list[str] | None = None
     source: str = ""
+    answer_text: str = ""
+    context: list[dict[str, str]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -63,6 +68,9 @@ def completion_text(reasoning: str, answer: str) -> str:
 def to_conversation(example: Example, images: list[Any], system_prompt: str | None = None) -> dict[str, Any]:
     """A TRL conversational prompt-completion row with its images (TRL inserts the image slots)."""
     prompt = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    for turn in example.context:  # earlier rounds, with the instruction after each question
+        content = prompt_text(turn["content"]) if turn["role"] == "user" else turn["content"]
+        prompt.append({"role": turn["role"], "content": content})
     prompt.append({"role": "user", "content": prompt_text(example.question)})
     row: dict[str, Any] = {
         "prompt": prompt,
@@ -73,6 +81,9 @@ def to_conversation(example: Example, images: list[Any], system_prompt: str | No
     }
     if example.reasoning:
         row["completion"] = [
-            {"role": "assistant", "content": completion_text(example.reasoning, example.answer)}
+            {
+                "role": "assistant",
+                "content": completion_text(example.reasoning, example.answer_text or example.answer),
+            }
         ]
     return row

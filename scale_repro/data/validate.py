@@ -29,6 +29,8 @@ REASONS = (
     "empty_reasoning",
     "empty_answer",
     "bad_answer_index",
+    "ambiguous_answer",  # the reference offers several options ("A or B"): no reward could score it
+    "bad_turn_order",  # a multi-turn record whose user and assistant turns do not alternate
 )
 MAX_EXAMPLES_PER_REASON = 5
 
@@ -56,35 +58,88 @@ class Rejection:
 
 @dataclass
 class ValidationReport:
+    """What loading one source did to its records. ``total`` records were read, ``selected``
+    of them belong to the requested subset, ``valid`` of those were kept; the rest are counted
+    in ``rejected`` by reason. ``examples`` is ``valid`` plus ``turns_split``, one more per
+    later assistant turn of a multi-turn record; ``rewritten`` references were reduced to
+    their canonical answer ("Final Answer:option B" -> "B"). ``parts`` holds the report of
+    each file when a preset reads several."""
+
     path: str
     total: int = 0
+    selected: int = 0
     valid: int = 0
     rejected: Counter = field(default_factory=Counter)
-    examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    first_rejected: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    rewritten: int = 0
+    turns_split: int = 0
+    sources: Counter = field(default_factory=Counter)
+    parts: list[ValidationReport] = field(default_factory=list)
+
+    @property
+    def examples(self) -> int:
+        return self.valid + self.turns_split
 
     def add(self, rejection: Rejection) -> None:
         self.rejected[rejection.reason] += 1
-        bucket = self.examples.setdefault(rejection.reason, [])
+        bucket = self.first_rejected.setdefault(rejection.reason, [])
         if len(bucket) < MAX_EXAMPLES_PER_REASON:
             bucket.append(
                 {"record": rejection.record, "field": rejection.field, "message": rejection.message}
             )
 
+    @classmethod
+    def combined(cls, path: str, parts: list[ValidationReport]) -> ValidationReport:
+        report = cls(path=path, parts=parts)
+        for part in parts:
+            for name in ("total", "selected", "valid", "rewritten", "turns_split"):
+                setattr(report, name, getattr(report, name) + getattr(part, name))
+            report.rejected.update(part.rejected)
+            report.sources.update(part.sources)
+            for reason, found in part.first_rejected.items():
+                bucket = report.first_rejected.setdefault(reason, [])
+                bucket.extend(found[: MAX_EXAMPLES_PER_REASON - len(bucket)])
+        return report
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "path": self.path,
             "total": self.total,
+            "selected": self.selected,
             "valid": self.valid,
-            "rejected": dict(sorted(self.rejected.items())),
             "examples": self.examples,
+            "rewritten": self.rewritten,
+            "turns_split": self.turns_split,
+            "rejected": dict(sorted(self.rejected.items())),
+            "first_rejected": self.first_rejected,
+            "sources": dict(sorted(self.sources.items())),
         }
+        if self.parts:
+            out["parts"] = [part.to_dict() for part in self.parts]
+        return out
 
     def summary(self) -> str:
-        lines = [f"{self.path}: {self.valid} of {self.total} records valid"]
+        lines = []
+        for part in self.parts:
+            lines.append(part._counts_line())
+        if self.parts:
+            lines.append(f"all: {self._counts_line(named=False)}")
+        else:
+            lines.append(self._counts_line())
         for reason, count in sorted(self.rejected.items()):
-            first = self.examples[reason][0]
-            lines.append(f"  {reason}: {count} (first: record {first['record']}: {first['message']})")
+            first = self.first_rejected[reason]
+            records = ", ".join(str(f["record"]) for f in first)
+            lines.append(f"  rejected {reason}: {count} (first: {records}; {first[0]['message']})")
         return "\n".join(lines)
+
+    def _counts_line(self, named: bool = True) -> str:
+        line = f"{self.path}: " if named else ""
+        line += f"{self.total} records, {self.selected} selected, {self.valid} valid"
+        if self.sources:
+            line += " (" + ", ".join(f"{k}: {v}" for k, v in sorted(self.sources.items())) + ")"
+        line += f"; {self.rewritten} references rewritten, {self.turns_split} turns split"
+        line += f" -> {self.examples} examples"
+        return line
 
 
 def check_completion(text: str) -> tuple[str, str] | None:
