@@ -302,7 +302,7 @@ def open_dataset(source: str | Path, split: str, config: str | None = None, othe
     except Exception as exc:  # offline, moved, gated, misspelt: all end here, each with its own type
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = (
-            f"; it may be at {other_place} (set its hub id or pass a local copy with --data)"
+            f"; it may be at {other_place} (--set hub_id={other_place}, or a local copy with --data)"
             if other_place
             else ""
         )
