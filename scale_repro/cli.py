@@ -308,24 +308,37 @@ def models_list() -> None:
         typer.echo(f"{name:<24} {'paper':<6} {hub_id}")
     for name, spec in TINY_MODELS.items():
         typer.echo(
-            f"{name:<24} {'tiny':<6} random-init {spec.family} (stands in for {spec.real_counterpart})"
+            f"{name:<24} {'tiny':<6} random-init {spec.family}, {spec.geometry} image geometry "
+            f"(stands in for {spec.real_counterpart})"
         )
 
 
 @models_app.command("build-tiny")
 def models_build_tiny(
-    name: Annotated[str, typer.Argument(help="tiny-qwen2.5-vl | tiny-gemma3 | tiny-llava-next")],
+    name: Annotated[
+        str, typer.Argument(help="tiny-qwen2.5-vl | tiny-gemma3 | tiny-llava-next (or NAME-real)")
+    ],
     out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
     seed: Annotated[int, typer.Option()] = 0,
     vocab_size: Annotated[
         int | None, typer.Option(help="Widen the embedding (e.g. 262144 for Gemma-3's).")
     ] = None,
+    geometry: Annotated[
+        str | None,
+        typer.Option(
+            help="tiny: 64-px images (fast); real: the real checkpoint's image processor settings and chat "
+            "template (same as NAME-real). Default: the name's own."
+        ),
+    ] = None,
 ) -> None:
     """Build a tiny random-init model with its processor."""
-    from scale_repro.tiny import TINY_MODELS, build_tiny
+    from scale_repro.tiny import GEOMETRIES, TINY_MODELS, build_tiny, tiny_name
 
+    if geometry is not None and geometry not in GEOMETRIES:
+        _fail(f"unknown geometry {geometry!r}; choose from {', '.join(GEOMETRIES)}")
     if name not in TINY_MODELS:
         _fail(f"unknown tiny model {name!r}; choose from {', '.join(TINY_MODELS)}")
+    name = tiny_name(name, geometry) if geometry else name
     path = build_tiny(name, out, seed=seed, vocab_size=vocab_size)
     info = json.loads((path / "scale_tiny.json").read_text())
     typer.echo(f"{name}: {info['parameters']:,} parameters -> {path}")

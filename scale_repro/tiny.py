@@ -5,6 +5,13 @@ thousand parameters, a byte-level BPE tokenizer trained locally on the synthetic
 language, and each family's chat template. Saved as ordinary checkpoint directories
 (safetensors) that ``AutoModelForImageTextToText`` and ``AutoProcessor`` load unchanged,
 so the whole pipeline runs offline on a CPU. Deterministic for a seed.
+
+Two image geometries: ``tiny`` (64-px images, a few dozen image tokens, fast) and ``real``
+(the ``-real`` names: the real checkpoints' image processor settings and their vendored chat
+templates, so an image costs as many tokens as with the real model: Qwen2.5-VL one token per
+28x28 pixels between 3,136 and 12,845,056 pixels; Gemma-3 256 soft tokens at 896 px without
+pan-and-scan; LLaVA-NeXT CLIP 336/14 tiles on the real grid pinpoints, 1.5k-2.9k tokens).
+Token budgets, truncation and the SFT pre-flight are then exercised at real sizes.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ IMAGE_SIZE = 64
 # Part of the cache path: bump it whenever a change here changes what gets built, so an old
 # cached build (e.g. one saved before tokenizers padded on the left) is never reused.
 TINY_BUILD_VERSION = 2
+CHAT_TEMPLATES = Path(__file__).parent / "chat_templates"
 
 QWEN_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% for message in messages %}"
@@ -74,13 +82,33 @@ class TinySpec:
     name: str
     family: str  # qwen2_5_vl | gemma3 | llava_next
     real_counterpart: str
+    geometry: str = "tiny"  # tiny | real: image processor settings and chat template
 
 
-TINY_MODELS = {
-    "tiny-qwen2.5-vl": TinySpec("tiny-qwen2.5-vl", "qwen2_5_vl", "Qwen/Qwen2.5-VL-3B-Instruct"),
-    "tiny-gemma3": TinySpec("tiny-gemma3", "gemma3", "google/gemma-3-4b-it"),
-    "tiny-llava-next": TinySpec("tiny-llava-next", "llava_next", "llava-hf/llava-v1.6-mistral-7b-hf"),
+GEOMETRIES = ("tiny", "real")
+_FAMILIES = {
+    "tiny-qwen2.5-vl": ("qwen2_5_vl", "Qwen/Qwen2.5-VL-3B-Instruct"),
+    "tiny-gemma3": ("gemma3", "google/gemma-3-4b-it"),
+    "tiny-llava-next": ("llava_next", "llava-hf/llava-v1.6-mistral-7b-hf"),
 }
+TINY_MODELS = {
+    **{name: TinySpec(name, family, real) for name, (family, real) in _FAMILIES.items()},
+    **{
+        f"{name}-real": TinySpec(f"{name}-real", family, real, "real")
+        for name, (family, real) in _FAMILIES.items()
+    },
+}
+
+
+def tiny_name(name: str, geometry: str) -> str:
+    """The tiny model with ``name``'s architecture and the given image geometry."""
+    base = name.removesuffix("-real")
+    return base if geometry == "tiny" else f"{base}-real"
+
+
+def real_chat_template(family: str) -> str:
+    return (CHAT_TEMPLATES / f"{family}.jinja").read_text()
+
 
 SPECIAL_TOKENS = {
     "qwen2_5_vl": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -140,42 +168,44 @@ def train_tokenizer(family: str, vocab_size: int = TINY_VOCAB):
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, padding_side="left", **kwargs)
 
 
-def _build_qwen(tokenizer, seed: int, vocab_size: int):
+def _build_qwen(tokenizer, seed: int, vocab_size: int, real: bool):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
     from transformers.models.qwen2_vl import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     ids = tokenizer.convert_tokens_to_ids
     hidden = 64
+    # Real: Qwen/Qwen2.5-VL-3B-Instruct's preprocessor_config.json and vision config.
+    patch, window = (14, 112) if real else (8, 32)
     config = Qwen2_5_VLConfig(
         text_config=dict(
             vocab_size=vocab_size, hidden_size=hidden, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32768 if real else 4096,
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
             bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"),
         ),
         vision_config=dict(
-            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=8, spatial_merge_size=2,
-            temporal_patch_size=2, window_size=32, out_hidden_size=hidden, fullatt_block_indexes=[1],
+            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=patch, spatial_merge_size=2,
+            temporal_patch_size=2, window_size=window, out_hidden_size=hidden, fullatt_block_indexes=[1],
         ),
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
     )  # fmt: skip
     model = Qwen2_5_VLForConditionalGeneration(config)
-    pixels = IMAGE_SIZE * IMAGE_SIZE
+    min_pixels, max_pixels = (3136, 12845056) if real else (IMAGE_SIZE * IMAGE_SIZE,) * 2
     image_processor = Qwen2VLImageProcessor(
-        patch_size=8, merge_size=2, temporal_patch_size=2, min_pixels=pixels, max_pixels=pixels
+        patch_size=patch, merge_size=2, temporal_patch_size=2, min_pixels=min_pixels, max_pixels=max_pixels
     )
-    video_processor = Qwen2VLVideoProcessor(patch_size=8, merge_size=2, temporal_patch_size=2)
+    video_processor = Qwen2VLVideoProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2)
     processor = Qwen2_5_VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         video_processor=video_processor,
-        chat_template=QWEN_TEMPLATE,
+        chat_template=real_chat_template("qwen2_5_vl") if real else QWEN_TEMPLATE,
     )
     return model, processor
 
 
-def _build_gemma(tokenizer, seed: int, vocab_size: int):
+def _build_gemma(tokenizer, seed: int, vocab_size: int, real: bool):
     from transformers import (
         Gemma3Config,
         Gemma3ForConditionalGeneration,
@@ -184,7 +214,8 @@ def _build_gemma(tokenizer, seed: int, vocab_size: int):
     )
 
     ids = tokenizer.convert_tokens_to_ids
-    mm_tokens = 16
+    # Real: google/gemma-3-4b-it, 896-px SigLIP with 14-px patches pooled to 256 soft tokens.
+    mm_tokens, image_size, patch = (256, 896, 14) if real else (16, IMAGE_SIZE, 8)
     config = Gemma3Config(
         text_config=dict(
             vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -194,43 +225,49 @@ def _build_gemma(tokenizer, seed: int, vocab_size: int):
         ),
         vision_config=dict(
             hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_size=IMAGE_SIZE, patch_size=8, vision_use_head=False,
+            image_size=image_size, patch_size=patch, vision_use_head=False,
         ),
         mm_tokens_per_image=mm_tokens,
         boi_token_index=ids("<start_of_image>"), eoi_token_index=ids("<end_of_image>"),
         image_token_index=ids("<image_soft_token>"),
     )  # fmt: skip
     model = Gemma3ForConditionalGeneration(config)
-    image_processor = Gemma3ImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    image_processor = Gemma3ImageProcessor(
+        size={"height": image_size, "width": image_size}, do_pan_and_scan=False
+    )
     processor = Gemma3Processor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        chat_template=GEMMA_TEMPLATE,
+        chat_template=real_chat_template("gemma3") if real else GEMMA_TEMPLATE,
         image_seq_length=mm_tokens,
     )
     return model, processor
 
 
-def _build_llava(tokenizer, seed: int, vocab_size: int):
+def _build_llava(tokenizer, seed: int, vocab_size: int, real: bool):
     from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
     from transformers.models.llava_next import LlavaNextImageProcessor
 
     ids = tokenizer.convert_tokens_to_ids
-    tile = IMAGE_SIZE // 2
-    pinpoints = [[tile, tile], [tile, 2 * tile], [2 * tile, tile], [2 * tile, 2 * tile]]
+    if real:  # llava-hf/llava-v1.6-mistral-7b-hf: CLIP ViT-L/14 at 336 px and its grid pinpoints
+        tile, patch = 336, 14
+        pinpoints = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+    else:
+        tile, patch = IMAGE_SIZE // 2, 8
+        pinpoints = [[tile, tile], [tile, 2 * tile], [2 * tile, tile], [2 * tile, 2 * tile]]
     config = LlavaNextConfig(
         text_config=dict(
             model_type="mistral", vocab_size=vocab_size, hidden_size=64, intermediate_size=128,
             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-            max_position_embeddings=4096, sliding_window=None,
+            max_position_embeddings=32768 if real else 4096, sliding_window=None,
             bos_token_id=ids("<s>"), eos_token_id=ids("</s>"), pad_token_id=ids("<unk>"),
         ),
         vision_config=dict(
             model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, image_size=tile, patch_size=8, projection_dim=32,
+            num_attention_heads=2, image_size=tile, patch_size=patch, projection_dim=32,
         ),
         image_token_index=ids("<image>"), image_grid_pinpoints=pinpoints,
-        vision_feature_select_strategy="default", vision_feature_layer=-1, image_seq_length=(tile // 8) ** 2,
+        vision_feature_select_strategy="default", vision_feature_layer=-1, image_seq_length=(tile // patch) ** 2,
     )  # fmt: skip
     model = LlavaNextForConditionalGeneration(config)
     image_processor = LlavaNextImageProcessor(
@@ -239,8 +276,9 @@ def _build_llava(tokenizer, seed: int, vocab_size: int):
         image_grid_pinpoints=pinpoints,
     )
     processor = LlavaNextProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
-        vision_feature_select_strategy="default", chat_template=LLAVA_MISTRAL_TEMPLATE,
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch,
+        vision_feature_select_strategy="default",
+        chat_template=real_chat_template("llava_next") if real else LLAVA_MISTRAL_TEMPLATE,
         num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
     )  # fmt: skip
     return model, processor
@@ -269,13 +307,16 @@ def build_tiny(name: str, out_dir: str | Path, seed: int = 0, vocab_size: int | 
     set_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model, processor = BUILDERS[spec.family](tokenizer, seed, vocab_size or len(tokenizer))
+        model, processor = BUILDERS[spec.family](
+            tokenizer, seed, vocab_size or len(tokenizer), spec.geometry == "real"
+        )
     model.generation_config.do_sample = False
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(staging, safe_serialization=True)
     processor.save_pretrained(staging)
     (staging / "scale_tiny.json").write_text(
-        json.dumps({"name": name, "family": spec.family, "seed": seed, "real_counterpart": spec.real_counterpart,
+        json.dumps({"name": name, "family": spec.family, "geometry": spec.geometry, "seed": seed,
+                    "real_counterpart": spec.real_counterpart,
                     "parameters": sum(p.numel() for p in model.parameters())}, indent=2) + "\n"
     )  # fmt: skip
     if out.exists():
