@@ -93,11 +93,11 @@ def sft(
 ) -> None:
     """Supervised fine-tuning with the SCALe, fixed-weight or vanilla loss."""
     from scale_repro.config import SFTConfig
-    from scale_repro.sft import run_sft
+    from scale_repro.sft import AnswerBudgetError, run_sft
 
     fields = {"model": model, "output_dir": output_dir, "max_steps": max_steps, "seed": seed, "loss.mode": loss,
               "data.spec": data, "data.image_root": image_root, "data.strict": strict or None}  # fmt: skip
-    _train("sft", SFTConfig, run_sft, config, overrides, force, fields)
+    _train("sft", SFTConfig, run_sft, config, overrides, force, fields, errors=(AnswerBudgetError,))
 
 
 @app.command()

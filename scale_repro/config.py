@@ -141,6 +141,10 @@ class TrainConfig:
 @dataclass
 class SFTConfig(TrainConfig):
     loss: LossConfig = field(default_factory=LossConfig)
+    # What to do with samples whose ANSWER segment max_length would cut (the pre-flight counts
+    # them with the model's processor before training): stop with their ids, drop them (counted
+    # and named in the manifest), or keep them (they train with part or none of their answer).
+    cut_answers: Literal["stop", "drop", "keep"] = "stop"
 
 
 @dataclass

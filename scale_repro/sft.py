@@ -17,10 +17,12 @@ from typing import Any
 import torch
 from trl import SFTConfig as TRLSFTConfig
 from trl import SFTTrainer
-from trl.data_utils import apply_chat_template, is_conversational, prepare_multimodal_messages
+from trl.data_utils import is_conversational
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
+from scale_repro.budget import budget_report, measure, render
 from scale_repro.config import LossConfig, SFTConfig
+from scale_repro.data.records import Example
 from scale_repro.loss import cosine_weight, per_sample_scale_loss, segment_means
 from scale_repro.segments import IGNORED, label_segments
 from scale_repro.training import (
@@ -28,6 +30,7 @@ from scale_repro.training import (
     peft_config,
     run_training_stage,
     to_dataset,
+    to_rows,
     trainer_arguments,
 )
 
@@ -44,11 +47,7 @@ class SegmentCollator(DataCollatorForVisionLanguageModeling):
             images = example.get("images") or ([example["image"]] if "image" in example else [])
             if is_conversational(example):
                 # Render the chat template here (as TRL would) so the completion text is known.
-                messages = {
-                    "prompt": prepare_multimodal_messages(example["prompt"], images=images),
-                    "completion": prepare_multimodal_messages(example["completion"]),
-                }
-                text = apply_chat_template(messages, self.processor)
+                text = render({**example, "images": images}, self.processor)
             else:
                 text = {"prompt": example["prompt"], "completion": example["completion"]}
             rendered.append({**text, "images": images})
@@ -117,7 +116,20 @@ class ScaleSFTTrainer(SafeResumeMixin, SFTTrainer):
         mode = "train" if self.model.training else "eval"
         segments = inputs.pop("segments")[:, 1:]
         inputs["use_cache"] = False
-        outputs = model(**inputs, fused_lm_head=True)
+        try:
+            outputs = model(**inputs, fused_lm_head=True)
+        except ValueError as exc:
+            # TRL's own translation of this error lives in the compute_loss replaced here.
+            if (
+                "Image features and image tokens do not match" in str(exc)
+                and self.args.max_length is not None
+            ):
+                raise ValueError(
+                    f"max_length ({self.args.max_length}) cuts image tokens of a prompt while the image "
+                    "features stay whole: raise max_length or shrink the images (the processor's max_pixels); "
+                    "`scale sft` runs a pre-flight that names such samples"
+                ) from exc
+            raise
         log_probs = outputs.log_probs  # (B, T-1), zero where the label is ignored
         segments = segments.to(log_probs.device) * outputs.label_mask  # drop anything TRL does not supervise
         w_think, w_answer = self.segment_weights()
@@ -150,6 +162,11 @@ class ScaleSFTTrainer(SafeResumeMixin, SFTTrainer):
             if samples > 0:
                 metrics[f"loss_{name}"].append((total / samples).item())
             metrics[f"tokens_{name}"].append(tokens.item())
+        # Samples that train with no ANSWER token (max_length cut it): what SCALe guards against.
+        no_answer = (parts["think_tokens"] > 0) & (parts["answer_tokens"] == 0)
+        metrics["samples_without_answer"].append(
+            self.accelerator.gather_for_metrics(no_answer.sum().reshape(1)).sum().item()
+        )
         metrics["w_think"].append(w_think)
         metrics["w_answer"].append(w_answer)
         valid = self.accelerator.gather_for_metrics(outputs.label_mask.sum().reshape(1)).sum()
@@ -171,6 +188,40 @@ def trl_args(config: SFTConfig, run_dir: Path, bf16: bool) -> TRLSFTConfig:
     )
 
 
+class AnswerBudgetError(ValueError):
+    """max_length would cut the answer of some samples and the config says to stop."""
+
+
+def answer_budget_preflight(config: SFTConfig):
+    """The SFT pre-flight: every sample's token count with the model's own processor, and
+    what ``max_length`` would cut, handled as ``config.cut_answers`` says."""
+
+    def check(examples: list[Example], resolved) -> tuple[list[Example], dict[str, Any]]:
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(resolved.path, trust_remote_code=config.trust_remote_code)
+        budgets = measure(to_rows(examples, config.system_prompt), processor)
+        report = budget_report(budgets, config.max_length)
+        log.info("%s", report.summary())
+        findings = {**report.to_dict(), "action": config.cut_answers}
+        if not report.cut_answers or config.cut_answers == "keep":
+            return examples, findings
+        if config.cut_answers == "stop":
+            first = next(ids[0] for ids in report.cut.values())
+            raise AnswerBudgetError(
+                f"max_length {config.max_length} cuts the answer of {report.cut_answers} of {report.samples} samples "
+                f"(first: {first}; longest: {report.longest['id']}, {report.longest['tokens']} tokens). Raise "
+                "max_length, shrink the images, or --set cut_answers=drop (skip them) or keep (train them cut)"
+            )
+        kept = [e for e, b in zip(examples, budgets, strict=True) if b.cut(config.max_length) is None]
+        log.warning("pre-flight: dropped %d samples whose answer max_length cuts", len(examples) - len(kept))
+        if not kept:
+            raise AnswerBudgetError(f"max_length {config.max_length} cuts the answer of every sample")
+        return kept, {**findings, "dropped": len(examples) - len(kept)}
+
+    return check
+
+
 def run_sft(config: SFTConfig, force: bool = False, callbacks: list | None = None) -> Path:
     """Train, export the merged checkpoint and finish the manifest; returns the run directory."""
 
@@ -188,4 +239,6 @@ def run_sft(config: SFTConfig, force: bool = False, callbacks: list | None = Non
             loss_config=config.loss,
         )
 
-    return run_training_stage("sft", config, build, force=force, callbacks=callbacks)
+    return run_training_stage(
+        "sft", config, build, force=force, callbacks=callbacks, preflight=answer_budget_preflight(config)
+    )

@@ -152,11 +152,19 @@ def load_examples(config: TrainConfig) -> tuple[list[Example], dict[str, Any]]:
     return examples, info
 
 
+def to_rows(examples: list[Example], system_prompt: str | None = None) -> list[dict[str, Any]]:
+    """Conversational prompt-completion rows with image paths (PIL images kept as they are)."""
+    return [
+        to_conversation(e, [p if hasattr(p, "size") else str(p) for p in e.images], system_prompt)
+        for e in examples
+    ]
+
+
 def to_dataset(examples: list[Example], system_prompt: str | None = None):
     """A `datasets.Dataset` of conversational prompt-completion rows; images decode lazily."""
     import datasets
 
-    rows = [to_conversation(e, [str(p) for p in e.images], system_prompt) for e in examples]
+    rows = to_rows(examples, system_prompt)
     for row in rows:
         row["choices"] = row["choices"] or []
     features = datasets.Features(
@@ -285,6 +293,8 @@ def config_for_manifest(config) -> dict[str, Any]:
 
 # build(model, processor, examples, run_dir, bf16, callbacks, manifest) -> a TRL trainer
 TrainerBuilder = Callable[..., Any]
+# (examples, resolved model) -> (examples to train on, findings for the manifest); raises to stop.
+Preflight = Callable[[list[Example], Any], tuple[list[Example], dict[str, Any]]]
 
 
 class ManifestHeartbeat(TrainerCallback):
@@ -316,13 +326,19 @@ def finished_training(trainer, checkpoint: CheckpointInfo, run_dir: Path) -> flo
 
 
 def run_training_stage(
-    stage: str, config: TrainConfig, build: TrainerBuilder, force: bool = False, callbacks: list | None = None
+    stage: str,
+    config: TrainConfig,
+    build: TrainerBuilder,
+    force: bool = False,
+    callbacks: list | None = None,
+    preflight: Preflight | None = None,
 ) -> Path:
     """What every training stage does around its trainer.
 
     Before anything is written: check the run directory (a finished identical run is
     skipped; another stage's or another config's run is refused), resolve the model and
-    load and validate the data. Then lock the directory, train (resuming from the newest
+    load and validate the data, and run the stage's ``preflight`` on it (it may drop examples
+    or stop the run, and its findings go to the manifest). Then lock the directory, train (resuming from the newest
     complete checkpoint), export the merged checkpoint, and keep the manifest up to date,
     marking it failed if anything goes wrong.
     """
@@ -338,6 +354,8 @@ def run_training_stage(
         return run_dir
     resolved = resolve_model(config.model)
     examples, data_info = load_examples(config)
+    if preflight is not None:
+        examples, data_info["preflight"] = preflight(examples, resolved)
 
     try:
         with claimed_run_dir(run_dir, stage, config_hash, force, CHECKPOINTS_DIR) as to_run:

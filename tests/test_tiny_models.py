@@ -57,3 +57,29 @@ def test_wide_vocabulary_option(tmp_path):
 
     path = build_tiny("tiny-gemma3", tmp_path / "wide", vocab_size=4096)
     assert AutoConfig.from_pretrained(path).text_config.vocab_size == 4096
+
+
+def test_vendored_chat_templates_are_trls_copies_of_the_model_repos():
+    from pathlib import Path
+
+    import trl
+
+    from scale_repro.tiny import CHAT_TEMPLATES
+
+    trl_templates = Path(trl.__file__).parent / "chat_templates"
+    for name in ("qwen2_5_vl", "gemma3", "llava_next"):
+        assert (CHAT_TEMPLATES / f"{name}.jinja").read_bytes() == (
+            trl_templates / f"{name}.jinja"
+        ).read_bytes()
+
+
+def test_real_geometry_models_render_with_the_real_templates():
+    from transformers import AutoProcessor
+
+    from scale_repro.models import tiny_model_path
+    from scale_repro.tiny import real_chat_template
+
+    for name, family in [("tiny-qwen2.5-vl-real", "qwen2_5_vl"), ("tiny-gemma3-real", "gemma3"),
+                         ("tiny-llava-next-real", "llava_next")]:  # fmt: skip
+        processor = AutoProcessor.from_pretrained(tiny_model_path(name))
+        assert processor.chat_template == real_chat_template(family)
