@@ -110,7 +110,9 @@ def _clean(text: str) -> str:
     text = text.replace("\\text{", "").replace("\\mathrm{", "") if "\\" in text else text
     for _ in range(2):  # "The final answer is: option (B)"
         text = _OPTION_PREFIX.sub("", _ANSWER_PREFIX.sub("", text.strip(_SURROUNDING_PUNCT)))
-    text = text.strip(_SURROUNDING_PUNCT).rstrip("}")
+    text = text.strip(_SURROUNDING_PUNCT)
+    while text.endswith("}") and text.count("}") > text.count("{"):  # left by "\\text{B}" above
+        text = text[:-1]
     if text.endswith(".") and not _BARE_LETTER.match(text):
         text = text[:-1]
     text = text.strip(_SURROUNDING_PUNCT)
@@ -179,10 +181,11 @@ def normalize_answer(text: str, choices: Sequence[str] | str | None = None) -> s
 
 
 def _reference_letter(reference: str, choices: list[str] | None) -> str | None:
+    """The letter a reference names: "B", or a wrapped one ("Final Answer:option B", "B: Juneau")."""
     ref = reference.strip()
     if len(ref) == 1 and ref.upper() in LETTERS:
         return ref.upper()
-    return choice_letter(ref, choices) if choices else None
+    return choice_letter(ref, choices)
 
 
 def is_correct(answer_text: str | None, reference: str, choices: Sequence[str] | str | None = None) -> bool:
@@ -196,7 +199,7 @@ def is_correct(answer_text: str | None, reference: str, choices: Sequence[str] |
     options = parse_choices(choices)
     reference = str(reference)
     ref_letter = _reference_letter(reference, options)
-    if options is not None or (len(reference.strip()) == 1 and ref_letter is not None):
+    if options is not None or ref_letter is not None:
         predicted = choice_letter(answer_text, options)
         if ref_letter is not None and predicted is not None:
             return predicted == ref_letter

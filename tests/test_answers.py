@@ -160,3 +160,45 @@ def test_ten_thousand_fuzzed_completions_raise_nothing():
     rewards = accuracy_reward(completions, ["B"] * len(completions), choices=[CAPITALS] * len(completions))
     assert len(format_reward(completions)) == len(rewards) == 10_000
     assert all(r in (0.0, 1.0) for r in rewards)
+
+
+@pytest.mark.parametrize(
+    ("reference", "choices", "canonical"),
+    [
+        ("Final Answer:option B", None, "B"),  # Vision-R1 / Mulberry multiple choice
+        ("Final Answer:7", None, "7"),  # Vision-R1 / Mulberry numbers
+        ("Final Answer: 3.50", None, "3.50"),
+        ("7.0", None, "7"),
+        ("\\boxed{B}", None, "B"),  # R1-style and the curriculum's recipes
+        ("\\boxed{\\frac{3}{4}}", None, "\\frac{3}{4}"),
+        ("Option (B)", None, "B"),
+        ("The answer is B.", None, "B"),
+        ("B: Juneau", None, "B"),
+        ("Final Answer:Juneau", ["Anchorage", "Juneau"], "B"),
+        ("Final Answer:Juneau", None, "Juneau"),
+        ("B", None, "B"),
+    ],
+)
+def test_references_reduce_to_their_canonical_answer(reference, choices, canonical):
+    from scale_repro.answers import canonical_reference
+
+    assert canonical_reference(reference, choices) == canonical
+    # Whatever the form, a model answering the canonical form scores against the original one.
+    assert is_correct(canonical, reference, choices)
+
+
+@pytest.mark.parametrize(
+    ("question", "choices"),
+    [
+        ("What is the capital?\nChoices:\nA: Anchorage\nB: Juneau\nC: Sitka", ["Anchorage", "Juneau", "Sitka"]),
+        ("Which shape?\n(A) circle\n(B) square", ["circle", "square"]),
+        ("Which?\nA. red\nB. blue\nC) green", ["red", "blue", "green"]),
+        ("Is A: the first letter?", None),  # one line is no list
+        ("Options:\nB: two\nC: three", None),  # a list starts at A
+        ("How many dots are there?", None),
+    ],
+)
+def test_choices_listed_in_a_question(question, choices):
+    from scale_repro.answers import choices_from_question
+
+    assert choices_from_question(question) == choices
