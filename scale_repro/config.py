@@ -167,7 +167,23 @@ class GRPOConfig(TrainConfig):
     use_vllm: bool | None = None  # None: when vLLM is installed and CUDA is present
     vllm_gpu_memory_utilization: float = 0.3
     vllm_enable_sleep_mode: bool = False
+    # The colocated engine's context; None: max_length (TRL would size it for the model's full
+    # 32k-128k context and reserve KV cache for it, a known out-of-memory on first runs).
+    vllm_max_model_length: int | None = None
     learning_rate: float = 1e-5
+    # Completions sampled per optimizer step and process group; None: the global batch
+    # (per_device_train_batch_size x processes x gradient_accumulation_steps), raised to the
+    # least common multiple with num_generations when it is not a multiple of it.
+    generation_batch_size: int | None = None
+    # Set here, not left to TRL, whose defaults have changed between versions (see configs/grpo/default.yaml).
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = "dapo"
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    mask_truncated_completions: bool = False
+    vllm_importance_sampling_correction: bool = True
+    vllm_importance_sampling_mode: Literal[
+        "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"
+    ] = "sequence_mask"
+    vllm_importance_sampling_clip_max: float = 3.0
 
     def problems(self) -> list[tuple[str, str]]:
         found = super().problems() + [
@@ -178,6 +194,8 @@ class GRPOConfig(TrainConfig):
             ("max_completion_length", _at_least(self.max_completion_length, 1)),
             ("temperature", None if self.temperature > 0 else f"must be positive, got {self.temperature}"),
             ("beta", _at_least(self.beta, 0)),
+            ("vllm_max_model_length", _at_least(self.vllm_max_model_length, 1)),
+            ("generation_batch_size", _at_least(self.generation_batch_size, 1)),
         ]
         if not 0.0 < self.top_p <= 1.0:
             found.append(("top_p", f"must be in (0, 1], got {self.top_p}"))

@@ -7,13 +7,16 @@ plain functions from :mod:`scale_repro.rewards`; their parser is the evaluator's
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 from trl import GRPOConfig as TRLGRPOConfig
 from trl import GRPOTrainer
 
@@ -41,20 +44,24 @@ class ScaleGRPOTrainer(SafeResumeMixin, GRPOTrainer):
     """TRL's GRPOTrainer; resuming a full fine-tuning run loads every tensor or stops."""
 
 
-def check_generation_batch(config: GRPOConfig, processes: int | None = None) -> None:
-    """TRL samples ``num_generations`` completions per prompt out of one generation batch of
-    ``per_device_train_batch_size x processes x gradient_accumulation_steps`` completions, and
-    stops with a traceback after loading the model when that is not a multiple; say it first."""
+def generation_batch(config: GRPOConfig, processes: int | None = None) -> int:
+    """Completions per generation batch. TRL samples ``num_generations`` completions per
+    prompt out of one batch that must also split into whole optimizer steps of
+    ``per_device_train_batch_size x processes`` completions; when it does not, TRL stops with
+    a traceback after loading the model. Checked (and, unset, chosen) before anything loads."""
     processes = processes or int(os.environ.get("WORLD_SIZE", "1"))
-    batch, accumulation = config.per_device_train_batch_size, config.gradient_accumulation_steps
-    generation_batch = batch * processes * accumulation
-    if generation_batch % config.num_generations:
+    step_batch = config.per_device_train_batch_size * processes
+    if config.generation_batch_size is None:
+        default = step_batch * config.gradient_accumulation_steps
+        return math.lcm(default, config.num_generations)
+    size = config.generation_batch_size
+    if size % step_batch or size % config.num_generations:
         raise ConfigError(
-            f"GRPO generation batch = per_device_train_batch_size {batch} x {processes} process(es) x "
-            f"gradient_accumulation_steps {accumulation} = {generation_batch}, not a multiple of num_generations "
-            f"{config.num_generations}: set per_device_train_batch_size or gradient_accumulation_steps so the "
-            "product is a multiple, or lower num_generations"
+            f"generation_batch_size {size} must be a multiple of num_generations {config.num_generations} and of "
+            f"per_device_train_batch_size {config.per_device_train_batch_size} x {processes} process(es) = "
+            f"{step_batch}; the least that is: {math.lcm(step_batch, config.num_generations)} (or leave it unset)"
         )
+    return size
 
 
 def vllm_available() -> bool:
@@ -107,11 +114,52 @@ def preflight(examples: list[Example], processor, config: GRPOConfig, sample: in
                 f"images come in {len(sizes)} sizes (e.g. {w1}x{h1} and {w2}x{h2}) and this model's processor "
                 f"cannot batch them ({exc}); resize the images to one size first"
             ) from exc
+    traces = trace_lengths(checked, processor)
+    over = sum(n > config.max_completion_length for n in traces)
+    if traces and over / len(traces) > TRACE_OVER_LIMIT_WARN:
+        log.warning(
+            "%d of %d reference traces are longer than max_completion_length %d: completions that long are cut, "
+            "earn no format reward and teach the model to stop early; raise max_completion_length",
+            over, len(traces), config.max_completion_length,
+        )  # fmt: skip
     return {
         "longest_prompt_tokens": longest,
         "image_sizes": sorted(sizes)[:10],
         "checked_examples": len(checked),
+        "reference_trace_tokens_max": max(traces, default=None),
+        "reference_traces_over_max_completion_length": over,
     }
+
+
+# Share of reference traces longer than max_completion_length above which GRPO warns.
+TRACE_OVER_LIMIT_WARN = 0.05
+
+
+def trace_lengths(examples: list[Example], processor) -> list[int]:
+    """Tokens of each example's reference completion (when the data has traces)."""
+    from scale_repro.data.records import completion_text
+
+    tokenizer = getattr(processor, "tokenizer", processor)
+    texts = [completion_text(e.reasoning, e.answer_text or e.answer) for e in examples if e.reasoning]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+
+
+class ClippedCompletionsWarning(TrainerCallback):
+    """Warns once when most completions of the first logged steps hit max_completion_length."""
+
+    def __init__(self, first_steps: int = 5, threshold: float = 0.5):
+        self.first_steps, self.threshold, self.warned = first_steps, threshold, False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        clipped = (logs or {}).get("completions/clipped_ratio")
+        if clipped is None or self.warned or state.global_step > self.first_steps:
+            return
+        if clipped > self.threshold:
+            self.warned = True
+            log.warning(
+                "step %d: %.0f%% of completions hit max_completion_length %d and get no format reward; "
+                "raise it if that persists", state.global_step, 100 * clipped, args.max_completion_length,
+            )  # fmt: skip
 
 
 def make_rewards(think_prefilled: bool):
@@ -139,22 +187,47 @@ def trl_args(config: GRPOConfig, run_dir: Path, bf16: bool, use_vllm: bool) -> T
             vllm_mode="colocate",
             vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
             vllm_enable_sleep_mode=config.vllm_enable_sleep_mode,
+            vllm_max_model_length=config.vllm_max_model_length or config.max_length,
         )
     return TRLGRPOConfig(
         **trainer_arguments(config, run_dir, bf16),
         num_generations=config.num_generations,
+        generation_batch_size=generation_batch(config),
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,
         top_p=config.top_p,
         beta=config.beta,
+        loss_type=config.loss_type,
+        scale_rewards=config.scale_rewards,
+        mask_truncated_completions=config.mask_truncated_completions,
+        vllm_importance_sampling_correction=config.vllm_importance_sampling_correction,
+        vllm_importance_sampling_mode=config.vllm_importance_sampling_mode,
+        vllm_importance_sampling_clip_max=config.vllm_importance_sampling_clip_max,
         reward_weights=[config.rewards.format_weight, config.rewards.accuracy_weight],
         **kwargs,
     )
 
 
+def resolved_grpo_settings(args: TRLGRPOConfig) -> dict[str, Any]:
+    """Every GRPO setting as TRL resolved it (the fields GRPOConfig adds to TrainingArguments),
+    for the manifest: a run says what it ran with, whatever TRL's defaults were that day."""
+    from transformers import TrainingArguments
+
+    base = {f.name for f in dataclasses.fields(TrainingArguments)}
+    settings = {}
+    for f in dataclasses.fields(args):
+        if f.name in base or f.name.startswith("_"):
+            continue
+        value = getattr(args, f.name)
+        settings[f.name] = (
+            value if isinstance(value, (bool, int, float, str, type(None), list)) else repr(value)
+        )
+    return settings
+
+
 def run_grpo(config: GRPOConfig, force: bool = False, callbacks: list | None = None) -> Path:
     """Refine a model with GRPO; returns the run directory."""
-    check_generation_batch(config)
+    generation_batch(config)  # a bad explicit value stops here, before anything loads
 
     def build(model, processor, examples, run_dir, bf16, callbacks, manifest):
         prefilled = template_prefills_think(processor)
@@ -167,14 +240,19 @@ def run_grpo(config: GRPOConfig, force: bool = False, callbacks: list | None = N
         dataset = to_dataset(examples, config.system_prompt)
         if "completion" in dataset.column_names:  # GRPO samples its own completions
             dataset = dataset.remove_columns("completion")
+        args = trl_args(config, run_dir, bf16, use_vllm)
+        manifest.update(grpo_settings=resolved_grpo_settings(args))
+        log.info("generation batch %d completions (%d prompts x %d), %d optimizer step(s) per generation",
+                 args.generation_batch_size, args.generation_batch_size // args.num_generations,
+                 args.num_generations, args.steps_per_generation)  # fmt: skip
         return ScaleGRPOTrainer(
             model=model,
             reward_funcs=make_rewards(prefilled),
-            args=trl_args(config, run_dir, bf16, use_vllm),
+            args=args,
             train_dataset=dataset,
             processing_class=processor,
             peft_config=peft_config(config.lora),
-            callbacks=callbacks,
+            callbacks=[*callbacks, ClippedCompletionsWarning()],
         )
 
     return run_training_stage("grpo", config, build, force=force, callbacks=callbacks)

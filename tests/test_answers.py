@@ -190,7 +190,10 @@ def test_references_reduce_to_their_canonical_answer(reference, choices, canonic
 @pytest.mark.parametrize(
     ("question", "choices"),
     [
-        ("What is the capital?\nChoices:\nA: Anchorage\nB: Juneau\nC: Sitka", ["Anchorage", "Juneau", "Sitka"]),
+        (
+            "What is the capital?\nChoices:\nA: Anchorage\nB: Juneau\nC: Sitka",
+            ["Anchorage", "Juneau", "Sitka"],
+        ),
         ("Which shape?\n(A) circle\n(B) square", ["circle", "square"]),
         ("Which?\nA. red\nB. blue\nC) green", ["red", "blue", "green"]),
         ("Is A: the first letter?", None),  # one line is no list

@@ -47,6 +47,31 @@ def test_two_step_grpo_from_an_sft_run(tmp_path, synth_dir, sft_runs, model):
     assert (run_dir / "merged" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
+def test_default_grpo_runs_on_one_cpu_process_and_records_every_setting(tmp_path, synth_dir, sft_runs):
+    """`scale grpo` with the shipped defaults (batch 4, 8 generations) on one process: the
+    generation batch is raised to 8 (2 optimizer steps per generation) instead of stopping."""
+    from typer.testing import CliRunner
+
+    from scale_repro.cli import app
+
+    out = tmp_path / "grpo"
+    result = CliRunner().invoke(app, ["grpo", "--model", str(sft_runs["tiny-llava-next"]), "--data", str(synth_dir),
+                                      "--output-dir", str(out), "--max-steps", "1",
+                                      "--set", "max_completion_length=16"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    settings = read_manifest(out)["grpo_settings"]
+    assert {k: settings[k] for k in ("num_generations", "generation_batch_size", "steps_per_generation",
+                                     "loss_type", "scale_rewards", "mask_truncated_completions",
+                                     "vllm_importance_sampling_correction", "vllm_importance_sampling_mode",
+                                     "beta", "temperature", "top_p")} == {  # fmt: skip
+        "num_generations": 8, "generation_batch_size": 8, "steps_per_generation": 2, "loss_type": "dapo",
+        "scale_rewards": "group", "mask_truncated_completions": False, "vllm_importance_sampling_correction": True,
+        "vllm_importance_sampling_mode": "sequence_mask", "beta": 0.0, "temperature": 1.0, "top_p": 1.0,
+    }  # fmt: skip
+    assert len(settings) > 40  # every field GRPOConfig adds to TrainingArguments
+
+
 class Interrupt:
     def __init__(self):
         from transformers import TrainerCallback
@@ -105,3 +130,37 @@ def test_reward_diagnostics_are_logged():
     assert scores == [1.0, 0.5, 0.0]
     assert logged == {"completions/full_format_share": 1 / 3, "completions/valid_share": 1 / 3}
     assert accuracy_reward(completions, answer=["1", "1", "1"], choices=[[], [], []]) == [1.0, 0.0, 0.0]
+
+
+def test_clipped_completions_warn_once_in_the_first_steps(caplog):
+    from types import SimpleNamespace
+
+    from scale_repro.grpo import ClippedCompletionsWarning
+
+    callback = ClippedCompletionsWarning(first_steps=5, threshold=0.5)
+    args = SimpleNamespace(max_completion_length=16)
+    with caplog.at_level("WARNING", logger="scale_repro"):
+        for step, clipped in [(1, 0.4), (2, 0.75), (3, 0.9), (7, 1.0)]:
+            callback.on_log(
+                args, SimpleNamespace(global_step=step), None, logs={"completions/clipped_ratio": clipped}
+            )
+    assert [r.getMessage() for r in caplog.records] == [
+        "step 2: 75% of completions hit max_completion_length 16 and get no format reward; raise it if that persists"
+    ]
+
+
+def test_reference_traces_longer_than_the_completion_limit_are_counted(tiny_paths, synth_dir, caplog):
+    from transformers import AutoProcessor
+
+    from scale_repro.data.sources import load_training_examples
+
+    processor = AutoProcessor.from_pretrained(tiny_paths["tiny-gemma3"])
+    examples = load_training_examples(str(synth_dir)).examples
+    config = load_config(GRPOConfig, None, ["max_completion_length=8", "max_length=4096"])
+    with caplog.at_level("WARNING", logger="scale_repro"):
+        checks = preflight(examples, processor, config)
+    assert checks["reference_traces_over_max_completion_length"] == len(examples)
+    assert (
+        f"{len(examples)} of {len(examples)} reference traces are longer than max_completion_length 8"
+        in caplog.text
+    )

@@ -165,16 +165,13 @@ def test_an_unreadable_manifest_is_never_overwritten(tmp_path, synth_dir, no_mod
     assert (tmp_path / "run" / "manifest.json").read_text() == '{"stage": "sft", "status": "fini'
 
 
-def test_default_grpo_generation_batch_is_checked_first(tmp_path, synth_dir, no_model_load):
-    # A run directory as --model gets no per-model recipe: batch 4 x 1 process x 1 step against 8 generations.
-    line = one_line_error(
-        ["grpo", "--model", tmp_path / "sft-run", "--data", synth_dir, "--output-dir", tmp_path / "g"]
+def test_a_bad_generation_batch_is_checked_first(tmp_path, synth_dir, no_model_load):
+    line = one_line_error(["grpo", "--model", tmp_path / "sft-run", "--data", synth_dir, "--output-dir",
+                           tmp_path / "g", "--set", "generation_batch_size=12"])  # fmt: skip
+    assert line == (
+        "error: generation_batch_size 12 must be a multiple of num_generations 8 and of "
+        "per_device_train_batch_size 4 x 1 process(es) = 4; the least that is: 8 (or leave it unset)"
     )
-    assert (
-        "generation batch = per_device_train_batch_size 4 x 1 process(es) x gradient_accumulation_steps 1 = 4"
-        in line
-    )
-    assert "num_generations 8" in line
     assert not (tmp_path / "g").exists()
 
 
