@@ -222,6 +222,9 @@ class EvalConfig:
     use_vllm: bool = False
     seed: int = 0
     labels: dict[str, Any] = field(default_factory=dict)
+    # lmms-eval's model classes log a failed generation and answer "" (scored as invalid); an empty
+    # completion therefore stops the evaluation unless the model is known to answer nothing at times.
+    allow_empty_completions: bool = False
     # Passed to lmms-eval's Gemma-3 model, which always sends a system turn (its default text when None).
     system_prompt: str | None = None
 

@@ -15,6 +15,7 @@ interrupted evaluation generates only what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -175,6 +176,24 @@ def cache_key(config_dict: dict[str, Any], model_path: str) -> str:
     return fingerprint([config_dict, model_path, identity])
 
 
+@contextlib.contextmanager
+def lmms_errors():
+    """The ERROR messages lmms-eval logs (through loguru) while the block runs: its model
+    classes log a failed generation or image and carry on with an empty answer."""
+    from loguru import logger
+
+    errors: list[str] = []
+    sink = logger.add(
+        lambda message: errors.append(message.record["message"].splitlines()[0]),
+        level="ERROR",
+        filter=lambda record: record["name"].startswith("lmms_eval"),
+    )
+    try:
+        yield errors
+    finally:
+        logger.remove(sink)
+
+
 def run_eval(config: EvalConfig, force: bool = False) -> Path:
     """Evaluate one model on one task; returns the run directory.
 
@@ -220,17 +239,23 @@ def _evaluate(config: EvalConfig, config_dict, out: Path, resolved, family: str,
 
         store = out / "cache" / f"responses-{cache_key(config_dict, resolved.path)}.jsonl"
         lm = ResumableModel.create(model_name, model_args, config.batch_size, store)
-        results = simple_evaluate(
-            model=lm,
-            model_args=model_args,
-            tasks=[task_name],
-            task_manager=TaskManager(include_path=str(tasks_dir)),
-            batch_size=config.batch_size,
-            limit=config.limit,
-            log_samples=True,
-            random_seed=config.seed,
-        )
+        with lmms_errors() as errors:
+            results = simple_evaluate(
+                model=lm,
+                model_args=model_args,
+                tasks=[task_name],
+                task_manager=TaskManager(include_path=str(tasks_dir)),
+                batch_size=config.batch_size,
+                limit=config.limit,
+                log_samples=True,
+                random_seed=config.seed,
+            )
         manifest.update(generated=lm.generated, reused=lm.reused)
+        if errors:
+            raise EvalError(
+                f"lmms-eval logged {len(errors)} error(s) while evaluating (first: {errors[0]}); its model classes "
+                "answer such questions with an empty completion, which would count as invalid"
+            )
         if not results or task_name not in results.get("samples", {}):
             raise EvalError(
                 f"lmms-eval returned no samples for {task_name}: the evaluation failed (see its log above)"
@@ -241,11 +266,18 @@ def _evaluate(config: EvalConfig, config_dict, out: Path, resolved, family: str,
         from transformers import AutoTokenizer
 
         rows = score_samples(samples, examples, AutoTokenizer.from_pretrained(resolved.path))
+        empty = [r["id"] for r in rows if not r["completion"].strip()]
+        if empty and not config.allow_empty_completions:
+            raise EvalError(
+                f"{len(empty)} of {len(rows)} completions are empty (first: question {empty[0]}): lmms-eval answers "
+                "a failed generation with an empty completion. If the model really answers nothing, "
+                "--set allow_empty_completions=true scores them as invalid"
+            )
         atomic_write_text(out / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
         atomic_write_json(
             out / "lmms_eval_results.json", {k: v for k, v in results.items() if k != "samples"}
         )
-        metrics = {"task": config.task, **metrics_from_samples(rows),
+        metrics = {"task": config.task, **metrics_from_samples(rows), "empty_completions": len(empty),
                    "model": config.model, "model_path": resolved.path, "model_kind": resolved.kind}  # fmt: skip
         lmms_accuracy = results["results"][task_name].get("accuracy,none")
         if lmms_accuracy is not None and abs(lmms_accuracy - metrics["accuracy"]) > 1e-9:

@@ -111,7 +111,10 @@ class ResumableModel(lmms):
             for i, output in zip(chunk, outputs, strict=True):
                 results[i] = output
                 text = output.text if isinstance(output, GenerationResult) else output
-                entries.append({"key": keys[i], "doc_id": str(requests[i].doc_id), "response": text})
+                # lmms-eval's model classes answer "" when generation fails: never keep one, so a
+                # rerun generates it again rather than reusing a failure.
+                if text and text.strip():
+                    entries.append({"key": keys[i], "doc_id": str(requests[i].doc_id), "response": text})
             self._append(entries)
         return results
 

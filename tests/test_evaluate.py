@@ -105,3 +105,48 @@ def test_unknown_task_and_missing_columns(tmp_path, synth_dir):
     broken["test"].remove_columns(["choices"]).save_to_disk(str(tmp_path / "broken"))
     with pytest.raises(DataError, match="missing column"):
         load_test_examples("synthetic-scienceqa", str(tmp_path / "broken"))
+
+
+def _eval_config(tmp_path, synth_dir, *extra):
+    return load_config(EvalConfig, None, ["model=tiny-llava-next", "task=synthetic-scienceqa", f"data={synth_dir}",
+                                          f"output_dir={tmp_path / 'eval'}", "max_new_tokens=4", "limit=2",
+                                          *extra])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_generation_error_swallowed_by_lmms_eval_fails_the_evaluation(
+    tmp_path, tiny_paths, synth_dir, monkeypatch
+):
+    from transformers import LlavaNextForConditionalGeneration
+
+    from scale_repro.rundir import read_manifest
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    monkeypatch.setattr(LlavaNextForConditionalGeneration, "generate", broken)
+    with pytest.raises(
+        EvalError, match=r"lmms-eval logged 2 error\(s\) while evaluating \(first: Error CUDA error"
+    ):
+        run_eval(_eval_config(tmp_path, synth_dir))
+    assert read_manifest(tmp_path / "eval")["status"] == "failed"
+    assert not list((tmp_path / "eval" / "cache").glob("*.jsonl")) or all(
+        not p.read_text() for p in (tmp_path / "eval" / "cache").glob("*.jsonl")
+    )  # nothing cached for a rerun to reuse
+
+
+@pytest.mark.slow
+def test_empty_completions_stop_the_evaluation_unless_allowed(tmp_path, tiny_paths, synth_dir, monkeypatch):
+    from transformers import LlavaNextForConditionalGeneration
+
+    def nothing_new(self, input_ids=None, **kwargs):
+        return input_ids  # no new tokens: an empty completion, no error logged
+
+    monkeypatch.setattr(LlavaNextForConditionalGeneration, "generate", nothing_new)
+    with pytest.raises(EvalError, match=r"^2 of 2 completions are empty \(first: question "):
+        run_eval(_eval_config(tmp_path, synth_dir))
+    out = run_eval(
+        _eval_config(tmp_path, synth_dir, "allow_empty_completions=true", f"output_dir={tmp_path / 'ok'}")
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["empty_completions"], metrics["invalid_rate"]) == (2, 1.0)
