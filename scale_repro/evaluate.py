@@ -73,7 +73,7 @@ def lmms_model(path: str, family: str, config: EvalConfig) -> tuple[str, str]:
     import torch
 
     if config.use_vllm:
-        return "vllm", f"model={path},max_new_tokens={config.max_new_tokens}"
+        return "vllm", vllm_model_args(path, family, config)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     # Its Qwen model moves inputs to CUDA unless device_map names the device.
     args = f"pretrained={path},device={device},device_map={device}"
@@ -86,6 +86,40 @@ def lmms_model(path: str, family: str, config: EvalConfig) -> tuple[str, str]:
     if family == "gemma3" and config.system_prompt:
         args += f",system_prompt={config.system_prompt}"
     return LMMS_MODEL[family], args
+
+
+def vllm_model_args(path: str, family: str, config: EvalConfig) -> str:
+    """lmms-eval's vLLM model set to see what the transformers path sees, or refused.
+
+    Same greedy decoding (the task files ask for temperature 0) and completion limit; the
+    checkpoint's own pixel bounds for Qwen (lmms-eval's vLLM default is 1,605,632 pixels);
+    no remote code (lmms-eval's vLLM default trusts it). Gemma-3's system turn, which the
+    transformers path sends, cannot be sent through it, so that combination is refused.
+    """
+    if family == "gemma3" and config.system_prompt:
+        raise EvalError(
+            "--use-vllm: lmms-eval's vLLM model cannot send the Gemma-3 system turn the transformers path sends "
+            f"({config.system_prompt!r}), so the prompts would differ; evaluate without --use-vllm"
+        )
+    args = f"model={path},max_new_tokens={config.max_new_tokens},trust_remote_code=False,batch_size={config.batch_size}"
+    if family == "qwen2_5_vl":
+        bounds = qwen_pixel_bounds(path)
+        if bounds:
+            args += f",min_image_pixels={bounds[0]},max_pixels={bounds[1]}"
+    return args
+
+
+def check_vllm_ready() -> None:
+    """--use-vllm runs only where vLLM can: fail before anything loads, never fall back quietly."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("vllm") is None:
+        raise EvalError(
+            "--use-vllm needs CUDA and the vllm package (`make setup-gpu`); this machine has "
+            f"{'no CUDA device' if not torch.cuda.is_available() else 'no vllm'}"
+        )
 
 
 def qwen_pixel_bounds(path: str) -> tuple[int, int] | None:
@@ -212,8 +246,12 @@ def run_eval(config: EvalConfig, force: bool = False) -> Path:
     except StageSkipped:
         log.info("%s: finished with the same config, not rerun", out)
         return out
+    if config.use_vllm:
+        check_vllm_ready()
     resolved = resolve_model(config.model)
     family = model_family(resolved.path)
+    if config.use_vllm:
+        vllm_model_args(resolved.path, family, config)  # refuses a combination it cannot match
     # Our own loader checks the columns and tells which questions lmms-eval must answer.
     examples = load_test_examples(config.task, config.data, hub_id=config.hub_id).examples
     with claimed_run_dir(out, "eval", config_hash, force) as to_run:

@@ -150,3 +150,18 @@ def test_empty_completions_stop_the_evaluation_unless_allowed(tmp_path, tiny_pat
     )
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["empty_completions"], metrics["invalid_rate"]) == (2, 1.0)
+
+
+def test_vllm_eval_sees_what_the_transformers_path_sees_or_refuses(tiny_paths):
+    from scale_repro.evaluate import check_vllm_ready, lmms_model
+
+    qwen = load_config(EvalConfig, None, ["model=tiny-qwen2.5-vl", "use_vllm=true", "max_new_tokens=64"])
+    name, args = lmms_model(str(tiny_paths["tiny-qwen2.5-vl"]), "qwen2_5_vl", qwen)
+    assert name == "vllm"
+    assert args == (f"model={tiny_paths['tiny-qwen2.5-vl']},max_new_tokens=64,trust_remote_code=False,batch_size=1,"
+                    "min_image_pixels=4096,max_pixels=4096")  # fmt: skip
+    gemma = load_config(EvalConfig, None, ["model=tiny-gemma3", "use_vllm=true", "system_prompt=Be brief."])
+    with pytest.raises(EvalError, match="cannot send the Gemma-3 system turn"):
+        lmms_model(str(tiny_paths["tiny-gemma3"]), "gemma3", gemma)
+    with pytest.raises(EvalError, match="--use-vllm needs CUDA and the vllm package"):
+        check_vllm_ready()  # this suite runs on CPU
