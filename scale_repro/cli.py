@@ -297,6 +297,45 @@ def demo(
         raise typer.Exit(1)
 
 
+@app.command("plan")
+def plan_command(
+    table: Annotated[int, typer.Option(help="Which table's matrix: 1, 2 or 3.")],
+    gpus: Annotated[
+        int, typer.Option(help="GPUs per stage (ZeRO-2 shards gradients and optimizer over them).")
+    ] = 8,
+    gpu_memory: Annotated[float, typer.Option("--gpu-memory", help="GiB per GPU.")] = 80.0,
+    samples: Annotated[
+        int, typer.Option(help="Training samples per stage (`scale data validate` counts them).")
+    ] = 10_000,
+    tokens_per_sample: Annotated[
+        float | None,
+        typer.Option(help="Mean tokens per sample, images included (the SFT pre-flight prints it)."),
+    ] = None,
+    train_throughput: Annotated[float | None, typer.Option(help="Training tokens/s per GPU.")] = None,
+    rollout_throughput: Annotated[float | None, typer.Option(help="GRPO rollout tokens/s per GPU.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the plan as JSON.")] = None,
+) -> None:
+    """Memory per GPU, tokens and GPU-hours of every training stage of a table, before renting GPUs."""
+    from scale_repro.plan import plan_table, render
+    from scale_repro.rundir import atomic_write_json
+
+    if table not in (1, 2, 3):
+        _fail(f"--table must be 1, 2 or 3, got {table}")
+    for name, value in (("--gpus", gpus), ("--gpu-memory", gpu_memory), ("--samples", samples)):
+        if value <= 0:
+            _fail(f"{name} must be positive, got {value}")
+    try:
+        result = plan_table(
+            table, gpus, gpu_memory, samples, tokens_per_sample, train_throughput, rollout_throughput
+        )
+    except _user_errors() as exc:
+        _fail(str(exc))
+    typer.echo(render(result), nl=False)
+    if out:
+        atomic_write_json(out, result)
+        typer.echo(f"plan: {out}")
+
+
 @models_app.command("list")
 def models_list() -> None:
     """Short names of the paper's models and the tiny offline models."""

@@ -8,6 +8,7 @@ any field, parsed as YAML (so ``--set lora.r=16`` gives an int). Unknown keys ar
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import types
 import typing
@@ -377,6 +378,35 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+# What a stage started from a run directory carries over from that run: how the model is held
+# and fed (precision, memory, parallelism, adapters, system turn), not the run's own
+# optimisation settings. Without it a GRPO stage started from a LoRA, bf16, ZeRO-2,
+# gradient-checkpointed SFT run would fall back to the class defaults.
+INHERITED_FROM_RUN = (
+    "bf16",
+    "gradient_checkpointing",
+    "deepspeed",
+    "lora",
+    "system_prompt",
+    "trust_remote_code",
+)
+
+
+def inherited_settings(model: str) -> dict[str, Any]:
+    """The INHERITED_FROM_RUN settings of a finished or running training run directory."""
+    manifest_path = Path(model) / "manifest.json"
+    if not manifest_path.is_file():
+        return {}
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}  # resolving the model reports an unreadable manifest
+    config = manifest.get("config") if manifest.get("stage") in ("sft", "grpo") else None
+    if not isinstance(config, dict):
+        return {}
+    return {key: config[key] for key in INHERITED_FROM_RUN if key in config}
+
+
 def model_recipe(model: str | None) -> Path | None:
     """``configs/models/NAME.yaml`` for a short model name, applied before any other recipe."""
     if not model:
@@ -395,10 +425,12 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> list[str]:
 
 
 def load_config(cls, recipes: str | Path | list[str | Path] | None = None, overrides: list[str] | None = None,
-                **fields: Any):  # fmt: skip
+                inherit: dict[str, Any] | None = None, **fields: Any):  # fmt: skip
     """Recipes in order (later keys win), then ``--set`` overrides, then explicit fields (not None).
 
-    The per-model recipe of the model (from ``fields`` or ``--set model=``) comes first of all.
+    First of all come the settings a training stage inherits from the run it starts from
+    (``inherit``, or read from the model's run directory; see INHERITED_FROM_RUN), then the
+    per-model recipe of the model (from ``fields`` or ``--set model=``).
     Every value is checked against its field's declared type and allowed values; an error
     names the file or option the bad value came from.
     """
@@ -415,6 +447,11 @@ def load_config(cls, recipes: str | Path | list[str | Path] | None = None, overr
         recipes.insert(0, auto)
     tree: dict[str, Any] = {}
     sources: Sources = {}
+    if issubclass(cls, TrainConfig) and isinstance(model, str):
+        inherited = inherit if inherit is not None else inherited_settings(model)
+        if inherited:
+            _merge(tree, inherited)
+            sources.update(dict.fromkeys(_flatten(inherited), f"run {model}"))
     for path in recipes:
         if not path.is_file():
             raise ConfigError(f"recipe {path} not found")

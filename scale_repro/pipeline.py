@@ -18,7 +18,15 @@ from typing import Any
 
 import yaml
 
-from scale_repro.config import CONFIGS_DIR, EvalConfig, GRPOConfig, SFTConfig, load_config, to_dict
+from scale_repro.config import (
+    CONFIGS_DIR,
+    INHERITED_FROM_RUN,
+    EvalConfig,
+    GRPOConfig,
+    SFTConfig,
+    load_config,
+    to_dict,
+)
 from scale_repro.rundir import fingerprint, is_finished
 
 log = logging.getLogger("scale_repro")
@@ -122,9 +130,12 @@ def plan(experiment: Experiment, out: str | Path) -> list[Stage]:
                         evaluated, evaluated_dir = str(sft_dir), sft_dir
                         if with_grpo:
                             grpo_dir = sft_dir / "grpo"
+                            # The SFT run does not exist yet: inherit from its config, as a
+                            # run started from its directory later would.
+                            inherited = {k: v for k, v in to_dict(sft).items() if k in INHERITED_FROM_RUN}
                             grpo = load_config(
                                 GRPOConfig, _recipes(experiment.grpo), experiment.grpo.get("set", []),
-                                model=str(sft_dir), output_dir=str(grpo_dir), seed=seed,
+                                inherit=inherited, model=str(sft_dir), output_dir=str(grpo_dir), seed=seed,
                                 **{"data.spec": str(dataset["train"])},
                             )  # fmt: skip
                             grpo.labels = labels

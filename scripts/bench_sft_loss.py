@@ -1,11 +1,14 @@
 """SFT step time and peak memory, SCALe loss vs vanilla, on CPU (figures to results/bench/).
 
-Each configuration runs in a fresh process so peak resident memory is its own. Also run with
-a tiny model widened to Gemma-3's 262,144-token vocabulary, where materialising the full
-logits would dominate: both losses go through TRL's fused LM head, so neither does.
+Each run is a fresh process, so peak resident memory is its own. Runs are interleaved and
+repeated (vanilla, scale, scale, vanilla, vanilla, scale, ...: each pair in alternating order,
+so drift in the machine's speed falls on both sides equally); the figure is the median of
+the per-pair ratios, with their range. Also run with a tiny model widened to Gemma-3's
+262,144-token vocabulary, where materialising the full logits would dominate: both losses go
+through TRL's fused LM head, so neither does.
 Targets: step-time ratio <= 1.03, peak-memory ratio <= 1.0.
 
-    python scripts/bench_sft_loss.py [--steps 30] [--out results/bench]
+    python scripts/bench_sft_loss.py [--steps 30] [--repeats 5] [--out results/bench]
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ def worker(model: str, data: str, mode: str, steps: int, batch: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument(
+        "--wide-steps", type=int, default=8, help="steps for the 262k-vocabulary model (slow)"
+    )
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--out", default="results/bench")
     parser.add_argument("--worker", nargs=3, metavar=("MODEL", "DATA", "MODE"))
@@ -68,26 +75,38 @@ def main() -> None:
     wide = cache_dir() / "bench" / "tiny-gemma3-vocab262144"
     if not (wide / "config.json").is_file():
         build_tiny("tiny-gemma3", wide, vocab_size=262_144)
-    models = {"tiny-gemma3": str(tiny_model_path("tiny-gemma3")), "tiny-gemma3 (262k vocab)": str(wide),
-              "tiny-qwen2.5-vl": str(tiny_model_path("tiny-qwen2.5-vl"))}  # fmt: skip
+    models = {"tiny-gemma3": (str(tiny_model_path("tiny-gemma3")), args.steps),
+              "tiny-gemma3 (262k vocab)": (str(wide), args.wide_steps),
+              "tiny-qwen2.5-vl": (str(tiny_model_path("tiny-qwen2.5-vl")), args.steps)}  # fmt: skip
+
+    def run(path: str, mode: str, steps: int) -> dict:
+        output = subprocess.run(
+            [sys.executable, __file__, "--worker", path, str(data), mode, "--steps", str(steps),
+             "--batch", str(args.batch)],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return json.loads(output.strip().splitlines()[-1])
+
     rows = []
-    for label, path in models.items():
-        results = {}
-        for mode in ("vanilla", "scale"):
-            output = subprocess.run(
-                [sys.executable, __file__, "--worker", path, str(data), mode, "--steps", str(args.steps),
-                 "--batch", str(args.batch)],
-                capture_output=True, text=True, check=True,
-            ).stdout  # fmt: skip
-            results[mode] = json.loads(output.strip().splitlines()[-1])
+    for label, (path, steps) in models.items():
+        pairs = []
+        for repeat in range(args.repeats):
+            order = ("vanilla", "scale") if repeat % 2 == 0 else ("scale", "vanilla")
+            pair = {mode: run(path, mode, steps) for mode in order}
+            pairs.append(pair)
+            print(json.dumps({"model": label, "repeat": repeat, **{m: pair[m]["median_step_s"] for m in order}}),
+                  flush=True)  # fmt: skip
+        time_ratios = [p["scale"]["median_step_s"] / p["vanilla"]["median_step_s"] for p in pairs]
+        memory_ratios = [p["scale"]["peak_rss_mb"] / p["vanilla"]["peak_rss_mb"] for p in pairs]
         rows.append({
-            "model": label,
-            "vanilla": results["vanilla"],
-            "scale": results["scale"],
-            "step_time_ratio": results["scale"]["median_step_s"] / results["vanilla"]["median_step_s"],
-            "peak_memory_ratio": results["scale"]["peak_rss_mb"] / results["vanilla"]["peak_rss_mb"],
+            "model": label, "steps": steps, "repeats": args.repeats,
+            "vanilla_step_s": statistics.median(p["vanilla"]["median_step_s"] for p in pairs),
+            "scale_step_s": statistics.median(p["scale"]["median_step_s"] for p in pairs),
+            "step_time_ratio": statistics.median(time_ratios), "step_time_ratios": time_ratios,
+            "vanilla_peak_mb": statistics.median(p["vanilla"]["peak_rss_mb"] for p in pairs),
+            "scale_peak_mb": statistics.median(p["scale"]["peak_rss_mb"] for p in pairs),
+            "peak_memory_ratio": statistics.median(memory_ratios), "peak_memory_ratios": memory_ratios,
         })  # fmt: skip
-        print(json.dumps(rows[-1]), flush=True)
 
     from scale_repro.rundir import atomic_write_json, atomic_write_text, package_versions
 
@@ -96,14 +115,17 @@ def main() -> None:
                                               "targets": {"step_time_ratio": 1.03, "peak_memory_ratio": 1.0},
                                               "rows": rows})  # fmt: skip
     lines = ["# SFT loss benchmark (CPU)", "",
-             f"{args.steps} steps, batch {args.batch}, reasoning ratio 80x, median step after 3 warm-up steps; "
-             "peak resident memory of a fresh process.", "",
-             "| model | vanilla step (s) | scale step (s) | step ratio | vanilla peak (MB) | scale peak (MB) | memory ratio |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+             f"Batch {args.batch}, reasoning ratio 80x; each run a fresh process, median step after 3 warm-up "
+             f"steps, peak resident memory. {args.repeats} interleaved vanilla/scale pairs per model (order "
+             "alternating); ratio = scale / vanilla, median over pairs [min, max].", "",
+             "| model | steps | vanilla step (s) | scale step (s) | step ratio [min, max] | vanilla peak (MB) | "
+             "scale peak (MB) | memory ratio [min, max] |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        lines.append(f"| {r['model']} | {r['vanilla']['median_step_s']:.4f} | {r['scale']['median_step_s']:.4f} | "
-                     f"{r['step_time_ratio']:.3f} | {r['vanilla']['peak_rss_mb']:.0f} | {r['scale']['peak_rss_mb']:.0f} | "
-                     f"{r['peak_memory_ratio']:.3f} |")  # fmt: skip
+        t, m = r["step_time_ratios"], r["peak_memory_ratios"]
+        lines.append(f"| {r['model']} | {r['steps']} | {r['vanilla_step_s']:.4f} | {r['scale_step_s']:.4f} | "
+                     f"{r['step_time_ratio']:.3f} [{min(t):.3f}, {max(t):.3f}] | {r['vanilla_peak_mb']:.0f} | "
+                     f"{r['scale_peak_mb']:.0f} | {r['peak_memory_ratio']:.3f} [{min(m):.3f}, {max(m):.3f}] |")  # fmt: skip
     lines += ["", "Targets: step-time ratio <= 1.03, peak-memory ratio <= 1.0."]
     atomic_write_text(out / "sft_loss.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

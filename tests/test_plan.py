@@ -1,0 +1,93 @@
+"""`scale plan`: the arithmetic against real counts, and the table a user sees."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import TINY
+from scale_repro.cli import app
+from scale_repro.plan import PAPER_SHAPES, lora_parameters, shape_of
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("model", TINY)
+def test_counts_match_the_model_and_peft(tiny_paths, model):
+    from peft import get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    from scale_repro.config import LoraConfig
+    from scale_repro.training import peft_config
+
+    shape = shape_of(str(tiny_paths[model]))
+    loaded = AutoModelForImageTextToText.from_pretrained(tiny_paths[model])
+    assert shape.parameters == sum(p.numel() for p in loaded.parameters())
+    lora = LoraConfig(r=4)
+    peft_model = get_peft_model(loaded, peft_config(lora))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert lora_parameters(shape, lora.r, lora.target_modules) == trainable
+
+
+def test_paper_shapes_give_the_lora_sizes_of_the_paper_models():
+    # r=16 on q,k,v,o,gate,up,down of every language-model layer.
+    modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    sizes = {hub: lora_parameters(shape, 16, modules) for hub, shape in PAPER_SHAPES.items()}
+    assert sizes == {
+        "Qwen/Qwen2.5-VL-3B-Instruct": 36 * 16 * (2 * 4096 + 2 * 2304 + 3 * 13056),
+        "google/gemma-3-4b-it": 34 * 16 * (2 * (2560 + 2048) + 2 * (2560 + 1024) + 3 * 12800),
+        "llava-hf/llava-v1.6-mistral-7b-hf": 32 * 16 * (2 * 8192 + 2 * 5120 + 3 * 18432),
+    }
+
+
+def test_plan_table_one_prints_every_training_stage(tmp_path):
+    out = tmp_path / "plan.json"
+    result = runner.invoke(app, ["plan", "--table", "1", "--gpus", "8", "--gpu-memory", "80", "--samples", "5000",
+                                 "--tokens-per-sample", "1500", "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    plan = json.loads(out.read_text())
+    stages = plan["stages"]
+    # 3 models x 2 data sets x (SFT, SCALe-SFT, GRPO, SCALe-GRPO)
+    assert len(stages) == 24 and sum(s["stage"] == "sft" for s in stages) == 12
+    assert all(s["fits"] for s in stages)
+    sft = next(s for s in stages if s["stage"] == "sft")
+    assert sft["tokens"] == 5000 * 1500  # one epoch
+    assert sft["gpu_hours"] == pytest.approx(5000 * 1500 / 2500 / 3600)
+    grpo = next(s for s in stages if s["stage"] == "grpo")
+    assert grpo["lora"] is True  # inherited from the LoRA SFT run it starts from
+    rows = [
+        line for line in result.output.splitlines() if line.startswith("| sft") or line.startswith("| grpo")
+    ]
+    assert len(rows) == 24
+    assert "Total" in result.output and "every stage fits" in result.output
+
+
+def test_a_small_gpu_does_not_fit_and_says_so():
+    result = runner.invoke(app, ["plan", "--table", "1", "--gpus", "1", "--gpu-memory", "16"])
+    assert result.exit_code == 0
+    assert "some stages do NOT fit" in result.output
+    assert "| NO |" in result.output
+
+
+def test_grpo_from_a_run_directory_inherits_how_the_model_is_held(tmp_path):
+    from scale_repro.config import GRPOConfig, load_config
+    from scale_repro.rundir import atomic_write_json
+
+    atomic_write_json(tmp_path / "sft" / "manifest.json", {
+        "stage": "sft", "status": "finished", "config": {
+            "bf16": True, "gradient_checkpointing": True, "deepspeed": "configs/deepspeed/zero2.json",
+            "lora": {"enabled": True, "r": 64, "alpha": 128}, "learning_rate": 1e-4, "max_length": 8192,
+            "system_prompt": "Be brief."}})  # fmt: skip
+    config = load_config(GRPOConfig, "configs/grpo/default.yaml", [], model=str(tmp_path / "sft"))
+    assert (config.bf16, config.gradient_checkpointing, config.deepspeed) == (
+        True,
+        True,
+        "configs/deepspeed/zero2.json",
+    )
+    assert (config.lora.enabled, config.lora.r, config.lora.alpha) == (True, 64, 128)
+    assert config.system_prompt == "Be brief."
+    # The SFT run's optimisation settings stay its own.
+    assert (config.learning_rate, config.max_length) == (1e-5, 2048)
+    # A recipe or --set still wins over what is inherited.
+    config = load_config(GRPOConfig, None, ["lora.r=8"], model=str(tmp_path / "sft"))
+    assert config.lora.r == 8
