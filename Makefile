@@ -17,7 +17,7 @@ export TOKENIZERS_PARALLELISM := false
 
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
-.PHONY: setup setup-gpu test test-fast demo lint reproduce-table1 reproduce-table2 reproduce-table3 evidence bench clean
+.PHONY: setup setup-gpu test test-fast demo lint reproduce-table1 reproduce-table2 reproduce-table3 evidence bench bench-gpu clean
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -60,6 +60,12 @@ evidence: setup
 bench: setup
 	$(PY) scripts/bench_sft_loss.py
 	$(PY) scripts/bench_grpo.py
+	$(PY) -m scale_repro.cli bench
+
+# On a GPU machine (`make setup-gpu`): the paper's Qwen2.5-VL-3B, random-init from its config, at
+# 448 px; `scale plan` then uses the measured throughput.
+bench-gpu:
+	$(PY) -m scale_repro.cli bench --model qwen2.5-vl-3b --random-init --out results/bench/gpu.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -297,6 +297,39 @@ def demo(
         raise typer.Exit(1)
 
 
+@app.command("bench")
+def bench_command(
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model to time (default: qwen2.5-vl-3b on a GPU, tiny-qwen2.5-vl on a CPU)."),
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Optimizer steps per stage (the first 2 are warm-up).")] = 6,
+    batch: Annotated[int, typer.Option(help="SFT samples per step.")] = 2,
+    image_size: Annotated[int, typer.Option(help="Side of the synthetic images, in pixels.")] = 448,
+    random_init: Annotated[
+        bool, typer.Option(help="Random weights from the model's config: no weight download needed.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="JSON to write (and a .md beside it); default results/bench/{gpu,cpu}.json"),
+    ] = None,
+) -> None:
+    """SFT step time, tokens/s, MFU and peak memory; GRPO rollout tokens/s (transformers, vLLM)."""
+    from scale_repro.bench import render, run_bench, write
+
+    for name, value in (("--steps", steps), ("--batch", batch), ("--image-size", image_size)):
+        if value < 1:
+            _fail(f"{name} must be at least 1, got {value}")
+    try:
+        result = run_bench(model, steps, batch, image_size, random_init)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    target = out or Path("results/bench") / ("cpu.json" if result["device"] == "cpu" else "gpu.json")
+    write(result, target)
+    typer.echo(render(result), nl=False)
+    typer.echo(f"bench: {target}")
+
+
 @app.command("plan")
 def plan_command(
     table: Annotated[int, typer.Option(help="Which table's matrix: 1, 2 or 3.")],
