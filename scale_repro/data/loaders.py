@@ -192,7 +192,7 @@ def load_vision_r1(
                     question=question,
                     answer=answer,
                     reasoning=reasoning,
-                    choices=record.get("choices") or choices,
+                    choices=choices,
                     source=f"vision-r1:{path.name}:{kept_as}",
                     answer_text=answer_text,
                     context=list(context),
@@ -254,7 +254,8 @@ def _vision_r1_record(record: Any, record_id: str, roots: list[Path], check_imag
         answer_text = completion[
             completion.index("<answer>") + len("<answer>") : completion.index("</answer>")
         ].strip()
-        choices = choices_from_question(question)
+        listed = record.get("choices")
+        choices = parse_choices(listed) if listed else choices_from_question(question)
         if is_hedge(answer_text, choices):
             return Rejection(
                 "ambiguous_answer",
