@@ -176,3 +176,20 @@ def test_hub_failure_names_the_other_place(monkeypatch):
     assert "it may be at lmms-lab/ScienceQA" in message
     with pytest.raises(DataError, match="it may be at lmms-lab-encoder/ICON-QA"):
         load_test_examples("iconqa", hub_id="lmms-lab/ICON-QA")
+
+
+def test_validate_takes_a_synth_dir_and_a_save_to_disk_copy(synth_dir):
+    result = runner.invoke(app, ["data", "validate", str(synth_dir)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].endswith(
+        "24 records, 24 selected, 24 valid; 0 references rewritten, 0 turns split -> 24 examples"
+    )
+    assert lines[1].endswith(
+        "9 records, 9 selected, 9 valid; 0 references rewritten, 0 turns split -> 9 examples"
+    )
+    assert "scienceqa" in lines[1] and "iconqa" in lines[2]
+    # A save_to_disk copy is told apart by its columns.
+    result = runner.invoke(app, ["data", "validate", str(synth_dir / "iconqa_test")])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{synth_dir / 'iconqa_test'}: ")

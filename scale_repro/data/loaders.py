@@ -180,7 +180,8 @@ def load_vision_r1(
             continue
         resolved, rounds = parsed
         report.valid += 1
-        report.sources[kept_as] += 1
+        if kept_as != "all":  # with no subset there is nothing to break down
+            report.sources[kept_as] += 1
         report.turns_split += len(rounds) - 1
         context: list[dict[str, str]] = []
         for turn, (question, reasoning, answer_text, answer, choices) in enumerate(rounds):
