@@ -249,3 +249,27 @@ def canonical_reference(answer: str, choices: Sequence[str] | str | None = None)
     if number is not None and "," not in cleaned:
         return repr(int(number)) if number.is_integer() else cleaned
     return cleaned
+
+
+def parse_boxed_completion(text: str) -> ParsedCompletion:
+    """Split a ``<think>REASONING</think> ... \\boxed{ANSWER}`` completion, the format of the
+    staged-curriculum recipes (VLM-CapCurriculum's unified prompt). ``answer`` is the last
+    ``\\boxed{}`` after the reasoning; ``valid`` also needs one ``</think>`` and at most one
+    ``<think>`` before it."""
+    close = text.find(THINK_CLOSE)
+    think = None
+    after = ""
+    if close >= 0:
+        head = text[:close]
+        open_at = head.find(THINK_OPEN)
+        think = (head[open_at + len(THINK_OPEN) :] if open_at >= 0 else head).strip()
+        after = text[close + len(THINK_CLOSE) :]
+    boxed = _boxed(after) if close >= 0 else None
+    well_nested = text.count(THINK_CLOSE) <= 1 and text.count(THINK_OPEN) <= 1 and THINK_OPEN not in after
+    return ParsedCompletion(
+        think=think,
+        answer=boxed.strip() if boxed is not None else None,
+        answer_blocks=int(boxed is not None),
+        has_think_close=close >= 0,
+        well_nested=well_nested,
+    )

@@ -203,7 +203,7 @@ def reproduce(
     results: Annotated[
         Path | None, typer.Option(help="Evidence experiments: where the report goes (default OUT/report).")
     ] = None,
-    jobs: Annotated[int, typer.Option(help="Evidence experiments: stage chains run in parallel.")] = 1,
+    jobs: Annotated[int, typer.Option(help="Independent stage chains run in this many processes.")] = 1,
     seeds: Annotated[int | None, typer.Option(help="Evidence experiments: only the first N seeds.")] = None,
     models: Annotated[
         list[str] | None,
@@ -213,10 +213,12 @@ def reproduce(
 ) -> None:
     """Run the paper's reproduction matrix or an evidence experiment: finished stages are skipped."""
     from scale_repro.evidence import is_evidence_file, spec_path
-    from scale_repro.pipeline import describe, execute, experiment_path, load_experiment, plan
+    from scale_repro.pipeline import describe, experiment_path, load_experiment, plan, run_stages
     from scale_repro.report import write_report
 
     _setup_logging()
+    if jobs < 1:
+        _fail("--jobs must be at least 1")
     evidence_file = spec_path(experiment) if experiment else None
     if evidence_file and evidence_file.is_file() and is_evidence_file(evidence_file):
         _evidence(
@@ -242,7 +244,7 @@ def reproduce(
     typer.echo(describe(stages))
     if dry_run:
         return
-    summary = execute(stages, echo=typer.echo)
+    summary = run_stages(stages, jobs=jobs, echo=typer.echo)
     result = write_report(out, out / "report")
     typer.echo(f"ran {len(summary['ran'])}, skipped {len(summary['skipped'])}, failed {len(summary['failed'])}, "
                f"blocked {len(summary['blocked'])}; report: {result['report']}")  # fmt: skip
@@ -252,8 +254,8 @@ def reproduce(
 
 def _evidence(path: Path, out: Path, results: Path | None, jobs: int, seeds: int | None,
               models: list[str] | None, quick: bool, dry_run: bool) -> None:  # fmt: skip
-    from scale_repro.evidence import chains, evidence_stages, load_evidence, run_evidence, shorten
-    from scale_repro.pipeline import describe
+    from scale_repro.evidence import evidence_stages, load_evidence, run_evidence, shorten
+    from scale_repro.pipeline import chains, describe
 
     try:
         spec = shorten(load_evidence(path), seeds=seeds, models=models, quick=quick)
@@ -287,12 +289,19 @@ def demo(
         str | None, typer.Option(help="Comma-separated tiny models (default: all three).")
     ] = None,
     quick: Annotated[bool, typer.Option(help="A few steps and questions only (a smoke test).")] = False,
+    jobs: Annotated[
+        int,
+        typer.Option(help="Independent stage chains run in this many processes (default: the CPU count)."),
+    ] = 0,
 ) -> None:
     """The whole chain on tiny models and synthetic data, offline, on a CPU: Tables 1-3 and a report."""
     from scale_repro.demo import run_demo
 
     _setup_logging()
-    result = run_demo(out, models.split(",") if models else None, quick=quick, echo=typer.echo)
+    if jobs < 0:
+        _fail("--jobs must be at least 1 (or 0 for the CPU count)")
+    jobs = jobs or max(1, os.cpu_count() or 1)
+    result = run_demo(out, models.split(",") if models else None, quick=quick, echo=typer.echo, jobs=jobs)
     if result["failed"]:
         raise typer.Exit(1)
 

@@ -149,12 +149,6 @@ class SFTConfig(TrainConfig):
 
 
 @dataclass
-class RewardConfig:
-    format_weight: float = 1.0
-    accuracy_weight: float = 1.0
-
-
-@dataclass
 class GRPOConfig(TrainConfig):
     """Sampling settings were lost from our copy of the paper; these defaults are this
     project's: 8 generations per prompt, 1024 completion tokens, temperature 1.0, top-p 1.0."""
@@ -164,7 +158,13 @@ class GRPOConfig(TrainConfig):
     temperature: float = 1.0
     top_p: float = 1.0
     beta: float = 0.0
-    rewards: RewardConfig = field(default_factory=RewardConfig)
+    # How completions state their answer: the paper's <think>/<answer> tags, or the staged
+    # curriculum's <think> then \boxed{} (the instruction and the parser follow; see formats.py).
+    answer_format: Literal["tags", "think_boxed"] = "tags"
+    # Rewards by name (rewards.REWARDS) and their weights: the paper's 4-tag format and answer
+    # accuracy, equally weighted; the curriculum uses think_boxed_format 0.1 and accuracy 0.9.
+    reward_funcs: list[str] = field(default_factory=lambda: ["format", "accuracy"])
+    reward_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
     use_vllm: bool | None = None  # None: when vLLM is installed and CUDA is present
     vllm_gpu_memory_utilization: float = 0.3
     vllm_enable_sleep_mode: bool = False
@@ -198,6 +198,16 @@ class GRPOConfig(TrainConfig):
             ("vllm_max_model_length", _at_least(self.vllm_max_model_length, 1)),
             ("generation_batch_size", _at_least(self.generation_batch_size, 1)),
         ]
+        from scale_repro.rewards import REWARDS
+
+        unknown = [name for name in self.reward_funcs if name not in REWARDS]
+        if unknown:
+            found.append(("reward_funcs", f"unknown reward(s) {unknown}; known: {sorted(REWARDS)}"))
+        elif not self.reward_funcs:
+            found.append(("reward_funcs", "name at least one reward"))
+        if len(self.reward_weights) != len(self.reward_funcs):
+            found.append(("reward_weights", f"one weight per reward: {len(self.reward_funcs)} rewards, "
+                                            f"{len(self.reward_weights)} weights"))  # fmt: skip
         if not 0.0 < self.top_p <= 1.0:
             found.append(("top_p", f"must be in (0, 1], got {self.top_p}"))
         if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:

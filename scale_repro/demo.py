@@ -16,7 +16,8 @@ from typing import Any
 from scale_repro.data.sources import synth_manifest
 from scale_repro.data.synth import SynthConfig, write_synthetic
 from scale_repro.evidence import load_evidence, run_evidence, shorten, spec_path
-from scale_repro.pipeline import execute, experiment_path, load_experiment, plan
+from scale_repro.models import tiny_model_path
+from scale_repro.pipeline import experiment_path, load_experiment, plan, run_stages
 from scale_repro.report import write_report
 
 DEMO_SYNTH = SynthConfig(seed=0, n_train=320, n_test=48, reasoning_ratio=20.0)
@@ -28,7 +29,7 @@ QUICK_OVERRIDES = {
 
 
 def run_demo(
-    out: str | Path, models: list[str] | None = None, quick: bool = False, echo=print
+    out: str | Path, models: list[str] | None = None, quick: bool = False, echo=print, jobs: int = 1
 ) -> dict[str, Any]:
     started = time.time()
     out = Path(out).resolve()
@@ -47,9 +48,11 @@ def run_demo(
     # Libraries' own chatter would bury the progress lines.
     for name in ("transformers", "lmms-eval", "datasets", "accelerate"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    for model in experiment.models:  # built once, here, before parallel workers would race to build them
+        tiny_model_path(model)
     stages = plan(experiment, out / "runs")
     echo(f"{len(stages)} stages for {', '.join(experiment.models)}; run directories under {out / 'runs'}")
-    summary = execute(stages, echo=echo)
+    summary = run_stages(stages, jobs=jobs, echo=echo)
     result = write_report(out / "runs", out / "report")
     table1 = (out / "report" / "report.md").read_text().split("### Table 2")[0]
     echo(table1)
@@ -57,7 +60,7 @@ def run_demo(
     evidence = shorten(load_evidence(spec_path("synthetic")), seeds=1, quick=quick,
                        configurations=["SFT", "SCALe-SFT"], sweep=False)  # fmt: skip
     echo("shortened evidence experiment (full version: make evidence)")
-    evidence_result = run_evidence(evidence, out / "evidence", out / "evidence" / "report", jobs=2,
+    evidence_result = run_evidence(evidence, out / "evidence", out / "evidence" / "report", jobs=jobs,
                                    command="scale demo", echo=echo)  # fmt: skip
     for key, items in evidence_result["summary"].items():
         summary[key] = summary.get(key, []) + items

@@ -20,10 +20,10 @@ from transformers import TrainerCallback
 from trl import GRPOConfig as TRLGRPOConfig
 from trl import GRPOTrainer
 
-from scale_repro.answers import parse_completion
 from scale_repro.config import ConfigError, GRPOConfig
 from scale_repro.data.records import Example, prompt_text
-from scale_repro.rewards import accuracy_reward, completion_text, make_format_reward
+from scale_repro.formats import FORMATS
+from scale_repro.rewards import REWARDS, completion_text
 from scale_repro.segments import THINK_OPEN
 from scale_repro.training import (
     SafeResumeMixin,
@@ -85,7 +85,7 @@ def preflight(examples: list[Example], processor, config: GRPOConfig, sample: in
         images = [Image.open(p).convert("RGB") if isinstance(p, (str, Path)) else p for p in example.images]
         sizes.update(image.size for image in images)
         content = [{"type": "image"} for _ in images] + [
-            {"type": "text", "text": prompt_text(example.question)}
+            {"type": "text", "text": prompt_text(example.question, FORMATS[config.answer_format].instruction)}
         ]
         text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
                                              tokenize=False)  # fmt: skip
@@ -162,21 +162,24 @@ class ClippedCompletionsWarning(TrainerCallback):
             )  # fmt: skip
 
 
-def make_rewards(think_prefilled: bool):
-    """The reward functions, with diagnostics logged through TRL's ``log_metric`` hook."""
-    tag_reward = make_format_reward(think_prefilled)
+def make_rewards(names: list[str], answer_format: str = "tags", think_prefilled: bool = False) -> list:
+    """The stage's reward functions by name (``rewards.REWARDS``), the first of them with the
+    format diagnostics logged through TRL's ``log_metric`` hook: the share of completions with a
+    full format score, and the share the evaluator would count as valid."""
+    parse = FORMATS[answer_format].parse
+    functions = [REWARDS[name](answer_format, think_prefilled) for name in names]
+    first = functions[0]
 
-    def format_reward(completions, **kwargs):
-        scores = tag_reward(completions, **kwargs)
+    def with_diagnostics(completions, **kwargs):
+        scores = first(completions, **kwargs)
         if "log_metric" in kwargs and scores:
             texts = [completion_text(c) for c in completions]
             kwargs["log_metric"]("completions/full_format_share", sum(s == 1.0 for s in scores) / len(scores))
-            kwargs["log_metric"](
-                "completions/valid_share", sum(parse_completion(t).valid for t in texts) / len(texts)
-            )
+            kwargs["log_metric"]("completions/valid_share", sum(parse(t).valid for t in texts) / len(texts))
         return scores
 
-    return [format_reward, accuracy_reward]
+    with_diagnostics.__name__ = first.__name__  # TRL logs each reward under its function's name
+    return [with_diagnostics, *functions[1:]]
 
 
 def trl_args(config: GRPOConfig, run_dir: Path, bf16: bool, use_vllm: bool) -> TRLGRPOConfig:
@@ -203,7 +206,7 @@ def trl_args(config: GRPOConfig, run_dir: Path, bf16: bool, use_vllm: bool) -> T
         vllm_importance_sampling_correction=config.vllm_importance_sampling_correction,
         vllm_importance_sampling_mode=config.vllm_importance_sampling_mode,
         vllm_importance_sampling_clip_max=config.vllm_importance_sampling_clip_max,
-        reward_weights=[config.rewards.format_weight, config.rewards.accuracy_weight],
+        reward_weights=list(config.reward_weights),
         **kwargs,
     )
 
@@ -237,7 +240,7 @@ def run_grpo(config: GRPOConfig, force: bool = False, callbacks: list | None = N
         use_vllm = vllm_available() if config.use_vllm is None else config.use_vllm
         manifest.update(preflight=checks, think_prefilled=prefilled,
                         rollouts="vllm-colocate" if use_vllm else "transformers-generate")  # fmt: skip
-        dataset = to_dataset(examples, config.system_prompt)
+        dataset = to_dataset(examples, config.system_prompt, FORMATS[config.answer_format].instruction)
         if "completion" in dataset.column_names:  # GRPO samples its own completions
             dataset = dataset.remove_columns("completion")
         args = trl_args(config, run_dir, bf16, use_vllm)
@@ -247,7 +250,7 @@ def run_grpo(config: GRPOConfig, force: bool = False, callbacks: list | None = N
                  args.num_generations, args.steps_per_generation)  # fmt: skip
         return ScaleGRPOTrainer(
             model=model,
-            reward_funcs=make_rewards(prefilled),
+            reward_funcs=make_rewards(config.reward_funcs, config.answer_format, prefilled),
             args=args,
             train_dataset=dataset,
             processing_class=processor,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,4 +194,73 @@ def execute(stages: list[Stage], echo=print) -> dict[str, list[str]]:
             failed.add(stage.run_dir)
             summary["failed"].append(str(stage.run_dir))
             echo(f"{prefix} {stage.kind:<4} FAILED ({type(exc).__name__}: {exc}): {stage.run_dir}")
+    return summary
+
+
+def chains(stages: list[Stage]) -> list[list[Stage]]:
+    """Independent chains: an SFT run with the GRPO run and evaluations that depend on it.
+
+    Chains share nothing, so they can run in separate processes; the longest go first.
+    """
+    root_of: dict[Path, Path] = {}
+    grouped: dict[Path, list[Stage]] = defaultdict(list)
+    for stage in stages:  # plan() orders SFT before GRPO before evaluation
+        root = root_of.get(stage.needs[0], stage.needs[0]) if stage.needs else stage.run_dir
+        root_of[stage.run_dir] = root
+        grouped[root].append(stage)
+
+    def cost(chain: list[Stage]) -> tuple[int, int]:
+        steps = sum(getattr(s.config, "max_steps", 0) or 0 for s in chain)
+        return (-len(chain), -steps)
+
+    return sorted(grouped.values(), key=cost)
+
+
+def _run_chain(chain: list[Stage]) -> dict[str, list[str]]:
+    """Worker: one chain, one thread (the workers share the machine's cores).
+
+    The libraries' progress output goes to ``worker.log`` in the chain's first run
+    directory, so parallel chains do not interleave on the terminal.
+    """
+    import contextlib
+
+    import torch
+
+    torch.set_num_threads(1)
+    for name in ("transformers", "lmms-eval", "datasets", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    log_path = chain[0].run_dir / "worker.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        open(log_path, "a") as stream,
+        contextlib.redirect_stdout(stream),
+        contextlib.redirect_stderr(stream),
+    ):
+        return execute(chain, echo=lambda message: print(message, flush=True))
+
+
+def run_stages(stages: list[Stage], jobs: int = 1, echo=print) -> dict[str, list[str]]:
+    """Run every stage; with ``jobs`` > 1, independent chains run in that many processes."""
+    if jobs <= 1:
+        return execute(stages, echo=echo)
+    import multiprocessing
+
+    work = chains(stages)
+    summary: dict[str, list[str]] = {"ran": [], "skipped": [], "failed": [], "blocked": []}
+    started = time.time()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {pool.submit(_run_chain, chain): chain for chain in work}
+        for done, future in enumerate(as_completed(futures), 1):
+            chain = futures[future]
+            try:
+                result = future.result()
+            except Exception as exc:  # noqa: BLE001 - a crashed worker fails its chain only
+                result = {"failed": [str(s.run_dir) for s in chain]}
+                echo(f"chain {chain[0].run_dir} crashed: {type(exc).__name__}: {exc}")
+            for key, items in result.items():
+                summary[key].extend(items)
+            state = "FAILED" if result.get("failed") or result.get("blocked") else "done"
+            echo(f"[{done:>3}/{len(work)} chains {time.time() - started:6.0f}s] {state}: {chain[0].run_dir} "
+                 f"({len(chain)} stages)")  # fmt: skip
     return summary

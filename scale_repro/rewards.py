@@ -6,10 +6,12 @@ uses, so a reward and a reported accuracy can never disagree about what an answe
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from scale_repro.answers import is_correct, parse_completion
+from scale_repro.answers import is_correct
+from scale_repro.formats import FORMATS
 from scale_repro.segments import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 
 TAG_CREDIT = 0.25
@@ -83,18 +85,53 @@ format_reward = make_format_reward(think_prefilled=False)
 
 def accuracy_reward(completions: Sequence[Any], answer: Sequence[str], **kwargs: Any) -> list[float]:
     """1.0 when the completion has exactly one complete answer block and it matches ``answer``."""
-    choices = kwargs.get("choices") or [None] * len(completions)
-    scores = []
-    for completion, reference, options in zip(completions, answer, choices, strict=True):
-        parsed = parse_completion(completion_text(completion))
-        # An empty choices list (a data set column with no choices for this row) means free text.
-        scores.append(
-            float(parsed.answer is not None and is_correct(parsed.answer, reference, options or None))
-        )
-    return scores
+    return make_accuracy_reward("tags")(completions, answer, **kwargs)
 
 
-REWARD_FUNCTIONS: dict[str, Callable[..., list[float]]] = {
-    "format": format_reward,
-    "accuracy": accuracy_reward,
+def make_accuracy_reward(answer_format: str = "tags") -> Callable[..., list[float]]:
+    """Answer accuracy for completions in ``answer_format`` (see :mod:`scale_repro.formats`)."""
+    parse = FORMATS[answer_format].parse
+
+    def accuracy_reward(completions: Sequence[Any], answer: Sequence[str], **kwargs: Any) -> list[float]:
+        choices = kwargs.get("choices") or [None] * len(completions)
+        scores = []
+        for completion, reference, options in zip(completions, answer, choices, strict=True):
+            parsed = parse(completion_text(completion))
+            # An empty choices list (a data set column with no choices for this row) means free text.
+            scores.append(
+                float(parsed.answer is not None and is_correct(parsed.answer, reference, options or None))
+            )
+        return scores
+
+    return accuracy_reward
+
+
+# The curriculum's format reward (VLM-CapCurriculum training/reward_functions/math.py): the whole
+# completion is <think>...</think> followed by text holding a \boxed{...}.
+_THINK_BOXED = re.compile(r"<think>.*</think>.*\\boxed\{.*\}.*", re.DOTALL)
+
+
+def think_boxed_score(text: str, think_prefilled: bool = False) -> float:
+    """1.0 when the completion is ``<think>...</think> ... \\boxed{...}``, else 0.0."""
+    text = re.sub(r"\s*(<|>|/)\s*", r"\1", text.strip())  # tolerate spaces inside the tags, as there
+    if think_prefilled and not text.startswith(THINK_OPEN):
+        text = THINK_OPEN + text
+    return float(_THINK_BOXED.fullmatch(text) is not None)
+
+
+def make_think_boxed_format_reward(think_prefilled: bool = False) -> Callable[..., list[float]]:
+    def think_boxed_format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        return [think_boxed_score(completion_text(c), think_prefilled) for c in completions]
+
+    return think_boxed_format_reward
+
+
+# Reward functions by the name a stage's config gives them (``reward_funcs``), as open-r1 does:
+# each entry builds the function for the stage's answer format and chat template.
+REWARDS: dict[str, Callable[[str, bool], Callable[..., list[float]]]] = {
+    "format": lambda answer_format, think_prefilled: make_format_reward(think_prefilled),
+    "think_boxed_format": lambda answer_format, think_prefilled: make_think_boxed_format_reward(
+        think_prefilled
+    ),
+    "accuracy": lambda answer_format, think_prefilled: make_accuracy_reward(answer_format),
 }

@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 
 from scale_repro.checkpoints import CheckpointInfo, load_full_state, newest_complete
 from scale_repro.config import ConfigError, LoraConfig, TrainConfig, to_dict
-from scale_repro.data.records import Example, to_conversation
+from scale_repro.data.records import INSTRUCTION, Example, to_conversation
 from scale_repro.data.sources import load_training_examples
 from scale_repro.data.validate import DataError
 from scale_repro.faults import kill_point
@@ -152,19 +152,23 @@ def load_examples(config: TrainConfig) -> tuple[list[Example], dict[str, Any]]:
     return examples, info
 
 
-def to_rows(examples: list[Example], system_prompt: str | None = None) -> list[dict[str, Any]]:
+def to_rows(
+    examples: list[Example], system_prompt: str | None = None, instruction: str = INSTRUCTION
+) -> list[dict[str, Any]]:
     """Conversational prompt-completion rows with image paths (PIL images kept as they are)."""
     return [
-        to_conversation(e, [p if hasattr(p, "size") else str(p) for p in e.images], system_prompt)
+        to_conversation(
+            e, [p if hasattr(p, "size") else str(p) for p in e.images], system_prompt, instruction
+        )
         for e in examples
     ]
 
 
-def to_dataset(examples: list[Example], system_prompt: str | None = None):
+def to_dataset(examples: list[Example], system_prompt: str | None = None, instruction: str = INSTRUCTION):
     """A `datasets.Dataset` of conversational prompt-completion rows; images decode lazily."""
     import datasets
 
-    rows = to_rows(examples, system_prompt)
+    rows = to_rows(examples, system_prompt, instruction)
     for row in rows:
         row["choices"] = row["choices"] or []
     features = datasets.Features(

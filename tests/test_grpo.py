@@ -124,7 +124,7 @@ def test_preflight_rejects_prompts_longer_than_the_budget(tiny_paths, synth_dir)
 
 def test_reward_diagnostics_are_logged():
     logged = {}
-    format_reward, accuracy_reward = make_rewards(think_prefilled=False)
+    format_reward, accuracy_reward = make_rewards(["format", "accuracy"], "tags", think_prefilled=False)
     completions = ["<think>a</think><answer>1</answer>", "<think>a</think>", "no tags"]
     scores = format_reward(completions, log_metric=lambda name, value: logged.__setitem__(name, value))
     assert scores == [1.0, 0.5, 0.0]

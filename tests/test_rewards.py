@@ -61,3 +61,59 @@ def test_accuracy_reward_table():
     answers = ["B", "B", "12", "B", "B", "B"]
     choices = [None, ["red", "blue"], None, None, None, None]
     assert accuracy_reward(completions, answer=answers, choices=choices) == [1.0, 1.0, 1.0, 0.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("completion", "expected"),
+    [
+        ("<think>two dots</think> The answer is \\boxed{2}.", 1.0),
+        ("<think>a</think>\\boxed{B}", 1.0),
+        (
+            "< think >a</ think >\\boxed{B}",
+            1.0,
+        ),  # spaces inside tags are tolerated, as in the curriculum's grader
+        ("Sure. <think>a</think>\\boxed{B}", 0.0),  # text before <think>
+        ("<think>a</think> B", 0.0),  # no \\boxed{}
+        ("\\boxed{B}<think>a</think>", 0.0),  # answer before the reasoning
+        ("<think>a \\boxed{B}", 0.0),  # never closed
+    ],
+)
+def test_think_boxed_format_follows_the_curriculum_grader(completion, expected):
+    from scale_repro.rewards import think_boxed_score
+
+    assert think_boxed_score(completion) == expected
+
+
+def test_rewards_by_name_for_each_answer_format():
+    from scale_repro.rewards import REWARDS
+
+    completions = [
+        "<think>a</think>\\boxed{B}",
+        "<think>a</think><answer>B</answer>",
+        "<think>a</think>\\boxed{A or B}",
+    ]
+    boxed_accuracy = REWARDS["accuracy"]("think_boxed", False)
+    tags_accuracy = REWARDS["accuracy"]("tags", False)
+    assert boxed_accuracy(completions, answer=["B"] * 3) == [1.0, 0.0, 0.0]  # a hedge never scores
+    assert tags_accuracy(completions, answer=["B"] * 3) == [0.0, 1.0, 0.0]
+    assert REWARDS["think_boxed_format"]("think_boxed", False)(completions) == [1.0, 0.0, 1.0]
+    assert REWARDS["format"]("tags", False)(completions) == [0.5, 1.0, 0.5]
+    assert REWARDS["think_boxed_format"]("think_boxed", False).__name__ == "think_boxed_format_reward"
+
+
+def test_reward_names_and_weights_are_checked():
+    from scale_repro.config import ConfigError, GRPOConfig, load_config
+
+    with pytest.raises(
+        ConfigError,
+        match=r"--set reward_funcs=\[format,lenght\]: reward_funcs unknown reward\(s\) \['lenght'\]",
+    ):
+        load_config(GRPOConfig, None, ["reward_funcs=[format,lenght]"])
+    with pytest.raises(ConfigError, match="one weight per reward: 2 rewards, 1 weights"):
+        load_config(GRPOConfig, None, ["reward_weights=[1.0]"])
+    config = load_config(GRPOConfig, "configs/grpo/default.yaml", [])
+    assert (config.answer_format, config.reward_funcs, config.reward_weights) == (
+        "tags",
+        ["format", "accuracy"],
+        [1.0, 1.0],
+    )

@@ -53,25 +53,27 @@ def format_question(question: str, choices: list[str] | None = None, hint: str |
     return "\n".join(lines)
 
 
-def prompt_text(question: str) -> str:
-    """The user turn: the question, then the paper's instruction (added once)."""
+def prompt_text(question: str, instruction: str = INSTRUCTION) -> str:
+    """The user turn: the question, then the instruction (the paper's by default; added once)."""
     question = question.replace("<image>", "").strip()
-    if INSTRUCTION in question:
+    if instruction in question:
         return question
-    return f"{question}\n{INSTRUCTION}"
+    return f"{question}\n{instruction}"
 
 
 def completion_text(reasoning: str, answer: str) -> str:
     return f"<think>{reasoning.strip()}</think><answer>{answer.strip()}</answer>"
 
 
-def to_conversation(example: Example, images: list[Any], system_prompt: str | None = None) -> dict[str, Any]:
+def to_conversation(
+    example: Example, images: list[Any], system_prompt: str | None = None, instruction: str = INSTRUCTION
+) -> dict[str, Any]:
     """A TRL conversational prompt-completion row with its images (TRL inserts the image slots)."""
     prompt = [{"role": "system", "content": system_prompt}] if system_prompt else []
     for turn in example.context:  # earlier rounds, with the instruction after each question
-        content = prompt_text(turn["content"]) if turn["role"] == "user" else turn["content"]
+        content = prompt_text(turn["content"], instruction) if turn["role"] == "user" else turn["content"]
         prompt.append({"role": turn["role"], "content": content})
-    prompt.append({"role": "user", "content": prompt_text(example.question)})
+    prompt.append({"role": "user", "content": prompt_text(example.question, instruction)})
     row: dict[str, Any] = {
         "prompt": prompt,
         "images": images,
