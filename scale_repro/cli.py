@@ -444,6 +444,23 @@ def data_synth(
     typer.echo(f"synthetic data: {n_train} train, {n_test}+{n_test} test -> {path}")
 
 
+@data_app.command("capabilities")
+def data_capabilities(
+    out: Annotated[Path, typer.Option(help="Directory to write.")],
+    seed: Annotated[int, typer.Option()] = 0,
+    n: Annotated[int, typer.Option(help="Records per capability.")] = 128,
+    image_size: Annotated[int, typer.Option()] = 64,
+) -> None:
+    """Write synthetic perception, text-reasoning and visual-reasoning data (EasyR1 JSON lines)
+    for the staged curriculum, disjoint from `scale data synth`'s test scenes for the same seed."""
+    from scale_repro.data.capabilities import CapabilityConfig, write_capability_data
+
+    if n < 1:
+        _fail(f"--n must be at least 1, got {n}")
+    path = write_capability_data(out, CapabilityConfig(seed=seed, n_per_capability=n, image_size=image_size))
+    typer.echo(f"capability data: {n} perception, {n} text-reasoning, {n} visual-reasoning records -> {path}")
+
+
 @data_app.command("validate")
 def data_validate(
     spec: Annotated[

@@ -81,6 +81,10 @@ class DataConfig:
     max_examples: int | None = None  # keep the first N examples (after validation)
     sources: list[str] = field(default_factory=list)  # keep records with an image under these folders
     id_contains: list[str] = field(default_factory=list)  # ... or whose id contains one of these
+    # Order of the examples in a GRPO stage: shuffled, or by the base model's pass rate (the
+    # difficulty axis; needs a pass_rate per example: released curriculum data has one, or
+    # `scale data pass-rate` writes it). Ties keep a seeded random order, as the curriculum does.
+    order: Literal["shuffle", "easy_to_hard", "hard_to_easy"] = "shuffle"
 
 
 @dataclass
@@ -146,6 +150,17 @@ class SFTConfig(TrainConfig):
     # them with the model's processor before training): stop with their ids, drop them (counted
     # and named in the manifest), or keep them (they train with part or none of their answer).
     cut_answers: Literal["stop", "drop", "keep"] = "stop"
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = super().problems()
+        if self.data.order != "shuffle":
+            found.append(
+                (
+                    "data.order",
+                    f"orders GRPO stages only (SFT samples its batches at random), got {self.data.order!r}",
+                )
+            )
+        return found
 
 
 @dataclass

@@ -196,6 +196,8 @@ def trl_args(config: GRPOConfig, run_dir: Path, bf16: bool, use_vllm: bool) -> T
         **trainer_arguments(config, run_dir, bf16),
         num_generations=config.num_generations,
         generation_batch_size=generation_batch(config),
+        # A difficulty order must reach the trainer as it is: TRL shuffles unless told not to.
+        shuffle_dataset=config.data.order == "shuffle",
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,
         top_p=config.top_p,

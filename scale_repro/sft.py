@@ -23,6 +23,7 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 from scale_repro.budget import budget_report, measure, render
 from scale_repro.config import LossConfig, SFTConfig
 from scale_repro.data.records import Example
+from scale_repro.data.validate import DataError
 from scale_repro.loss import cosine_weight, per_sample_scale_loss, segment_means
 from scale_repro.segments import IGNORED, label_segments
 from scale_repro.training import (
@@ -198,6 +199,14 @@ def answer_budget_preflight(config: SFTConfig):
 
     def check(examples: list[Example], resolved) -> tuple[list[Example], dict[str, Any]]:
         from transformers import AutoProcessor
+
+        untraced = [e.id for e in examples if not e.reasoning]
+        if untraced:
+            raise DataError(
+                config.data.spec, untraced[0], "reasoning",
+                f"{len(untraced)} of {len(examples)} examples have no reasoning trace (RL data): SFT needs "
+                "<think>...</think><answer>...</answer> completions; use this data for GRPO",
+            )  # fmt: skip
 
         processor = AutoProcessor.from_pretrained(resolved.path, trust_remote_code=config.trust_remote_code)
         budgets = measure(to_rows(examples, config.system_prompt), processor)

@@ -122,7 +122,7 @@ def load_examples(config: TrainConfig) -> tuple[list[Example], dict[str, Any]]:
         sources=config.data.sources,
         id_contains=config.data.id_contains,
     )
-    examples = result.examples
+    examples = order_examples(result.examples, config.data.order, config.seed, config.data.spec)
     if config.data.max_examples is not None:
         examples = examples[: config.data.max_examples]
     if not examples:
@@ -150,6 +150,23 @@ def load_examples(config: TrainConfig) -> tuple[list[Example], dict[str, Any]]:
         ),
     }
     return examples, info
+
+
+def order_examples(examples: list[Example], order: str, seed: int, where: str) -> list[Example]:
+    """Examples by pass rate for the difficulty axis: easy (high pass rate) to hard, or the
+    reverse; equal pass rates in a seeded random order (as VLM-CapCurriculum's
+    generate_curriculum_per_stage.py sorts). "shuffle" leaves them as they are."""
+    if order == "shuffle":
+        return examples
+    import random
+
+    missing = next((e for e in examples if "pass_rate" not in e.meta), None)
+    if missing is not None:
+        raise DataError(where, missing.id, "pass_rate", f"data.order={order} needs a pass rate for every example; "
+                        "`scale data pass-rate` estimates them")  # fmt: skip
+    shuffled = list(examples)
+    random.Random(seed).shuffle(shuffled)
+    return sorted(shuffled, key=lambda e: e.meta["pass_rate"], reverse=order == "easy_to_hard")
 
 
 def to_rows(

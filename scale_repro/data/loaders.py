@@ -283,6 +283,94 @@ def _vision_r1_record(record: Any, record_id: str, roots: list[Path], check_imag
     return resolved, parsed
 
 
+# Keys of EasyR1-style RL data, as the staged curriculum's data and scripts use them
+# (VLM-CapCurriculum: data.prompt_key=problem, data.image_key=images; its perception formatter
+# writes prompt / image_path): the question, its images, the reference, and optionally the
+# base model's pass rate (the difficulty axis).
+EASYR1_QUESTION_KEYS = ("problem", "prompt")
+EASYR1_IMAGE_KEYS = ("images", "image_path", "image")
+
+
+def is_easyr1_record(record: Any) -> bool:
+    return (
+        isinstance(record, dict)
+        and any(k in record for k in EASYR1_QUESTION_KEYS)
+        and "conversations" not in record
+    )
+
+
+def load_easyr1(path: str | Path, image_root: str | Path | None = None, strict: bool = False) -> LoadResult:
+    """RL data without traces (GRPO only): ``{"problem", "images", "answer", "pass_rate"?}``
+    per line (JSON lines or a JSON list). Text-only records have no images. References are
+    reduced to their canonical answer as for Vision-R1 data."""
+    path = Path(path)
+    records = _read_records(path)
+    root = Path(image_root) if image_root else path.parent
+    report = ValidationReport(path=str(path), total=len(records), selected=len(records))
+    examples = []
+    for index, record in enumerate(records):
+        record_id = (
+            str(record.get("id", record.get("index", index))) if isinstance(record, dict) else str(index)
+        )
+        parsed = _easyr1_record(record, record_id, root)
+        if isinstance(parsed, Rejection):
+            if strict:
+                raise DataError(path, record_id, parsed.field, parsed.message)
+            report.add(parsed)
+            continue
+        question, images, answer_text, choices, pass_rate = parsed
+        report.valid += 1
+        answer = canonical_reference(answer_text, choices)
+        report.rewritten += answer != answer_text
+        examples.append(
+            Example(
+                id=record_id, images=images, question=question, answer=answer, choices=choices,
+                source=f"easyr1:{path.name}", answer_text=answer_text,
+                meta={} if pass_rate is None else {"pass_rate": pass_rate},
+            )
+        )  # fmt: skip
+    return LoadResult(examples, report)
+
+
+def _easyr1_record(record: Any, record_id: str, root: Path):
+    if not isinstance(record, dict):
+        return Rejection("missing_field", record_id, None, "record is not a JSON object")
+    key = next((k for k in EASYR1_QUESTION_KEYS if k in record), None)
+    if key is None:
+        return Rejection("missing_field", record_id, "problem", "no 'problem' (or 'prompt') field")
+    question = record[key]
+    if not isinstance(question, str) or not question.replace("<image>", "").strip():
+        return Rejection("empty_question", record_id, key, "the question has no text")
+    if "answer" not in record:
+        return Rejection("missing_field", record_id, "answer", "no 'answer' field")
+    answer_text = str(record["answer"]).strip()
+    if not answer_text:
+        return Rejection("empty_answer", record_id, "answer", "empty answer")
+    options = [record[f"option_{letter}"] for letter in LETTERS if f"option_{letter}" in record]
+    choices = options or choices_from_question(question)
+    if is_hedge(answer_text, choices):
+        return Rejection(
+            "ambiguous_answer", record_id, "answer", f"the reference {answer_text!r} offers several answers"
+        )
+    image_key = next((k for k in EASYR1_IMAGE_KEYS if record.get(k)), None)
+    paths = record.get(image_key) if image_key else []
+    paths = [paths] if isinstance(paths, str) else list(paths or [])
+    images = []
+    for p in paths:
+        if not isinstance(p, str):
+            return Rejection("missing_field", record_id, image_key, "an image is not a file path")
+        problem = check_image(Path(p) if Path(p).is_absolute() else root / p)
+        if problem:
+            return Rejection(problem[0], record_id, image_key, problem[1])
+        images.append(str(Path(p) if Path(p).is_absolute() else root / p))
+    pass_rate = record.get("pass_rate")
+    if pass_rate is not None and not (isinstance(pass_rate, (int, float)) and 0.0 <= pass_rate <= 1.0):
+        return Rejection(
+            "missing_field", record_id, "pass_rate", f"pass_rate must be in [0, 1], got {pass_rate!r}"
+        )
+    return question, images, answer_text, choices, None if pass_rate is None else float(pass_rate)
+
+
 def open_dataset(source: str | Path, split: str, config: str | None = None, other_place: str | None = None):
     """A local ``save_to_disk`` copy (Dataset or DatasetDict) or a hub data set. When the hub
     fails, the error names ``other_place`` (where the data set was before it moved, or is now)."""

@@ -7,6 +7,7 @@ YAML); a local ``save_to_disk`` copy of ScienceQA-IMG or ICON-QA; a hub id.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from scale_repro.data.loaders import (
     LoadResult,
     SubsetRule,
     iconqa_examples,
+    is_easyr1_record,
+    load_easyr1,
     load_vision_r1,
     open_dataset,
     scienceqa_examples,
@@ -48,6 +51,19 @@ def preset(name: str) -> dict[str, Any] | None:
 
 def preset_names() -> list[str]:
     return sorted(p.stem for p in (CONFIGS_DIR / "data").glob("*.yaml"))
+
+
+def is_easyr1_file(path: Path) -> bool:
+    """Whether a JSON(-lines) file holds EasyR1-style RL records (its first record tells)."""
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        head = handle.read(65536).lstrip()
+    if head.startswith("["):
+        head = head[1:].lstrip()
+    try:
+        first, _ = json.JSONDecoder().raw_decode(head)
+    except json.JSONDecodeError:
+        return False  # the Vision-R1 loader reports what is wrong with the file
+    return is_easyr1_record(first)
 
 
 def _preset_files(found: dict[str, Any]) -> tuple[Path, list[tuple[Path, str | None]]]:
@@ -104,8 +120,22 @@ def load_training_examples(
         )
     path = Path(spec)
     if path.is_file() and path.suffix in (".json", ".jsonl"):
+        if is_easyr1_file(path):
+            return load_easyr1(path, image_root, strict)
         return load_vision_r1(path, image_root, subset, strict)
     found = preset(spec)
+    if found and found.get("format") == "easyr1":
+        where = found["_preset"]
+        for key in ("path", "image_root"):
+            unset = _UNSET_VARIABLE.search(str(found.get(key) or ""))
+            if unset:
+                raise DataError(
+                    where,
+                    None,
+                    key,
+                    f"set the environment variable {unset.group(1)} (see the preset's comment)",
+                )
+        return load_easyr1(found["path"], image_root or found.get("image_root"), strict)
     if found:
         dataset_dir, files = _preset_files(found)
         rule = SubsetRule(

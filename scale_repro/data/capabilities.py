@@ -1,0 +1,118 @@
+"""Synthetic data for each capability of the staged curriculum, in the synthetic grid world.
+
+Written as EasyR1 records (``{"id", "problem", "images", "answer", "description", "kind"}``),
+the format the released curriculum data uses and :func:`scale_repro.data.loaders.load_easyr1`
+reads, one JSON-lines file per capability:
+
+- ``perception.jsonl``: what is in the image (the colour or shape in a named cell), multiple
+  choice, answer a letter: seeing, no reasoning;
+- ``text_reasoning.jsonl``: counting and comparing over a scene *described in words*, no image:
+  reasoning, no seeing;
+- ``visual_reasoning.jsonl``: the same counting and comparing about the image: both.
+
+Every record carries ``description``, the scene in words, so the perception filter can ask a
+model the same question from the description instead of the image. Scenes of the three files
+are disjoint, and none occurs in the evaluation sets of ``scale data synth`` with the same seed
+(they are drawn after them from the same generator). Deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from scale_repro.data.records import format_question
+from scale_repro.data.synth import (
+    SHAPES,
+    Question,
+    Scene,
+    SynthConfig,
+    draw_scene,
+    generate_items,
+    make_question,
+    random_scene,
+)
+from scale_repro.rundir import atomic_write_json, atomic_write_text
+
+CAPABILITY_KIND = "scale-capabilities"
+CAPABILITIES = {
+    "perception": ("color_at", "shape_at"),
+    "text_reasoning": ("count_color", "count_shape", "compare"),
+    "visual_reasoning": ("count_color", "count_shape", "compare"),
+}
+
+
+@dataclass(frozen=True)
+class CapabilityConfig:
+    seed: int = 0
+    n_per_capability: int = 128
+    image_size: int = 64
+    grid: int = 3
+    # Held-out evaluation scenes of `scale data synth` with this seed are never used here.
+    n_test_reserved: int = 64
+
+
+def describe_scene(scene: Scene) -> str:
+    """The scene in words, cell by cell (what a caption would say)."""
+    parts = []
+    for cell in scene.cells:
+        parts.append(f"{cell.name}: {cell.color} {cell.shape}" if cell.shape else f"{cell.name}: empty")
+    return f"A {scene.grid}x{scene.grid} grid. " + "; ".join(parts) + "."
+
+
+def _problem(question: Question, with_image: bool, scene: Scene) -> str:
+    text = format_question(question.text, list(question.choices) if question.choices else None)
+    if with_image:
+        return "<image>" + text
+    return f"{describe_scene(scene)}\n{text.replace('in the picture', 'in the grid')}"
+
+
+def write_capability_data(out_dir: str | Path, config: CapabilityConfig = CapabilityConfig()) -> Path:
+    """Write the three capability files (and images) to ``out_dir``, replaced atomically."""
+    out = Path(out_dir)
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "images").mkdir(parents=True)
+    # Draw the evaluation scenes of `scale data synth` first, so none is reused here.
+    reserved = generate_items(
+        SynthConfig(seed=config.seed, n_train=0, n_test=config.n_test_reserved, grid=config.grid)
+    )
+    seen = {scene.signature() for split in ("scienceqa", "iconqa") for scene, _ in reserved[split]}
+    rng = random.Random(f"capabilities-{config.seed}")
+    counts = {}
+    for capability, kinds in CAPABILITIES.items():
+        records: list[dict[str, Any]] = []
+        for i in range(config.n_per_capability):
+            scene = random_scene(rng, config.grid, SHAPES)
+            while scene.signature() in seen:
+                scene = random_scene(rng, config.grid, SHAPES)
+            seen.add(scene.signature())
+            question = make_question(scene, kinds[i % len(kinds)], rng)
+            with_image = capability != "text_reasoning"
+            images = []
+            if with_image:
+                name = f"images/{capability}_{i:05d}.png"
+                draw_scene(scene, config.image_size).save(staging / name)
+                images = [name]
+            records.append({
+                "id": f"{capability}-{i:05d}",
+                "problem": _problem(question, with_image, scene),
+                "images": images,
+                "answer": question.answer,
+                "description": describe_scene(scene),
+                "kind": question.kind,
+                "capability": capability,
+            })  # fmt: skip
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        atomic_write_text(staging / f"{capability}.jsonl", text)
+        counts[capability] = len(records)
+    atomic_write_json(staging / "manifest.json", {"kind": CAPABILITY_KIND, "config": asdict(config), "files": {
+        name: f"{name}.jsonl" for name in CAPABILITIES}, "counts": counts})  # fmt: skip
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return out

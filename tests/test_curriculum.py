@@ -1,0 +1,121 @@
+"""The staged curriculum's data: the released EasyR1 records, synthetic data per capability,
+and the difficulty order."""
+
+import json
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from scale_repro.cli import app
+from scale_repro.config import GRPOConfig, SFTConfig, load_config
+from scale_repro.data.sources import load_training_examples
+from scale_repro.data.validate import DataError
+
+runner = CliRunner()
+
+
+def write_released(tmp_path):
+    """Records as VLM-CapCurriculum's data and scripts have them: problem / images / answer /
+    pass_rate (data.prompt_key=problem, data.image_key=images), and its perception formatter's
+    option_A..D; text-reasoning records have no image."""
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (40, 30), (9, 9, 9)).save(tmp_path / "images" / "train_00009.jpg")
+    rows = [
+        {"index": "0", "problem": "<image>In the image, what is the colour of the car?\nOptions:\nA: red\nB: blue\nC: green\n"
+         "D: black\nRespond using only the letter corresponding to the correct answer.\n",
+         "images": ["train_00009.jpg"], "answer": "D", "option_A": "red", "option_B": "blue", "option_C": "green",
+         "option_D": "black", "pass_rate": 0.4},
+        {"id": "orz-17", "problem": "What is $3+4$?", "answer": "7", "pass_rate": 1.0},
+        {"id": "geo-3", "problem": "<image>Find x.", "images": ["missing.png"], "answer": "\\boxed{12}", "pass_rate": 0.2},
+        {"id": "bad-rate", "problem": "What is 1+1?", "answer": "2", "pass_rate": 3},
+        {"id": "no-answer", "problem": "What is 2+2?"},
+    ]  # fmt: skip
+    path = tmp_path / "stage.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_released_curriculum_records_load_with_counts(tmp_path):
+    result = load_training_examples(str(write_released(tmp_path)), image_root=str(tmp_path / "images"))
+    assert [(e.id, e.answer, e.choices, e.meta) for e in result.examples] == [
+        ("0", "D", ["red", "blue", "green", "black"], {"pass_rate": 0.4}),
+        ("orz-17", "7", None, {"pass_rate": 1.0}),
+    ]
+    assert result.examples[0].images == [str(tmp_path / "images" / "train_00009.jpg")]
+    assert result.examples[1].images == [] and result.examples[1].reasoning == ""
+    assert dict(result.report.rejected) == {"missing_image_file": 1, "missing_field": 2}
+    assert [f["record"] for f in result.report.first_rejected["missing_field"]] == ["bad-rate", "no-answer"]
+
+
+def test_difficulty_order_sorts_by_pass_rate_with_seeded_ties(tmp_path):
+    from scale_repro.data.records import Example
+    from scale_repro.training import order_examples
+
+    examples = [
+        Example(str(i), [], "q", "a", meta={"pass_rate": rate})
+        for i, rate in enumerate([0.2, 1.0, 0.6, 0.2, 0.6])
+    ]
+    easy_first = [e.id for e in order_examples(examples, "easy_to_hard", seed=0, where="d")]
+    assert [examples[int(i)].meta["pass_rate"] for i in easy_first] == [1.0, 0.6, 0.6, 0.2, 0.2]
+    assert easy_first == [
+        e.id for e in order_examples(examples, "easy_to_hard", seed=0, where="d")
+    ]  # deterministic
+    hard_first = [
+        examples[int(e.id)].meta["pass_rate"] for e in order_examples(examples, "hard_to_easy", 0, "d")
+    ]
+    assert hard_first == [0.2, 0.2, 0.6, 0.6, 1.0]
+    examples.append(Example("no-rate", [], "q", "a"))
+    with pytest.raises(
+        DataError, match=r"d, record no-rate, field 'pass_rate': data.order=easy_to_hard needs"
+    ):
+        order_examples(examples, "easy_to_hard", 0, "d")
+
+
+def test_difficulty_order_reaches_grpo_unshuffled_and_is_refused_for_sft(tmp_path):
+    from scale_repro.config import ConfigError
+    from scale_repro.grpo import trl_args
+
+    config = load_config(GRPOConfig, None, ["data.order=easy_to_hard", "per_device_train_batch_size=8"])
+    assert trl_args(config, tmp_path, bf16=False, use_vllm=False).shuffle_dataset is False
+    config = load_config(GRPOConfig, None, ["per_device_train_batch_size=8"])
+    assert trl_args(config, tmp_path, bf16=False, use_vllm=False).shuffle_dataset is True
+    with pytest.raises(ConfigError, match="data.order orders GRPO stages only"):
+        load_config(SFTConfig, None, ["data.order=easy_to_hard"])
+
+
+def test_sft_on_rl_data_is_one_clear_line(tmp_path, tiny_paths):
+    data = write_released(tmp_path)
+    result = runner.invoke(app, ["sft", "--model", "tiny-gemma3", "--data", str(data), "--image-root",
+                                 str(tmp_path / "images"), "--output-dir", str(tmp_path / "run")])  # fmt: skip
+    assert result.exit_code == 1
+    assert "2 of 2 examples have no reasoning trace (RL data)" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_capability_data_separates_seeing_from_reasoning(tmp_path):
+    from scale_repro.data.synth import SynthConfig, generate_items
+
+    result = runner.invoke(app, ["data", "capabilities", "--out", str(tmp_path / "cap"), "--n", "12"])
+    assert result.exit_code == 0, result.output
+    loaded = {name: load_training_examples(str(tmp_path / "cap" / f"{name}.jsonl")).examples
+              for name in ("perception", "text_reasoning", "visual_reasoning")}  # fmt: skip
+    assert {name: len(examples) for name, examples in loaded.items()} == {
+        "perception": 12, "text_reasoning": 12, "visual_reasoning": 12}  # fmt: skip
+    assert all(e.choices and len(e.images) == 1 for e in loaded["perception"])  # what is in a cell: a letter
+    assert all(not e.images and "A 3x3 grid." in e.question for e in loaded["text_reasoning"])  # no image
+    assert all(len(e.images) == 1 and "grid." not in e.question for e in loaded["visual_reasoning"])
+    # No scene of the evaluation sets `scale data synth` writes with the same seed is used here.
+    records = [
+        json.loads(line)
+        for name in loaded
+        for line in (tmp_path / "cap" / f"{name}.jsonl").read_text().splitlines()
+    ]
+    descriptions = {r["description"] for r in records}
+    assert len(descriptions) == 36  # every scene different
+    from scale_repro.data.capabilities import describe_scene
+
+    held_out = generate_items(SynthConfig(seed=0, n_train=0, n_test=64))
+    assert not descriptions & {
+        describe_scene(s) for split in ("scienceqa", "iconqa") for s, _ in held_out[split]
+    }
