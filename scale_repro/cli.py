@@ -461,6 +461,94 @@ def data_capabilities(
     typer.echo(f"capability data: {n} perception, {n} text-reasoning, {n} visual-reasoning records -> {path}")
 
 
+@data_app.command("pass-rate")
+def data_pass_rate(
+    model: Annotated[
+        str, typer.Option(help="The model whose difficulty it is (short name, checkpoint, run).")
+    ],
+    data: Annotated[str, typer.Option(help="Any training data --data takes.")],
+    k: Annotated[int, typer.Option(help="Completions sampled per example.")] = 8,
+    max_new_tokens: Annotated[int, typer.Option()] = 1024,
+    temperature: Annotated[float, typer.Option()] = 1.0,
+    answer_format: Annotated[str, typer.Option(help="tags | think_boxed")] = "tags",
+    out: Annotated[
+        Path | None, typer.Option(help="Default: DATA_STEM.pass_rate.jsonl beside the data.")
+    ] = None,
+) -> None:
+    """Each example's pass rate over K samples of a model, written as EasyR1 records with
+    ``pass_rate`` (a GRPO stage orders them with data.order=easy_to_hard)."""
+    from scale_repro.data.difficulty import easyr1_record, estimate_pass_rates, write_records
+    from scale_repro.data.sources import load_training_examples
+    from scale_repro.formats import FORMATS
+    from scale_repro.models import resolve_model
+
+    if k < 1 or max_new_tokens < 1:
+        _fail("--k and --max-new-tokens must be at least 1")
+    if answer_format not in FORMATS:
+        _fail(f"unknown --answer-format {answer_format!r}; choose from {', '.join(FORMATS)}")
+    try:
+        examples = load_training_examples(data).examples
+        path = resolve_model(model).path
+    except _user_errors() as exc:
+        _fail(str(exc))
+    rates = estimate_pass_rates(path, examples, k, max_new_tokens, answer_format, temperature)
+    source = Path(data)
+    target = out or (
+        source.with_name(f"{source.stem}.pass_rate.jsonl")
+        if source.is_file()
+        else Path(f"{data}.pass_rate.jsonl")
+    )
+    write_records(
+        [easyr1_record(e, pass_rate=r, model=model, k=k) for e, r in zip(examples, rates, strict=True)],
+        target,
+    )
+    n = len(rates)
+    typer.echo(f"{n} examples, mean pass rate {sum(rates) / n:.3f}; {sum(r == 0 for r in rates)} never solved, "
+               f"{sum(r == 1 for r in rates)} always solved -> {target}")  # fmt: skip
+
+
+@data_app.command("perception-filter")
+def data_perception_filter(
+    model: Annotated[str, typer.Option(help="The model to probe.")],
+    data: Annotated[Path, typer.Option(help="EasyR1 records with a 'description' of each image.")],
+    max_new_tokens: Annotated[int, typer.Option()] = 1024,
+    answer_format: Annotated[str, typer.Option(help="tags | think_boxed")] = "tags",
+    out: Annotated[
+        Path | None, typer.Option(help="Default: DATA_STEM.perception.jsonl beside the data.")
+    ] = None,
+) -> None:
+    """Keep the questions the model gets wrong from the image but right from its description:
+    what it fails to see (the curriculum's perception data)."""
+    import json as _json
+
+    from scale_repro.data.difficulty import easyr1_record, perception_filter, write_records
+    from scale_repro.data.sources import load_training_examples
+    from scale_repro.models import resolve_model
+
+    try:
+        examples = load_training_examples(str(data)).examples
+        path = resolve_model(model).path
+    except _user_errors() as exc:
+        _fail(str(exc))
+    raw = [_json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+    described = {str(r.get("id", r.get("index", i))): r.get("description") for i, r in enumerate(raw)}
+    missing = [e.id for e in examples if not described.get(e.id)]
+    if missing:
+        _fail(
+            f"{data}, record {missing[0]}, field 'description': {len(missing)} record(s) have no description"
+        )
+    verdicts = perception_filter(
+        path, examples, [described[e.id] for e in examples], max_new_tokens, answer_format
+    )
+    kept = [e for e, (image, text) in zip(examples, verdicts, strict=True) if not image and text]
+    target = out or data.with_name(f"{data.stem}.perception.jsonl")
+    write_records([easyr1_record(e, description=described[e.id]) for e in kept], target)
+    right_image = sum(image for image, _ in verdicts)
+    right_text = sum(text for _, text in verdicts)
+    typer.echo(f"{len(examples)} questions: {right_image} right from the image, {right_text} right from the "
+               f"description; kept {len(kept)} (wrong from the image, right from the description) -> {target}")  # fmt: skip
+
+
 @data_app.command("validate")
 def data_validate(
     spec: Annotated[

@@ -119,3 +119,74 @@ def test_capability_data_separates_seeing_from_reasoning(tmp_path):
     assert not descriptions & {
         describe_scene(s) for split in ("scienceqa", "iconqa") for s, _ in held_out[split]
     }
+
+
+def test_pass_rate_and_perception_filter_from_sampled_answers(tmp_path, tiny_paths, monkeypatch):
+    """The bookkeeping, with the model's answers fixed: pass rate = correct / K; the filter keeps
+    what is wrong from the image and right from the description."""
+    from scale_repro.data import difficulty
+
+    runner.invoke(app, ["data", "capabilities", "--out", str(tmp_path / "cap"), "--n", "4"])
+    perception = tmp_path / "cap" / "perception.jsonl"
+    examples = load_training_examples(str(perception)).examples
+    right = {e.id: f"<think>x</think><answer>{e.answer}</answer>" for e in examples}
+
+    def fake_sample(
+        model_path, batch, k, max_new_tokens, temperature=1.0, answer_format="tags", *args, **kwargs
+    ):
+        # Image prompts: right for the first two questions only; described (imageless) prompts: always right.
+        rows = []
+        for e in batch:
+            ok = (not e.images) or e.id in (examples[0].id, examples[1].id)
+            rows.append(
+                [
+                    right[e.id] if ok and (k == 1 or j < k - 1) else "<think>x</think><answer>Z</answer>"
+                    for j in range(k)
+                ]
+            )
+        return rows
+
+    monkeypatch.setattr(difficulty, "sample_completions", fake_sample)
+    result = runner.invoke(
+        app, ["data", "pass-rate", "--model", "tiny-gemma3", "--data", str(perception), "--k", "4"]
+    )
+    assert result.exit_code == 0, result.output
+    rates = [
+        json.loads(line)["pass_rate"]
+        for line in (tmp_path / "cap" / "perception.pass_rate.jsonl").read_text().splitlines()
+    ]
+    assert rates == [0.75, 0.75, 0.0, 0.0]
+    reloaded = load_training_examples(str(tmp_path / "cap" / "perception.pass_rate.jsonl")).examples
+    assert [(e.id, e.answer, e.meta["pass_rate"]) for e in reloaded] == [
+        (e.id, e.answer, r) for e, r in zip(examples, rates, strict=True)
+    ]
+
+    result = runner.invoke(
+        app, ["data", "perception-filter", "--model", "tiny-gemma3", "--data", str(perception)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "4 questions: 2 right from the image, 4 right from the description; kept 2" in result.output
+    kept = [
+        json.loads(line)["id"]
+        for line in (tmp_path / "cap" / "perception.perception.jsonl").read_text().splitlines()
+    ]
+    assert kept == [examples[2].id, examples[3].id]
+
+
+@pytest.mark.slow
+def test_sampling_runs_the_model_on_image_and_text_only_examples(tmp_path, tiny_paths):
+    from scale_repro.data.difficulty import sample_completions
+
+    runner.invoke(app, ["data", "capabilities", "--out", str(tmp_path / "cap"), "--n", "2"])
+    examples = (load_training_examples(str(tmp_path / "cap" / "text_reasoning.jsonl")).examples
+                + load_training_examples(str(tmp_path / "cap" / "visual_reasoning.jsonl")).examples)  # fmt: skip
+    completions = sample_completions(
+        str(tiny_paths["tiny-qwen2.5-vl"]), examples, k=3, max_new_tokens=4, progress=False
+    )
+    assert [len(row) for row in completions] == [3, 3, 3, 3]
+    assert all(isinstance(c, str) for row in completions for c in row)
+    greedy = sample_completions(str(tiny_paths["tiny-qwen2.5-vl"]), examples, k=1, max_new_tokens=4,
+                                temperature=0.0, progress=False)  # fmt: skip
+    again = sample_completions(str(tiny_paths["tiny-qwen2.5-vl"]), examples, k=1, max_new_tokens=4,
+                               temperature=0.0, batch_size=1, progress=False)  # fmt: skip
+    assert greedy == again  # batching does not change greedy answers

@@ -1,0 +1,138 @@
+"""The curriculum's data steps that ask a model: pass rates (difficulty) and the perception filter.
+
+- :func:`estimate_pass_rates`: each example's share of correct answers in K sampled completions
+  of a model, the difficulty axis (VLM-CapCurriculum's ``passK``: easy = high pass rate).
+- :func:`perception_filter`: keep the questions a model gets wrong from the image but right
+  from a description of it: their failure is one of seeing, which a perception stage trains
+  (VLM-CapCurriculum's ``filter_perception.py``, with a caption in place of the image).
+
+Completions are sampled with transformers' ``generate`` on the model's own chat template and
+processor, and scored by the answer parser the rewards and the evaluator use. Results are
+written as EasyR1 records (``problem``, ``images``, ``answer``, ``pass_rate``), which
+:func:`scale_repro.data.loaders.load_easyr1` reads and a GRPO stage can order by difficulty.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from scale_repro.answers import is_correct
+from scale_repro.data.records import Example, to_conversation
+from scale_repro.formats import FORMATS
+
+log = logging.getLogger("scale_repro")
+
+
+def _load(model_path: str):
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype).to(device).eval()
+    processor = AutoProcessor.from_pretrained(model_path)
+    processor.tokenizer.padding_side = "left"  # generation continues every row from its end
+    return model, processor, device
+
+
+def _batches(examples: list[Example], size: int) -> list[list[int]]:
+    """Indices in batches of up to ``size`` that either all have images or all have none
+    (a processor call takes images for every row or for none)."""
+    batches: list[list[int]] = []
+    for index, example in enumerate(examples):
+        if (
+            batches
+            and len(batches[-1]) < size
+            and bool(examples[batches[-1][0]].images) == bool(example.images)
+        ):
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
+def sample_completions(model_path: str, examples: list[Example], k: int, max_new_tokens: int,
+                       temperature: float = 1.0, answer_format: str = "tags", batch_size: int = 8,
+                       progress: bool = True) -> list[list[str]]:  # fmt: skip
+    """``k`` completions per example (greedy when ``temperature`` is 0)."""
+    import torch
+    from PIL import Image
+    from tqdm.auto import tqdm
+    from trl.data_utils import prepare_multimodal_messages
+
+    model, processor, device = _load(model_path)
+    instruction = FORMATS[answer_format].instruction
+    outputs: list[list[str]] = [[] for _ in examples]
+    for batch in tqdm(_batches(examples, batch_size), desc="sampling", disable=not progress):
+        texts, images = [], []
+        for index in batch:
+            example = examples[index]
+            loaded = [
+                Image.open(p).convert("RGB") if isinstance(p, (str, Path)) else p for p in example.images
+            ]
+            row = to_conversation(example, loaded, instruction=instruction)
+            messages = prepare_multimodal_messages(row["prompt"], images=loaded)
+            texts.append(processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+            images.append(loaded)
+        kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
+        if images[0]:
+            kwargs["images"] = images
+        inputs = processor(**kwargs).to(device)
+        with torch.no_grad():
+            generated = model.generate(
+                **inputs, max_new_tokens=max_new_tokens, num_return_sequences=k,
+                do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
+                top_p=1.0 if temperature > 0 else None,
+            )  # fmt: skip
+        decoded = processor.batch_decode(
+            generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+        )
+        for position, index in enumerate(batch):
+            outputs[index] = decoded[position * k : (position + 1) * k]
+    return outputs
+
+
+def score(
+    completions: list[list[str]], examples: list[Example], answer_format: str = "tags"
+) -> list[list[bool]]:
+    parse = FORMATS[answer_format].parse
+    return [
+        [(answer := parse(c).answer) is not None and is_correct(answer, e.answer, e.choices) for c in row]
+        for row, e in zip(completions, examples, strict=True)
+    ]
+
+
+def easyr1_record(example: Example, **extra: Any) -> dict[str, Any]:
+    prefix = "<image>" * len(example.images)
+    return {"id": example.id, "problem": prefix + example.question.replace("<image>", ""),
+            "images": [str(p) for p in example.images], "answer": example.answer, **extra}  # fmt: skip
+
+
+def write_records(records: list[dict[str, Any]], out: Path) -> None:
+    from scale_repro.rundir import atomic_write_text
+
+    atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def estimate_pass_rates(model_path: str, examples: list[Example], k: int, max_new_tokens: int,
+                        answer_format: str = "tags", temperature: float = 1.0) -> list[float]:  # fmt: skip
+    completions = sample_completions(model_path, examples, k, max_new_tokens, temperature, answer_format)
+    return [sum(row) / k for row in score(completions, examples, answer_format)]
+
+
+def perception_filter(model_path: str, examples: list[Example], descriptions: list[str], max_new_tokens: int,
+                      answer_format: str = "tags") -> list[tuple[bool, bool]]:  # fmt: skip
+    """(right from the image, right from the description) per example, greedy."""
+    from_image = score(sample_completions(model_path, examples, 1, max_new_tokens, 0.0, answer_format),
+                       examples, answer_format)  # fmt: skip
+    described = [
+        Example(e.id, [], f"{d}\n{e.question.replace('<image>', '').replace('in the picture', 'in the grid')}",
+                e.answer, choices=e.choices)
+        for e, d in zip(examples, descriptions, strict=True)
+    ]  # fmt: skip
+    from_text = score(sample_completions(model_path, described, 1, max_new_tokens, 0.0, answer_format),
+                      described, answer_format)  # fmt: skip
+    return [(image[0], text[0]) for image, text in zip(from_image, from_text, strict=True)]
