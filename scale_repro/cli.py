@@ -212,6 +212,7 @@ def reproduce(
     quick: Annotated[bool, typer.Option(help="Evidence experiments: a few steps on a few examples.")] = False,
 ) -> None:
     """Run the paper's reproduction matrix or an evidence experiment: finished stages are skipped."""
+    from scale_repro.curriculum import is_curriculum_file, load_curriculum, run_curriculum
     from scale_repro.evidence import is_evidence_file, spec_path
     from scale_repro.pipeline import describe, experiment_path, load_experiment, plan, run_stages
     from scale_repro.report import write_report
@@ -220,6 +221,19 @@ def reproduce(
     if jobs < 1:
         _fail("--jobs must be at least 1")
     evidence_file = spec_path(experiment) if experiment else None
+    if evidence_file and evidence_file.is_file() and is_curriculum_file(evidence_file):
+        try:
+            spec = load_curriculum(evidence_file)
+        except ValueError as exc:
+            _fail(str(exc))
+        root = out or Path("runs") / spec.name
+        try:
+            result = run_curriculum(spec, root, results or root / "report", jobs, dry_run, echo=typer.echo)
+        except (ValueError, *_user_errors()) as exc:
+            _fail(str(exc))
+        if not dry_run and (result["summary"]["failed"] or result["summary"]["blocked"]):
+            raise typer.Exit(1)
+        return
     if evidence_file and evidence_file.is_file() and is_evidence_file(evidence_file):
         _evidence(
             evidence_file, out or Path("runs") / "evidence", results, jobs, seeds, models, quick, dry_run

@@ -8,7 +8,8 @@ reads, one JSON-lines file per capability:
   choice, answer a letter: seeing, no reasoning;
 - ``text_reasoning.jsonl``: counting and comparing over a scene *described in words*, no image:
   reasoning, no seeing;
-- ``visual_reasoning.jsonl``: the same counting and comparing about the image: both.
+- ``visual_reasoning.jsonl``: the same counting and comparing about the image: both;
+- ``merged.jsonl``: the three pooled (the merged baseline's data).
 
 Every record carries ``description``, the scene in words, so the perception filter can ask a
 model the same question from the description instead of the image. Scenes of the three files
@@ -110,8 +111,14 @@ def write_capability_data(out_dir: str | Path, config: CapabilityConfig = Capabi
         text = "".join(json.dumps(r) + "\n" for r in records)
         atomic_write_text(staging / f"{capability}.jsonl", text)
         counts[capability] = len(records)
-    atomic_write_json(staging / "manifest.json", {"kind": CAPABILITY_KIND, "config": asdict(config), "files": {
-        name: f"{name}.jsonl" for name in CAPABILITIES}, "counts": counts})  # fmt: skip
+    # The merged baseline pools all three, interleaved (GRPO shuffles them anyway).
+    pooled = [(staging / f"{name}.jsonl").read_text().splitlines() for name in CAPABILITIES]
+    merged = [line for group in zip(*pooled, strict=True) for line in group]
+    atomic_write_text(staging / "merged.jsonl", "".join(line + "\n" for line in merged))
+    counts["merged"] = len(merged)
+    files = {name: f"{name}.jsonl" for name in [*CAPABILITIES, "merged"]}
+    atomic_write_json(staging / "manifest.json", {"kind": CAPABILITY_KIND, "config": asdict(config), "files": files,
+                                                  "counts": counts})  # fmt: skip
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)
