@@ -75,7 +75,7 @@ def random_init_copy(model: str, out: Path) -> str:
 
     config = AutoConfig.from_pretrained(model)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        network = AutoModelForImageTextToText.from_config(config, torch_dtype=torch.bfloat16)
+        network = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
     network.save_pretrained(out, safe_serialization=True)
     AutoProcessor.from_pretrained(model).save_pretrained(out)
     del network

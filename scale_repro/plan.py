@@ -74,7 +74,12 @@ def shape_of(model_path: str) -> Shape:
 
     from scale_repro.training import VISION_MODULE_PATTERN
 
-    config = AutoConfig.from_pretrained(model_path)
+    try:
+        config = AutoConfig.from_pretrained(model_path)
+    except OSError as exc:
+        from scale_repro.config import ConfigError
+
+        raise ConfigError(f"{model_path}: cannot read its config.json to size it ({exc})") from exc
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config)
     total = sum(p.numel() for p in model.parameters())
