@@ -49,7 +49,13 @@ def per_sample_scale_loss(
     A sample with only one segment contributes that segment alone; a sample with no
     supervised token is marked as not counting (its loss is 0).
     """
-    parts = segment_means(token_logps, segments)
+    return weighted_segments(segment_means(token_logps, segments), w_think, w_answer)
+
+
+def weighted_segments(
+    parts: dict[str, torch.Tensor], w_think: float, w_answer: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`per_sample_scale_loss` from already computed :func:`segment_means`."""
     loss = w_think * parts["think"] + w_answer * parts["answer"]
     counts = (parts["think_tokens"] + parts["answer_tokens"]) > 0
     return loss, counts

@@ -24,7 +24,7 @@ from scale_repro.budget import budget_report, measure, render
 from scale_repro.config import LossConfig, SFTConfig
 from scale_repro.data.records import Example
 from scale_repro.data.validate import DataError
-from scale_repro.loss import cosine_weight, per_sample_scale_loss, segment_means
+from scale_repro.loss import cosine_weight, segment_means, weighted_segments
 from scale_repro.segments import IGNORED, label_segments
 from scale_repro.training import (
     SafeResumeMixin,
@@ -135,8 +135,10 @@ class ScaleSFTTrainer(SafeResumeMixin, SFTTrainer):
         segments = segments.to(log_probs.device) * outputs.label_mask  # drop anything TRL does not supervise
         w_think, w_answer = self.segment_weights()
 
+        # The segment means, computed once: the loss (SCALe, FW) and the logged L_think/L_answer (all modes).
+        parts = segment_means(log_probs if self.segment_loss else log_probs.detach(), segments)
         if self.segment_loss:
-            sample_loss, counts = per_sample_scale_loss(log_probs, segments, w_think, w_answer)
+            sample_loss, counts = weighted_segments(parts, w_think, w_answer)
             denominator = counts.sum() if num_items_in_batch is None else num_items_in_batch
             loss = (sample_loss * counts).sum() / torch.as_tensor(denominator).clamp(min=1)
             if num_items_in_batch is not None:
@@ -149,11 +151,12 @@ class ScaleSFTTrainer(SafeResumeMixin, SFTTrainer):
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes
 
-        self._log_segments(mode, log_probs.detach(), segments, w_think, w_answer, outputs)
+        self._log_segments(
+            mode, {k: v.detach() for k, v in parts.items()}, segments, w_think, w_answer, outputs
+        )
         return (loss, outputs) if return_outputs else loss
 
-    def _log_segments(self, mode, log_probs, segments, w_think, w_answer, outputs) -> None:
-        parts = segment_means(log_probs, segments)
+    def _log_segments(self, mode, parts, segments, w_think, w_answer, outputs) -> None:
         metrics = self._metrics[mode]
         for name in ("think", "answer"):
             has = parts[f"{name}_tokens"] > 0

@@ -57,6 +57,8 @@ def main() -> None:
         "--wide-steps", type=int, default=8, help="steps for the 262k-vocabulary model (slow)"
     )
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--models", nargs="*", help="only these rows (labels as in the table); the others are kept "
+                        "from the last results/bench/sft_loss.json")  # fmt: skip
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--out", default="results/bench")
     parser.add_argument("--worker", nargs=3, metavar=("MODEL", "DATA", "MODE"))
@@ -87,8 +89,14 @@ def main() -> None:
         ).stdout  # fmt: skip
         return json.loads(output.strip().splitlines()[-1])
 
-    rows = []
+    previous_path = Path(args.out) / "sft_loss.json"
+    previous = (
+        json.loads(previous_path.read_text())["rows"] if args.models and previous_path.is_file() else []
+    )
+    rows = [r for r in previous if r["model"] not in (args.models or [])]
     for label, (path, steps) in models.items():
+        if args.models and label not in args.models:
+            continue
         pairs = []
         for repeat in range(args.repeats):
             order = ("vanilla", "scale") if repeat % 2 == 0 else ("scale", "vanilla")
@@ -116,14 +124,15 @@ def main() -> None:
                                               "rows": rows})  # fmt: skip
     lines = ["# SFT loss benchmark (CPU)", "",
              f"Batch {args.batch}, reasoning ratio 80x; each run a fresh process, median step after 3 warm-up "
-             f"steps, peak resident memory. {args.repeats} interleaved vanilla/scale pairs per model (order "
-             "alternating); ratio = scale / vanilla, median over pairs [min, max].", "",
-             "| model | steps | vanilla step (s) | scale step (s) | step ratio [min, max] | vanilla peak (MB) | "
+             "steps, peak resident memory. Interleaved vanilla/scale pairs per model (order alternating; "
+             "`pairs` column); ratio = scale / vanilla, median over pairs [min, max].", "",
+             "| model | steps | pairs | vanilla step (s) | scale step (s) | step ratio [min, max] | vanilla peak (MB) | "
              "scale peak (MB) | memory ratio [min, max] |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows.sort(key=lambda r: list(models).index(r["model"]))
     for r in rows:
         t, m = r["step_time_ratios"], r["peak_memory_ratios"]
-        lines.append(f"| {r['model']} | {r['steps']} | {r['vanilla_step_s']:.4f} | {r['scale_step_s']:.4f} | "
+        lines.append(f"| {r['model']} | {r['steps']} | {r['repeats']} | {r['vanilla_step_s']:.4f} | {r['scale_step_s']:.4f} | "
                      f"{r['step_time_ratio']:.3f} [{min(t):.3f}, {max(t):.3f}] | {r['vanilla_peak_mb']:.0f} | "
                      f"{r['scale_peak_mb']:.0f} | {r['peak_memory_ratio']:.3f} [{min(m):.3f}, {max(m):.3f}] |")  # fmt: skip
     lines += ["", "Targets: step-time ratio <= 1.03, peak-memory ratio <= 1.0."]
