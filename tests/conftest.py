@@ -32,3 +32,16 @@ def synth_dir(tmp_path_factory):
     return write_synthetic(
         tmp_path_factory.mktemp("synth") / "data", SynthConfig(seed=0, n_train=24, n_test=9)
     )
+
+
+def interrupt_at(step: int):
+    """A trainer callback that stops training in-process, as a Ctrl-C would, at the end of ``step``
+    (tests/test_resume.py kills real processes; this is the quick variant)."""
+    from transformers import TrainerCallback
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise KeyboardInterrupt("simulated kill")
+
+    return Interrupt()

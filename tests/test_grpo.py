@@ -3,7 +3,7 @@ import json
 import pytest
 from PIL import Image
 
-from conftest import TINY
+from conftest import TINY, interrupt_at
 from scale_repro.config import GRPOConfig, SFTConfig, load_config
 from scale_repro.data.records import Example
 from scale_repro.grpo import PreflightError, make_rewards, preflight, run_grpo, template_prefills_think
@@ -72,25 +72,13 @@ def test_default_grpo_runs_on_one_cpu_process_and_records_every_setting(tmp_path
     assert len(settings) > 40  # every field GRPOConfig adds to TrainingArguments
 
 
-class Interrupt:
-    def __init__(self):
-        from transformers import TrainerCallback
-
-        class _Stop(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                if state.global_step == 2:
-                    raise KeyboardInterrupt("simulated kill")
-
-        self.callback = _Stop()
-
-
 @pytest.mark.slow
 def test_grpo_resumes_after_a_kill(tmp_path, synth_dir, tiny_paths):
     config = load_config(
         GRPOConfig, None, grpo_overrides(synth_dir, tmp_path / "run", "tiny-gemma3", max_steps=3)
     )
     with pytest.raises(KeyboardInterrupt):
-        run_grpo(config, callbacks=[Interrupt().callback])
+        run_grpo(config, callbacks=[interrupt_at(2)])
     run_grpo(config)
     manifest = read_manifest(tmp_path / "run")
     assert manifest["status"] == "finished" and manifest["global_step"] == 3

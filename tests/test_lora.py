@@ -7,7 +7,7 @@ import re
 import pytest
 from safetensors.torch import load_file
 
-from conftest import TINY
+from conftest import TINY, interrupt_at
 from scale_repro.config import GRPOConfig, SFTConfig, load_config
 from scale_repro.grpo import run_grpo
 from scale_repro.rundir import read_manifest
@@ -26,18 +26,6 @@ def lora_sft(model, synth_dir, out, **extra):
 
 def weights(path):
     return load_file(str(path / "model.safetensors"))
-
-
-class KillAfterFirstCheckpoint:
-    def __init__(self):
-        from transformers import TrainerCallback
-
-        class _Kill(TrainerCallback):
-            def on_step_end(self, args, state, control, **kwargs):
-                if state.global_step == 2:
-                    raise KeyboardInterrupt("simulated kill")
-
-        self.callback = _Kill()
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +85,7 @@ def test_grpo_with_lora_from_a_merged_lora_sft_run(lora_runs, synth_dir, tmp_pat
 def test_lora_resume_matches_an_uninterrupted_run(lora_runs, synth_dir, tmp_path, model):
     config = lora_sft(model, synth_dir, tmp_path / "killed")
     with pytest.raises(KeyboardInterrupt):
-        run_sft(config, callbacks=[KillAfterFirstCheckpoint().callback])
+        run_sft(config, callbacks=[interrupt_at(2)])
     run_sft(config)
     manifest = read_manifest(tmp_path / "killed")
     assert manifest["status"] == "finished" and manifest["global_step"] == 2

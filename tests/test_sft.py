@@ -2,9 +2,8 @@ import json
 
 import pytest
 import torch
-from transformers import TrainerCallback
 
-from conftest import TINY
+from conftest import TINY, interrupt_at
 from scale_repro.config import SFTConfig, load_config
 from scale_repro.rundir import read_manifest
 from scale_repro.segments import ANSWER, IGNORED, THINK
@@ -110,19 +109,13 @@ def test_segments_align_with_supervised_tokens(tmp_path, tiny_paths, synth_dir):
         assert think_text.lstrip().startswith("<think>") and "</think>" not in think_text
 
 
-class Interrupt(TrainerCallback):
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == 3:
-            raise KeyboardInterrupt("simulated kill")
-
-
 @pytest.mark.slow
 def test_killed_run_resumes_with_the_same_command(tmp_path, tiny_paths, synth_dir):
     overrides = [f"data.spec={synth_dir}", "model=tiny-qwen2.5-vl", "max_steps=4", "save_steps=2",
                  "per_device_train_batch_size=2", f"output_dir={tmp_path / 'run'}"]  # fmt: skip
     config = load_config(SFTConfig, None, overrides)
     with pytest.raises(KeyboardInterrupt):
-        run_sft(config, callbacks=[Interrupt()])
+        run_sft(config, callbacks=[interrupt_at(3)])
     assert read_manifest(tmp_path / "run")["status"] == "failed"
     run_sft(config)
     manifest = read_manifest(tmp_path / "run")
