@@ -28,7 +28,6 @@ from typing import Any
 import yaml
 
 from scale_repro.config import (
-    CONFIGS_DIR,
     INHERITED_FROM_RUN,
     EvalConfig,
     GRPOConfig,
@@ -36,7 +35,7 @@ from scale_repro.config import (
     load_config,
     to_dict,
 )
-from scale_repro.pipeline import Stage, run_stages
+from scale_repro.pipeline import Stage, expand_variables, recipe_paths, run_stages
 from scale_repro.rundir import atomic_write_json, atomic_write_text, fingerprint
 
 CURRICULUM_KIND = "curriculum"
@@ -120,16 +119,6 @@ def prepare_data(spec: CurriculumSpec, root: Path, echo=print) -> dict[str, str]
     return variables
 
 
-def _expand(text: str, variables: dict[str, str]) -> str:
-    for key, value in variables.items():
-        text = text.replace("${" + key + "}", value)
-    return text
-
-
-def _recipes(section: dict[str, Any]) -> list[Path]:
-    return [Path(p) if Path(p).is_absolute() else CONFIGS_DIR.parent / p for p in section.get("config", [])]
-
-
 def plan_curriculum(spec: CurriculumSpec, out: Path, variables: dict[str, str]) -> list[Stage]:
     """Every stage of every recipe, model and seed, then the evaluations; shared prefixes once."""
     stages: dict[Path, Stage] = {}
@@ -163,9 +152,9 @@ def plan_curriculum(spec: CurriculumSpec, out: Path, variables: dict[str, str]) 
                             if k in INHERITED_FROM_RUN
                         }
                     config = load_config(
-                        cls, _recipes(defaults), [*defaults.get("set", []), *stage_spec.set], inherit=inherited,
+                        cls, recipe_paths(defaults), [*defaults.get("set", []), *stage_spec.set], inherit=inherited,
                         model=str(previous) if previous else model, output_dir=str(run_dir), seed=seed,
-                        **{"data.spec": _expand(stage_spec.data, variables)},
+                        **{"data.spec": expand_variables(stage_spec.data, variables)},
                     )  # fmt: skip
                     config.labels = {
                         "model": model,
@@ -181,8 +170,8 @@ def plan_curriculum(spec: CurriculumSpec, out: Path, variables: dict[str, str]) 
                 for target in spec.evaluate:
                     eval_dir = previous / f"eval-{target['name']}"
                     evaluation = load_config(
-                        EvalConfig, _recipes(spec.eval), spec.eval.get("set", []), model=str(previous),
-                        task=target["task"], data=_expand(target.get("data", "${SYNTH}"), variables),
+                        EvalConfig, recipe_paths(spec.eval), spec.eval.get("set", []), model=str(previous),
+                        task=target["task"], data=expand_variables(target.get("data", "${SYNTH}"), variables),
                         output_dir=str(eval_dir), seed=seed,
                     )  # fmt: skip
                     evaluation.labels = {"model": model, "dataset": target["name"], "configuration": recipe,

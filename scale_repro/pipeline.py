@@ -78,10 +78,15 @@ class Experiment:
     eval: dict[str, Any] = field(default_factory=dict)
 
 
-def load_experiment(path: str | Path, variables: dict[str, str] | None = None) -> Experiment:
-    text = Path(path).read_text()
+def expand_variables(text: str, variables: dict[str, str] | None) -> str:
+    """``${KEY}`` replaced by ``variables[KEY]`` (the data directories an experiment writes)."""
     for key, value in (variables or {}).items():
         text = text.replace("${" + key + "}", value)
+    return text
+
+
+def load_experiment(path: str | Path, variables: dict[str, str] | None = None) -> Experiment:
+    text = expand_variables(Path(path).read_text(), variables)
     data = yaml.safe_load(os.path.expandvars(text))
     unknown = [c for c in data["configurations"] if c not in CONFIGURATIONS]
     if unknown:
@@ -93,7 +98,8 @@ def experiment_path(table: int | None = None, name: str | None = None) -> Path:
     return CONFIGS_DIR / "experiments" / (f"table{table}.yaml" if table else f"{name}.yaml")
 
 
-def _recipes(section: dict[str, Any]) -> list[Path]:
+def recipe_paths(section: dict[str, Any]) -> list[Path]:
+    """The recipe files an experiment section names, relative to the repository root."""
     return [Path(p) if Path(p).is_absolute() else CONFIGS_DIR.parent / p for p in section.get("config", [])]
 
 
@@ -123,7 +129,7 @@ def plan(experiment: Experiment, out: str | Path) -> list[Stage]:
                         sft_dir = out / model / train_key / f"sft-{mode}" / f"seed{seed}"
                         sft_labels = {**labels, "configuration": configuration_of(mode, with_grpo=False)}
                         sft = load_config(
-                            SFTConfig, _recipes(experiment.sft), experiment.sft.get("set", []),
+                            SFTConfig, recipe_paths(experiment.sft), experiment.sft.get("set", []),
                             model=model, output_dir=str(sft_dir), seed=seed,
                             **{"loss.mode": mode, "data.spec": str(dataset["train"])},
                         )  # fmt: skip
@@ -136,7 +142,7 @@ def plan(experiment: Experiment, out: str | Path) -> list[Stage]:
                             # run started from its directory later would.
                             inherited = {k: v for k, v in to_dict(sft).items() if k in INHERITED_FROM_RUN}
                             grpo = load_config(
-                                GRPOConfig, _recipes(experiment.grpo), experiment.grpo.get("set", []),
+                                GRPOConfig, recipe_paths(experiment.grpo), experiment.grpo.get("set", []),
                                 inherit=inherited, model=str(sft_dir), output_dir=str(grpo_dir), seed=seed,
                                 **{"data.spec": str(dataset["train"])},
                             )  # fmt: skip
@@ -145,7 +151,7 @@ def plan(experiment: Experiment, out: str | Path) -> list[Stage]:
                             evaluated, evaluated_dir = str(grpo_dir), grpo_dir
                     eval_dir = evaluated_dir / f"eval-{dataset['task']}"
                     evaluation = load_config(
-                        EvalConfig, _recipes(experiment.eval), experiment.eval.get("set", []),
+                        EvalConfig, recipe_paths(experiment.eval), experiment.eval.get("set", []),
                         model=evaluated, task=dataset["task"], data=dataset.get("data"), output_dir=str(eval_dir),
                         seed=seed,
                     )  # fmt: skip

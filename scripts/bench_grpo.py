@@ -17,7 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from _timing import StepTimer  # noqa: E402
+from scale_repro.bench import StepTimer  # noqa: E402
 
 
 def main() -> None:

@@ -27,8 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def worker(model: str, data: str, mode: str, steps: int, batch: int) -> dict:
-    from _timing import StepTimer
-
+    from scale_repro.bench import StepTimer
     from scale_repro.config import SFTConfig, load_config
     from scale_repro.sft import run_sft
 

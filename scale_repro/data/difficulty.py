@@ -28,12 +28,12 @@ log = logging.getLogger("scale_repro")
 
 def _load(model_path: str):
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from scale_repro.training import load_model_and_processor
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype).to(device).eval()
-    processor = AutoProcessor.from_pretrained(model_path)
+    model, processor = load_model_and_processor(model_path, bf16=device == "cuda")
+    model = model.to(device).eval()
     processor.tokenizer.padding_side = "left"  # generation continues every row from its end
     return model, processor, device
 

@@ -71,16 +71,8 @@ def _preset_files(found: dict[str, Any]) -> tuple[Path, list[tuple[Path, str | N
     where = found["_preset"]
     if found.get("format") != "vision-r1":
         raise DataError(where, None, "format", "training presets must have format: vision-r1")
-    dataset_dir = str(found.get("dataset_dir") or "")
-    unset = _UNSET_VARIABLE.search(dataset_dir)
-    if unset:
-        raise DataError(
-            where,
-            None,
-            "dataset_dir",
-            f"set the environment variable {unset.group(1)} to the folder Vision-R1-cold was "
-            "downloaded to (it holds vision_r1_llava_cot_full.json and llava_cot_images/)",
-        )
+    dataset_dir = _preset_value(found, "dataset_dir", "the folder Vision-R1-cold was downloaded to (it holds "
+                                "vision_r1_llava_cot_full.json and llava_cot_images/)")  # fmt: skip
     if not dataset_dir:
         raise DataError(where, None, "dataset_dir", "no dataset_dir")
     files = []
@@ -95,6 +87,17 @@ def _preset_files(found: dict[str, Any]) -> tuple[Path, list[tuple[Path, str | N
 
 
 _UNSET_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+
+
+def _preset_value(found: dict[str, Any], key: str, meaning: str) -> str:
+    """A preset's value, or one clear line when it still names an unset environment variable."""
+    value = str(found.get(key) or "")
+    unset = _UNSET_VARIABLE.search(value)
+    if unset:
+        raise DataError(
+            found["_preset"], None, key, f"set the environment variable {unset.group(1)} to {meaning}"
+        )
+    return value
 
 
 def load_training_examples(
@@ -125,17 +128,9 @@ def load_training_examples(
         return load_vision_r1(path, image_root, subset, strict)
     found = preset(spec)
     if found and found.get("format") == "easyr1":
-        where = found["_preset"]
-        for key in ("path", "image_root"):
-            unset = _UNSET_VARIABLE.search(str(found.get(key) or ""))
-            if unset:
-                raise DataError(
-                    where,
-                    None,
-                    key,
-                    f"set the environment variable {unset.group(1)} (see the preset's comment)",
-                )
-        return load_easyr1(found["path"], image_root or found.get("image_root"), strict)
+        meaning = "the folder the data was downloaded to (see the preset's comment)"
+        path, images = _preset_value(found, "path", meaning), _preset_value(found, "image_root", meaning)
+        return load_easyr1(path, image_root or images or None, strict)
     if found:
         dataset_dir, files = _preset_files(found)
         rule = SubsetRule(
