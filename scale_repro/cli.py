@@ -211,21 +211,38 @@ def reproduce(
     ] = None,
     quick: Annotated[bool, typer.Option(help="Evidence experiments: a few steps on a few examples.")] = False,
 ) -> None:
-    """Run the paper's reproduction matrix or an evidence experiment: finished stages are skipped."""
-    from scale_repro.curriculum import is_curriculum_file, load_curriculum, run_curriculum
-    from scale_repro.evidence import is_evidence_file, spec_path
-    from scale_repro.pipeline import describe, experiment_path, load_experiment, plan, run_stages
+    """Run an experiment (a paper table, the staged curriculum, an evidence experiment): every
+    recipe's stages, finished ones skipped. --dry-run prints the recipes and stages in order."""
+    from scale_repro.curriculum import CURRICULUM_KIND, run_curriculum
+    from scale_repro.evidence import is_evidence_file
+    from scale_repro.pipeline import (
+        describe,
+        describe_recipes,
+        experiment_path,
+        load_experiment,
+        plan,
+        run_stages,
+    )
     from scale_repro.report import write_report
 
     _setup_logging()
     if jobs < 1:
         _fail("--jobs must be at least 1")
-    evidence_file = spec_path(experiment) if experiment else None
-    if evidence_file and evidence_file.is_file() and is_curriculum_file(evidence_file):
-        try:
-            spec = load_curriculum(evidence_file)
-        except ValueError as exc:
-            _fail(str(exc))
+    if (table is None) == (experiment is None):
+        _fail("give one of --table N or --experiment NAME")
+    if table is not None and table not in (1, 2, 3):
+        _fail("--table must be 1, 2 or 3")
+    path = experiment_path(table, experiment)
+    if not path.is_file():
+        _fail(f"{path}: no such experiment file")
+    if is_evidence_file(path):
+        _evidence(path, out or Path("runs") / "evidence", results, jobs, seeds, models, quick, dry_run)
+        return
+    try:
+        spec = load_experiment(path)
+    except (ValueError, *_user_errors()) as exc:
+        _fail(str(exc))
+    if spec.kind == CURRICULUM_KIND:
         root = out or Path("runs") / spec.name
         try:
             result = run_curriculum(spec, root, results or root / "report", jobs, dry_run, echo=typer.echo)
@@ -234,27 +251,12 @@ def reproduce(
         if not dry_run and (result["summary"]["failed"] or result["summary"]["blocked"]):
             raise typer.Exit(1)
         return
-    if evidence_file and evidence_file.is_file() and is_evidence_file(evidence_file):
-        _evidence(
-            evidence_file, out or Path("runs") / "evidence", results, jobs, seeds, models, quick, dry_run
-        )
-        return
     out = out or Path("runs")
-    if (table is None) == (experiment is None):
-        _fail("give one of --table N or --experiment NAME")
-    if table is not None and table not in (1, 2, 3):
-        _fail("--table must be 1, 2 or 3")
-    path = (
-        Path(experiment)
-        if experiment and experiment.endswith(".yaml")
-        else experiment_path(table, experiment)
-    )
-    if not path.is_file():
-        _fail(f"{path}: no such experiment file")
     try:
-        stages = plan(load_experiment(path), out)
-    except _user_errors() as exc:
+        stages = plan(spec, out)
+    except (ValueError, *_user_errors()) as exc:
         _fail(str(exc))
+    typer.echo(describe_recipes(spec))
     typer.echo(describe(stages))
     if dry_run:
         return

@@ -263,6 +263,34 @@ class EvalConfig:
         return [(k, v) for k, v in found if v]
 
 
+@dataclass
+class PassRateConfig:
+    """A ``method: pass_rate`` stage of a recipe: each example's pass rate over ``k`` samples of
+    the model the recipe has trained so far (the difficulty axis; VLM-CapCurriculum rates its
+    data with the base model it trains next). Writes ``rated.jsonl`` (EasyR1 records with
+    ``pass_rate``), which a later stage reads as ``${RATED}``; the model is not changed."""
+
+    model: str = ""
+    output_dir: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    seed: int = 0
+    k: int = 4  # completions sampled per example
+    max_new_tokens: int = 256
+    temperature: float = 1.0  # sampling temperature (0: greedy, which makes every rate 0 or 1)
+    answer_format: Literal["tags", "think_boxed"] = "tags"  # how the completions are parsed
+    batch_size: int = 8  # examples per generate call
+    labels: dict[str, Any] = field(default_factory=dict)
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = [
+            ("k", _at_least(self.k, 1)),
+            ("max_new_tokens", _at_least(self.max_new_tokens, 1)),
+            ("temperature", _at_least(self.temperature, 0)),
+            ("batch_size", _at_least(self.batch_size, 1)),
+        ]
+        return [(k, v) for k, v in found if v]
+
+
 # Where each setting came from ("recipe configs/sft/scale.yaml", "--set lora.r=abc", "--max-steps"),
 # so a bad value is reported with its origin.
 Sources = dict[str, str]

@@ -15,7 +15,7 @@ from typing import Any
 
 from scale_repro.data.sources import synth_manifest
 from scale_repro.data.synth import SynthConfig, write_synthetic
-from scale_repro.evidence import load_evidence, run_evidence, shorten, spec_path
+from scale_repro.evidence import load_evidence, run_evidence, shorten
 from scale_repro.models import tiny_model_path
 from scale_repro.pipeline import experiment_path, load_experiment, plan, run_stages
 from scale_repro.report import write_report
@@ -57,7 +57,7 @@ def run_demo(
     table1 = (out / "report" / "report.md").read_text().split("### Table 2")[0]
     echo(table1)
 
-    evidence = shorten(load_evidence(spec_path("synthetic")), seeds=1, quick=quick,
+    evidence = shorten(load_evidence(experiment_path(name="synthetic")), seeds=1, quick=quick,
                        configurations=["SFT", "SCALe-SFT"], sweep=False)  # fmt: skip
     echo("shortened evidence experiment (full version: make evidence)")
     evidence_result = run_evidence(evidence, out / "evidence", out / "evidence" / "report", jobs=jobs,

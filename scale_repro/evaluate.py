@@ -24,18 +24,11 @@ from typing import Any
 import yaml
 
 from scale_repro.answers import is_correct, parse_completion
-from scale_repro.config import ConfigError, EvalConfig
+from scale_repro.config import EvalConfig
 from scale_repro.data.sources import TEST_TASKS, load_test_examples, synth_manifest
+from scale_repro.lifecycle import config_hash, run_stage
 from scale_repro.models import resolve_model
-from scale_repro.rundir import (
-    Manifest,
-    StageSkipped,
-    atomic_write_json,
-    atomic_write_text,
-    check_output_dir,
-    claimed_run_dir,
-    fingerprint,
-)
+from scale_repro.rundir import Manifest, atomic_write_json, atomic_write_text, fingerprint
 
 log = logging.getLogger("scale_repro")
 TASKS_DIR = Path(__file__).parent / "lmms_tasks"
@@ -203,11 +196,11 @@ def metrics_from_samples(rows: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def cache_key(config_dict: dict[str, Any], model_path: str) -> str:
+def cache_key(config: EvalConfig, model_path: str) -> str:
     """Cached responses are reused only for the same config and the same weights on disk."""
     weights = sorted(Path(model_path).glob("*.safetensors")) if Path(model_path).is_dir() else []
     identity = [(w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in weights]
-    return fingerprint([config_dict, model_path, identity])
+    return fingerprint([config_hash(config), model_path, identity])
 
 
 @contextlib.contextmanager
@@ -234,96 +227,85 @@ def run_eval(config: EvalConfig, force: bool = False) -> Path:
     Everything a user can get wrong (task, model, data, output directory) is checked before
     anything is written; the directory is then locked for the evaluation.
     """
-    if not config.output_dir:
-        raise ConfigError("--output-dir is required")
     if config.task not in TEST_TASKS:
         raise EvalError(f"unknown task {config.task!r}; choose from {', '.join(TEST_TASKS)}")
+
+    def prepare():
+        if config.use_vllm:
+            check_vllm_ready()
+        resolved = resolve_model(config.model)
+        family = model_family(resolved.path)
+        if config.use_vllm:
+            vllm_model_args(resolved.path, family, config)  # refuses a combination it cannot match
+        # Our own loader checks the columns and tells which questions lmms-eval must answer.
+        examples = load_test_examples(config.task, config.data, hub_id=config.hub_id).examples
+        return resolved, family, examples
+
+    def work(manifest: Manifest, prepared) -> None:
+        _evaluate(manifest, config, *prepared)
+
+    return run_stage("eval", config, prepare, work, force=force)
+
+
+def _evaluate(manifest: Manifest, config: EvalConfig, resolved, family: str, examples: list) -> None:
     out = Path(config.output_dir)
-    config_dict = {k: v for k, v in vars(config).items() if k != "output_dir"}
-    config_hash = fingerprint(config_dict)
-    try:
-        check_output_dir(out, "eval", config_hash, force)
-    except StageSkipped:
-        log.info("%s: finished with the same config, not rerun", out)
-        return out
-    if config.use_vllm:
-        check_vllm_ready()
-    resolved = resolve_model(config.model)
-    family = model_family(resolved.path)
-    if config.use_vllm:
-        vllm_model_args(resolved.path, family, config)  # refuses a combination it cannot match
-    # Our own loader checks the columns and tells which questions lmms-eval must answer.
-    examples = load_test_examples(config.task, config.data, hub_id=config.hub_id).examples
-    with claimed_run_dir(out, "eval", config_hash, force) as to_run:
-        if to_run:
-            _evaluate(config, config_dict, out, resolved, family, examples)
-    return out
+    expected = len(examples) if config.limit is None else min(config.limit, len(examples))
+    task_name, tasks_dir = write_task_yaml(config, out)
+    model_name, model_args = lmms_model(resolved.path, family, config)
+    manifest.update(model={"name": config.model, "path": resolved.path, "kind": resolved.kind, "family": family},
+                    lmms_model=model_name, lmms_model_args=model_args, lmms_task=task_name)  # fmt: skip
 
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.tasks import TaskManager
 
-def _evaluate(config: EvalConfig, config_dict, out: Path, resolved, family: str, examples: list) -> None:
-    manifest = Manifest(out, "eval", config_dict)
-    manifest.update()
-    try:
-        expected = len(examples) if config.limit is None else min(config.limit, len(examples))
-        task_name, tasks_dir = write_task_yaml(config, out)
-        model_name, model_args = lmms_model(resolved.path, family, config)
-        manifest.update(model={"name": config.model, "path": resolved.path, "kind": resolved.kind, "family": family},
-                        lmms_model=model_name, lmms_model_args=model_args, lmms_task=task_name)  # fmt: skip
+    from scale_repro.lmms_model import ResumableModel
 
-        from lmms_eval.evaluator import simple_evaluate
-        from lmms_eval.tasks import TaskManager
-
-        from scale_repro.lmms_model import ResumableModel
-
-        store = out / "cache" / f"responses-{cache_key(config_dict, resolved.path)}.jsonl"
-        lm = ResumableModel.create(model_name, model_args, config.batch_size, store)
-        with lmms_errors() as errors:
-            results = simple_evaluate(
-                model=lm,
-                model_args=model_args,
-                tasks=[task_name],
-                task_manager=TaskManager(include_path=str(tasks_dir)),
-                batch_size=config.batch_size,
-                limit=config.limit,
-                log_samples=True,
-                random_seed=config.seed,
-            )
-        manifest.update(generated=lm.generated, reused=lm.reused)
-        if errors:
-            raise EvalError(
-                f"lmms-eval logged {len(errors)} error(s) while evaluating (first: {errors[0]}); its model classes "
-                "answer such questions with an empty completion, which would count as invalid"
-            )
-        if not results or task_name not in results.get("samples", {}):
-            raise EvalError(
-                f"lmms-eval returned no samples for {task_name}: the evaluation failed (see its log above)"
-            )
-        samples = results["samples"][task_name]
-        if len(samples) != expected:
-            raise EvalError(f"lmms-eval answered {len(samples)} of {expected} questions of {task_name}")
-        from transformers import AutoTokenizer
-
-        rows = score_samples(samples, examples, AutoTokenizer.from_pretrained(resolved.path))
-        empty = [r["id"] for r in rows if not r["completion"].strip()]
-        if empty and not config.allow_empty_completions:
-            raise EvalError(
-                f"{len(empty)} of {len(rows)} completions are empty (first: question {empty[0]}): lmms-eval answers "
-                "a failed generation with an empty completion. If the model really answers nothing, "
-                "--set allow_empty_completions=true scores them as invalid"
-            )
-        atomic_write_text(out / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-        atomic_write_json(
-            out / "lmms_eval_results.json", {k: v for k, v in results.items() if k != "samples"}
+    store = out / "cache" / f"responses-{cache_key(config, resolved.path)}.jsonl"
+    lm = ResumableModel.create(model_name, model_args, config.batch_size, store)
+    with lmms_errors() as errors:
+        results = simple_evaluate(
+            model=lm,
+            model_args=model_args,
+            tasks=[task_name],
+            task_manager=TaskManager(include_path=str(tasks_dir)),
+            batch_size=config.batch_size,
+            limit=config.limit,
+            log_samples=True,
+            random_seed=config.seed,
         )
-        metrics = {"task": config.task, **metrics_from_samples(rows), "empty_completions": len(empty),
-                   "model": config.model, "model_path": resolved.path, "model_kind": resolved.kind}  # fmt: skip
-        lmms_accuracy = results["results"][task_name].get("accuracy,none")
-        if lmms_accuracy is not None and abs(lmms_accuracy - metrics["accuracy"]) > 1e-9:
-            raise EvalError(
-                f"lmms-eval's accuracy {lmms_accuracy} differs from the samples' {metrics['accuracy']}"
-            )
-        atomic_write_json(out / "metrics.json", metrics)
-        manifest.finish(metrics=metrics, generated=lm.generated, reused=lm.reused)
-    except BaseException as exc:
-        manifest.fail(f"{type(exc).__name__}: {exc}")
-        raise
+    manifest.update(generated=lm.generated, reused=lm.reused)
+    if errors:
+        raise EvalError(
+            f"lmms-eval logged {len(errors)} error(s) while evaluating (first: {errors[0]}); its model classes "
+            "answer such questions with an empty completion, which would count as invalid"
+        )
+    if not results or task_name not in results.get("samples", {}):
+        raise EvalError(
+            f"lmms-eval returned no samples for {task_name}: the evaluation failed (see its log above)"
+        )
+    samples = results["samples"][task_name]
+    if len(samples) != expected:
+        raise EvalError(f"lmms-eval answered {len(samples)} of {expected} questions of {task_name}")
+    from transformers import AutoTokenizer
+
+    rows = score_samples(samples, examples, AutoTokenizer.from_pretrained(resolved.path))
+    empty = [r["id"] for r in rows if not r["completion"].strip()]
+    if empty and not config.allow_empty_completions:
+        raise EvalError(
+            f"{len(empty)} of {len(rows)} completions are empty (first: question {empty[0]}): lmms-eval answers "
+            "a failed generation with an empty completion. If the model really answers nothing, "
+            "--set allow_empty_completions=true scores them as invalid"
+        )
+    atomic_write_text(out / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_json(
+        out / "lmms_eval_results.json", {k: v for k, v in results.items() if k != "samples"}
+    )
+    metrics = {"task": config.task, **metrics_from_samples(rows), "empty_completions": len(empty),
+               "model": config.model, "model_path": resolved.path, "model_kind": resolved.kind}  # fmt: skip
+    lmms_accuracy = results["results"][task_name].get("accuracy,none")
+    if lmms_accuracy is not None and abs(lmms_accuracy - metrics["accuracy"]) > 1e-9:
+        raise EvalError(
+            f"lmms-eval's accuracy {lmms_accuracy} differs from the samples' {metrics['accuracy']}"
+        )
+    atomic_write_json(out / "metrics.json", metrics)
+    manifest.finish(metrics=metrics, generated=lm.generated, reused=lm.reused)

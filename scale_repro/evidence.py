@@ -26,10 +26,9 @@ from typing import Any
 
 import yaml
 
-from scale_repro.config import CONFIGS_DIR
 from scale_repro.data.sources import synth_manifest
 from scale_repro.data.synth import SynthConfig, write_synthetic
-from scale_repro.pipeline import CONFIGURATIONS, Experiment, Stage, chains, plan, run_stages
+from scale_repro.pipeline import Experiment, Stage, chains, load_recipe_library, plan, run_stages
 from scale_repro.rundir import package_versions
 
 EVIDENCE_KIND = "evidence"
@@ -88,11 +87,10 @@ def load_evidence(path: str | Path) -> EvidenceSpec:
         spec = EvidenceSpec(**data)
     except TypeError as exc:
         raise ValueError(f"{path}: {exc}") from exc
-    unknown = [
-        c for c in spec.configurations + spec.sweep.get("configurations", []) if c not in CONFIGURATIONS
-    ]
+    known = load_recipe_library()
+    unknown = [c for c in spec.configurations + spec.sweep.get("configurations", []) if c not in known]
     if unknown:
-        raise ValueError(f"{path}: unknown configuration(s) {unknown}; known: {list(CONFIGURATIONS)}")
+        raise ValueError(f"{path}: unknown configuration(s) {unknown}; known: {list(known)}")
     try:
         spec.synth_config(spec.ratio)
     except TypeError as exc:
@@ -147,7 +145,9 @@ def prepare_data(spec: EvidenceSpec, data_root: Path, echo=print) -> dict[float,
 
 
 def plan_evidence(spec: EvidenceSpec, out: Path, data_dirs: dict[float, Path]) -> list[Stage]:
+    """The paper's recipes (configs/recipes/balanced-thinking.yaml) at every ratio, on the one planner."""
     stages: list[Stage] = []
+    library = load_recipe_library()
     for ratio, data_dir in data_dirs.items():
         configurations, seeds = spec.arms(ratio)
         experiment = Experiment(
@@ -156,7 +156,7 @@ def plan_evidence(spec: EvidenceSpec, out: Path, data_dirs: dict[float, Path]) -
             datasets=[
                 {"name": ratio_label(ratio), "train": str(data_dir), "task": spec.task, "data": str(data_dir)}
             ],
-            configurations=list(configurations),
+            recipes={c: library[c] for c in configurations},
             seeds=list(seeds),
             sft=spec.sft,
             grpo=spec.grpo,
@@ -220,7 +220,3 @@ def run_evidence(
     )
     echo(f"evidence finished in {elapsed:.0f}s: {report['report']}")
     return {"summary": summary, **report}
-
-
-def spec_path(name: str) -> Path:
-    return Path(name) if name.endswith((".yaml", ".yml")) else CONFIGS_DIR / "experiments" / f"{name}.yaml"

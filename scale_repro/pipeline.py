@@ -1,16 +1,36 @@
-"""Reproduction matrices: an experiment file -> a plan of stages -> run directories.
+"""Experiments: an experiment file -> a plan of stages -> run directories, on one runner.
 
-An experiment (``configs/experiments/*.yaml``) names models, data sets (training data and
-evaluation task), the paper's configurations (Base, SFT, SFT-FW, SCALe-SFT, GRPO, GRPO-FW,
-SCALe-GRPO) and seeds. Each configuration expands into stages (SFT, then GRPO from it, then
-evaluation). Stages run in one process through the Python APIs; a stage whose manifest says
-it finished with the same config is skipped, a failed or interrupted one runs again.
+An experiment (``configs/experiments/*.yaml``) names models, seeds, data sets and *recipes*.
+A recipe is an ordered list of stages; each stage names its method (``sft``, ``grpo``, or
+``pass_rate``, which rates the data with the model trained so far), its data, and its settings
+(``set``: loss, rewards, answer format, which parts train through ``lora.*``, steps). A
+training stage starts from the checkpoint of the recipe's previous training stage, the first
+from the model; every recipe's final model is evaluated on every evaluation target. A recipe
+with no stages evaluates the model as it is (the paper's "Base").
+
+The paper's configurations (Base, SFT, SFT-FW, SCALe-SFT, GRPO, GRPO-FW, SCALe-GRPO) are
+recipes in ``configs/recipes/balanced-thinking.yaml``; an experiment picks them by name with
+``recipes_from`` and a list, or defines its recipes in place (the staged curriculum).
+
+A stage's run directory depends only on the stages up to it
+(``MODEL/[TRAIN/]seedN/1-a/2-b/eval-TARGET``), so recipes that share a prefix share its runs
+(GRPO trains from the same SFT run as the SFT configuration); one prefix planned with two
+different configs is an error before anything runs. Stages run in one process or, with
+``jobs``, independent chains in parallel; a stage whose manifest says it finished with the same
+config is skipped, a failed or interrupted one runs again, a failed stage's dependants are
+blocked. Every experiment (``scale reproduce``, the demo, the evidence and the curriculum)
+goes through :func:`plan` and :func:`run_stages`.
+
+Variables: ``${TRAIN}`` is the data set's training data (a stage's default data), ``${RATED}``
+the file the recipe's latest ``pass_rate`` stage wrote; others (``${SYNTH}``, ``${CAP}``: data
+directories an experiment writes) come from the caller, then from the environment.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -25,34 +45,27 @@ from scale_repro.config import (
     INHERITED_FROM_RUN,
     EvalConfig,
     GRPOConfig,
+    PassRateConfig,
     SFTConfig,
     load_config,
     to_dict,
 )
-from scale_repro.rundir import fingerprint, is_finished
+from scale_repro.lifecycle import config_hash, stage_finished
 
 log = logging.getLogger("scale_repro")
 
-# configuration -> (SFT loss mode or None for the base model, whether GRPO follows)
-CONFIGURATIONS = {
-    "Base": (None, False),
-    "SFT": ("vanilla", False),
-    "SFT-FW": ("fixed", False),
-    "SCALe-SFT": ("scale", False),
-    "GRPO": ("vanilla", True),
-    "GRPO-FW": ("fixed", True),
-    "SCALe-GRPO": ("scale", True),
-}
-
-
-def configuration_of(mode: str, with_grpo: bool) -> str:
-    """The configuration a chain of SFT with ``mode`` (then GRPO, if ``with_grpo``) amounts to."""
-    return next(name for name, chain in CONFIGURATIONS.items() if chain == (mode, with_grpo))
+METHODS = {"sft": SFTConfig, "grpo": GRPOConfig, "pass_rate": PassRateConfig}
+TRAINING_METHODS = ("sft", "grpo")
+PAPER_RECIPES = CONFIGS_DIR / "recipes" / "balanced-thinking.yaml"
+# Filled in by the planner or by the command that writes the data, never from the environment
+# (a shell's $TRAIN must not leak into a plan).
+PLANNER_VARIABLES = ("TRAIN", "RATED", "SYNTH", "CAP")
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass
 class Stage:
-    kind: str  # sft | grpo | eval
+    kind: str  # sft | grpo | pass_rate | eval
     run_dir: Path
     config: Any
     needs: list[Path] = field(default_factory=list)
@@ -62,121 +75,284 @@ class Stage:
         return f"{self.kind} {self.run_dir}"
 
     def finished(self) -> bool:
-        data = {k: v for k, v in to_dict(self.config).items() if k != "output_dir"}
-        return is_finished(self.run_dir, fingerprint(data))
+        return stage_finished(self.config)
+
+
+@dataclass
+class StageSpec:
+    """One stage of a recipe, as an experiment file writes it."""
+
+    name: str  # its folder is N-name; recipes that share stages up to here share the runs
+    method: str  # sft | grpo | pass_rate
+    data: str = "${TRAIN}"  # any training data --data takes; ${TRAIN}: the data set's
+    set: list[str] = field(default_factory=list)  # settings of this stage, after the file's defaults
+
+    def describe(self) -> str:
+        settings = f", {', '.join(self.set)}" if self.set else ""
+        return f"{self.name} ({self.method}, {self.data.rstrip('/').split('/')[-1]}{settings})"
 
 
 @dataclass
 class Experiment:
     name: str
     models: list[str]
-    datasets: list[dict[str, Any]]
-    configurations: list[str]
     seeds: list[int]
+    recipes: dict[str, list[StageSpec]]
+    # Tracks of training data and evaluation: {name, train, task, data?, hub_id?}; the planner
+    # runs every recipe on each, with ${TRAIN} = train, evaluated on its task. None: one track,
+    # evaluated on `evaluate`.
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    evaluate: list[dict[str, Any]] = field(default_factory=list)  # {name, task, data?, hub_id?}
+    # Defaults of every stage of a method, before the stage's own settings: {config: [recipes], set: [...]}.
     sft: dict[str, Any] = field(default_factory=dict)
     grpo: dict[str, Any] = field(default_factory=dict)
+    pass_rate: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=dict)
+    # Curriculum experiments: the recipe the others are compared with, paired by seed, and the
+    # synthetic data they write ({capabilities: CapabilityConfig, synth: SynthConfig}).
+    baseline: str | None = None
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)
+    kind: str = "reproduce"  # reproduce | curriculum (evidence files have their own loader)
+    description: str = ""
+    recipes_from: str | None = None  # the file the recipes list was picked from
+
+    def tracks(self) -> list[dict[str, Any]]:
+        if self.datasets:
+            return [dict(d, evaluate=d.get("evaluate") or [_target(d)]) for d in self.datasets]
+        return [{"name": None, "train": None, "evaluate": self.evaluate}]
 
 
-def expand_variables(text: str, variables: dict[str, str] | None) -> str:
-    """``${KEY}`` replaced by ``variables[KEY]`` (the data directories an experiment writes)."""
-    for key, value in (variables or {}).items():
-        text = text.replace("${" + key + "}", value)
-    return text
+def _target(dataset: dict[str, Any]) -> dict[str, Any]:
+    target = {"name": dataset["name"], "task": dataset["task"]}
+    for key in ("data", "hub_id"):
+        if dataset.get(key) is not None:
+            target[key] = dataset[key]
+    return target
+
+
+def expand_variables(text: str, variables: dict[str, str] | None, environment: bool = False) -> str:
+    """``${KEY}`` replaced by ``variables[KEY]``, then (``environment``) by the environment
+    variable of that name, unless the planner fills it in; anything else is left as it is."""
+
+    def value(match: re.Match) -> str:
+        key = match.group(1)
+        if variables and key in variables:
+            return str(variables[key])
+        if environment and key not in PLANNER_VARIABLES and key in os.environ:
+            return os.environ[key]
+        return match.group(0)
+
+    return _VARIABLE.sub(value, text)
+
+
+def parse_recipes(recipes: Any, where: str) -> dict[str, list[StageSpec]]:
+    """``{name: [stage, ...]}`` from a file's mapping, every stage checked."""
+    if not isinstance(recipes, dict) or not recipes:
+        raise ValueError(f"{where}: recipes must be a mapping of recipe name -> list of stages")
+    parsed: dict[str, list[StageSpec]] = {}
+    for recipe, stages in recipes.items():
+        if not isinstance(stages, list):
+            raise ValueError(f"{where}: recipe {recipe} must be a list of stages (an empty list: the model as it is)")
+        specs = []
+        for index, stage in enumerate(stages, 1):
+            try:
+                spec = StageSpec(**stage)
+            except TypeError as exc:
+                raise ValueError(f"{where}: recipe {recipe}, stage {index}: {exc}") from exc
+            if spec.method not in METHODS:
+                raise ValueError(f"{where}: recipe {recipe}, stage {index}: method must be one of "
+                                 f"{', '.join(METHODS)}, got {spec.method!r}")  # fmt: skip
+            if not isinstance(spec.set, list) or not all(isinstance(s, str) for s in spec.set):
+                raise ValueError(f"{where}: recipe {recipe}, stage {index}: set must be a list of key=value")
+            specs.append(spec)
+        if specs and specs[-1].method == "pass_rate":
+            raise ValueError(f"{where}: recipe {recipe} ends with a pass_rate stage, which trains nothing")
+        parsed[recipe] = specs
+    return parsed
+
+
+def load_recipe_library(path: str | Path = PAPER_RECIPES) -> dict[str, list[StageSpec]]:
+    path = _repo_path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such recipe file")
+    return parse_recipes((yaml.safe_load(path.read_text()) or {}).get("recipes"), str(path))
+
+
+def paper_configuration(chain: list[tuple[str, str | None]]) -> str | None:
+    """The paper recipe a chain of training stages amounts to: ``chain`` is ``(method, SFT loss
+    mode or None)`` per stage, in order (``[]`` is Base); None when no recipe matches."""
+    for name, specs in load_recipe_library().items():
+        signature = []
+        for spec in specs:
+            settings = dict(s.split("=", 1) for s in spec.set if "=" in s)
+            signature.append((spec.method, settings.get("loss.mode") if spec.method == "sft" else None))
+        if signature == list(chain):
+            return name
+    return None
+
+
+def _repo_path(path: str | Path) -> Path:
+    return Path(path) if Path(path).is_absolute() else CONFIGS_DIR.parent / path
 
 
 def load_experiment(path: str | Path, variables: dict[str, str] | None = None) -> Experiment:
-    text = expand_variables(Path(path).read_text(), variables)
-    data = yaml.safe_load(os.path.expandvars(text))
-    unknown = [c for c in data["configurations"] if c not in CONFIGURATIONS]
-    if unknown:
-        raise ValueError(f"{path}: unknown configuration(s) {unknown}; known: {list(CONFIGURATIONS)}")
-    return Experiment(**data)
+    """An experiment file, checked: unknown keys, recipes, stages and baseline are one-line
+    errors. ``${NAME}`` values come from ``variables``, then the environment; the planner's own
+    (``${TRAIN}``, ``${RATED}``) and the caller's data directories stay for :func:`plan`."""
+    text = expand_variables(Path(path).read_text(), variables, environment=True)
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: an experiment file must be a mapping")
+    recipes = data.pop("recipes", None)
+    source = data.get("recipes_from")
+    if isinstance(recipes, list):
+        if not source:
+            raise ValueError(f"{path}: a list of recipes needs recipes_from: the file that defines them")
+        library = load_recipe_library(source)
+        unknown = [r for r in recipes if r not in library]
+        if unknown:
+            raise ValueError(f"{path}: unknown recipe(s) {unknown}; {source} defines {list(library)}")
+        parsed = {r: library[r] for r in recipes}
+    else:
+        parsed = parse_recipes(recipes, str(path))
+    try:
+        experiment = Experiment(recipes=parsed, **data)
+    except TypeError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    if experiment.baseline is not None and experiment.baseline not in experiment.recipes:
+        raise ValueError(f"{path}: baseline {experiment.baseline!r} is not one of the recipes {list(experiment.recipes)}")
+    for index, dataset in enumerate(experiment.datasets, 1):
+        missing = [k for k in ("name", "train") if not dataset.get(k)]
+        if missing or not (dataset.get("task") or dataset.get("evaluate")):
+            raise ValueError(f"{path}: datasets entry {index} needs name, train and task (or evaluate)")
+    if not experiment.datasets and not experiment.evaluate:
+        raise ValueError(f"{path}: name datasets (training data and task) or evaluate targets")
+    return experiment
 
 
 def experiment_path(table: int | None = None, name: str | None = None) -> Path:
+    """``configs/experiments/table{N}.yaml``, ``configs/experiments/NAME.yaml``, or NAME itself
+    when it is a YAML path."""
+    if name and name.endswith((".yaml", ".yml")):
+        return Path(name)
     return CONFIGS_DIR / "experiments" / (f"table{table}.yaml" if table else f"{name}.yaml")
 
 
 def recipe_paths(section: dict[str, Any]) -> list[Path]:
     """The recipe files an experiment section names, relative to the repository root."""
-    return [Path(p) if Path(p).is_absolute() else CONFIGS_DIR.parent / p for p in section.get("config", [])]
+    return [_repo_path(p) for p in section.get("config", [])]
 
 
-def plan(experiment: Experiment, out: str | Path) -> list[Stage]:
-    """Every stage of the experiment, in an order that respects dependencies, without duplicates."""
+def _expanded(text: str, variables: dict[str, str], where: str) -> str:
+    value = expand_variables(text, variables)
+    left = _VARIABLE.search(value)
+    if left:
+        raise ValueError(f"{where}: ${{{left.group(1)}}} is not set here (known: {', '.join(sorted(variables))})")
+    return value
+
+
+def plan(experiment: Experiment, out: str | Path, variables: dict[str, str] | None = None) -> list[Stage]:
+    """Every stage of every model, data set, recipe and seed, then the evaluations, in an order
+    that respects dependencies; shared prefixes once."""
     out = Path(out)
     stages: dict[Path, Stage] = {}
+    identity: dict[Path, tuple[str, str]] = {}  # run dir -> (config hash, recipe that planned it)
 
-    def add(stage: Stage) -> None:
+    def add(stage: Stage, recipe: str) -> None:
+        key = config_hash(stage.config)
+        if stage.run_dir in identity and identity[stage.run_dir][0] != key:
+            raise ValueError(
+                f"{stage.run_dir}: recipes {identity[stage.run_dir][1]} and {recipe} name the same stages "
+                "with different settings; give one of the stages another name"
+            )
+        identity.setdefault(stage.run_dir, (key, recipe))
         stages.setdefault(stage.run_dir, stage)
 
+    def evaluate(model: str, track: dict[str, Any], recipe: str, seed: int, evaluated: str, where: Path,
+                 needs: list[Path], scope: dict[str, str]) -> None:  # fmt: skip
+        for target in track["evaluate"]:
+            eval_dir = where / f"eval-{target['name']}"
+            data = target.get("data")
+            evaluation = load_config(
+                EvalConfig, recipe_paths(experiment.eval), experiment.eval.get("set", []), model=evaluated,
+                task=target["task"], hub_id=target.get("hub_id"), output_dir=str(eval_dir), seed=seed,
+                data=None if data is None else _expanded(str(data), scope, f"evaluate {target['name']}"),
+            )  # fmt: skip
+            evaluation.labels = {"model": model, "dataset": target["name"], "configuration": recipe, "seed": seed}
+            add(Stage("eval", eval_dir, evaluation, needs=needs), recipe)
+
     for model in experiment.models:
-        for dataset in experiment.datasets:
-            for configuration in experiment.configurations:
-                mode, with_grpo = CONFIGURATIONS[configuration]
-                for seed in experiment.seeds if mode else [experiment.seeds[0]]:
-                    labels = {
-                        "model": model,
-                        "dataset": dataset["name"],
-                        "configuration": configuration,
-                        "seed": seed,
-                    }
-                    if mode is None:
-                        evaluated, evaluated_dir = model, out / model / "base"
-                    else:
-                        train_key = Path(str(dataset["train"])).name
-                        sft_dir = out / model / train_key / f"sft-{mode}" / f"seed{seed}"
-                        sft_labels = {**labels, "configuration": configuration_of(mode, with_grpo=False)}
-                        sft = load_config(
-                            SFTConfig, recipe_paths(experiment.sft), experiment.sft.get("set", []),
-                            model=model, output_dir=str(sft_dir), seed=seed,
-                            **{"loss.mode": mode, "data.spec": str(dataset["train"])},
+        for track in experiment.tracks():
+            scope = dict(variables or {})
+            if track["train"] is not None:
+                scope["TRAIN"] = _expanded(str(track["train"]), scope, f"data set {track['name']}")
+            for recipe, specs in experiment.recipes.items():
+                if not specs:  # the model as it is, once: greedy decoding does not depend on the seed
+                    evaluate(model, track, recipe, experiment.seeds[0], model, out / model / "base", [], scope)
+                    continue
+                for seed in experiment.seeds:
+                    run_dir = out / model
+                    if track["train"] is not None:
+                        run_dir = run_dir / Path(scope["TRAIN"].rstrip("/")).name
+                    run_dir = run_dir / f"seed{seed}"
+                    current_model, last_training, previous = model, None, None
+                    local = dict(scope)
+                    for index, spec in enumerate(specs, 1):
+                        where = f"recipe {recipe}, stage {index} ({spec.name})"
+                        run_dir = run_dir / f"{index}-{spec.name}"
+                        defaults = getattr(experiment, spec.method)
+                        inherited = None
+                        if last_training is not None:  # not trained yet: inherit from its config
+                            inherited = {k: v for k, v in to_dict(stages[last_training].config).items()
+                                         if k in INHERITED_FROM_RUN}  # fmt: skip
+                        config = load_config(
+                            METHODS[spec.method], recipe_paths(defaults), [*defaults.get("set", []), *spec.set],
+                            inherit=inherited, model=current_model, output_dir=str(run_dir), seed=seed,
+                            **{"data.spec": _expanded(spec.data, local, where)},
                         )  # fmt: skip
-                        sft.labels = sft_labels
-                        add(Stage("sft", sft_dir, sft))
-                        evaluated, evaluated_dir = str(sft_dir), sft_dir
-                        if with_grpo:
-                            grpo_dir = sft_dir / "grpo"
-                            # The SFT run does not exist yet: inherit from its config, as a
-                            # run started from its directory later would.
-                            inherited = {k: v for k, v in to_dict(sft).items() if k in INHERITED_FROM_RUN}
-                            grpo = load_config(
-                                GRPOConfig, recipe_paths(experiment.grpo), experiment.grpo.get("set", []),
-                                inherit=inherited, model=str(sft_dir), output_dir=str(grpo_dir), seed=seed,
-                                **{"data.spec": str(dataset["train"])},
-                            )  # fmt: skip
-                            grpo.labels = labels
-                            add(Stage("grpo", grpo_dir, grpo, needs=[sft_dir]))
-                            evaluated, evaluated_dir = str(grpo_dir), grpo_dir
-                    eval_dir = evaluated_dir / f"eval-{dataset['task']}"
-                    evaluation = load_config(
-                        EvalConfig, recipe_paths(experiment.eval), experiment.eval.get("set", []),
-                        model=evaluated, task=dataset["task"], data=dataset.get("data"), output_dir=str(eval_dir),
-                        seed=seed,
-                    )  # fmt: skip
-                    evaluation.labels = labels
-                    needs = [] if mode is None else [evaluated_dir]
-                    add(Stage("eval", eval_dir, evaluation, needs=needs))
-    order = {"sft": 0, "grpo": 1, "eval": 2}
-    return sorted(stages.values(), key=lambda s: order[s.kind])
+                        config.labels = {"model": model, "configuration": recipe, "stage": spec.name, "seed": seed,
+                                         **({"dataset": track["name"]} if track["name"] else {})}  # fmt: skip
+                        add(Stage(spec.method, run_dir, config, needs=[previous] if previous else []), recipe)
+                        previous = run_dir
+                        if spec.method in TRAINING_METHODS:
+                            current_model, last_training = str(run_dir), run_dir
+                        else:
+                            from scale_repro.data.difficulty import RATED_FILE
+
+                            local["RATED"] = str(run_dir / RATED_FILE)
+                    evaluate(model, track, recipe, seed, current_model, Path(current_model), [previous], scope)
+    order = {"sft": 0, "grpo": 1, "pass_rate": 2, "eval": 3}
+    # Earlier stages of a chain first; within a depth, training before rating before evaluation.
+    return sorted(stages.values(), key=lambda s: (len(s.run_dir.parts), order[s.kind]))
 
 
-def describe(stages: list[Stage]) -> str:
+def describe_recipes(experiment: Experiment) -> str:
+    """Every recipe's stages in order, one line each."""
+    lines = []
+    for recipe, specs in experiment.recipes.items():
+        chain = " -> ".join(spec.describe() for spec in specs) or "the model as it is (evaluated only)"
+        lines.append(f"{recipe}: {chain}")
+    return "\n".join(lines)
+
+
+def describe(stages: list[Stage], relative_to: Path | None = None) -> str:
+    """One line per stage, in the order they run: kind, done or to run, run directory."""
     lines = []
     for i, stage in enumerate(stages, 1):
         state = "done" if stage.finished() else "to run"
-        lines.append(f"[{i:>3}/{len(stages)}] {stage.kind:<4} {state:<6} {stage.run_dir}")
+        where = stage.run_dir.relative_to(relative_to) if relative_to else stage.run_dir
+        lines.append(f"[{i:>3}/{len(stages)}] {stage.kind:<9} {state:<6} {where}")
     return "\n".join(lines)
 
 
 def execute(stages: list[Stage], echo=print) -> dict[str, list[str]]:
     """Run every stage not yet finished; a failed stage's dependants are skipped, the rest go on."""
+    from scale_repro.data.difficulty import run_pass_rate
     from scale_repro.evaluate import run_eval
     from scale_repro.grpo import run_grpo
     from scale_repro.sft import run_sft
 
-    runners = {"sft": run_sft, "grpo": run_grpo, "eval": run_eval}
+    runners = {"sft": run_sft, "grpo": run_grpo, "pass_rate": run_pass_rate, "eval": run_eval}
     failed: set[Path] = set()
     summary: dict[str, list[str]] = {"ran": [], "skipped": [], "failed": [], "blocked": []}
     started = time.time()
@@ -185,13 +361,13 @@ def execute(stages: list[Stage], echo=print) -> dict[str, list[str]]:
         if any(dep in failed for dep in stage.needs):
             failed.add(stage.run_dir)
             summary["blocked"].append(str(stage.run_dir))
-            echo(f"{prefix} {stage.kind:<4} blocked (an earlier stage failed): {stage.run_dir}")
+            echo(f"{prefix} {stage.kind:<9} blocked (an earlier stage failed): {stage.run_dir}")
             continue
         if stage.finished():
             summary["skipped"].append(str(stage.run_dir))
-            echo(f"{prefix} {stage.kind:<4} finished earlier: {stage.run_dir}")
+            echo(f"{prefix} {stage.kind:<9} finished earlier: {stage.run_dir}")
             continue
-        echo(f"{prefix} {stage.kind:<4} running: {stage.run_dir}")
+        echo(f"{prefix} {stage.kind:<9} running: {stage.run_dir}")
         try:
             runners[stage.kind](stage.config)
             summary["ran"].append(str(stage.run_dir))
@@ -199,18 +375,18 @@ def execute(stages: list[Stage], echo=print) -> dict[str, list[str]]:
             log.exception("stage failed: %s", stage.name)
             failed.add(stage.run_dir)
             summary["failed"].append(str(stage.run_dir))
-            echo(f"{prefix} {stage.kind:<4} FAILED ({type(exc).__name__}: {exc}): {stage.run_dir}")
+            echo(f"{prefix} {stage.kind:<9} FAILED ({type(exc).__name__}: {exc}): {stage.run_dir}")
     return summary
 
 
 def chains(stages: list[Stage]) -> list[list[Stage]]:
-    """Independent chains: an SFT run with the GRPO run and evaluations that depend on it.
+    """Independent chains: a first stage with every stage that depends on it.
 
     Chains share nothing, so they can run in separate processes; the longest go first.
     """
     root_of: dict[Path, Path] = {}
     grouped: dict[Path, list[Stage]] = defaultdict(list)
-    for stage in stages:  # plan() orders SFT before GRPO before evaluation
+    for stage in stages:  # plan() orders every stage after the one it needs
         root = root_of.get(stage.needs[0], stage.needs[0]) if stage.needs else stage.run_dir
         root_of[stage.run_dir] = root
         grouped[root].append(stage)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scale_repro.pipeline import configuration_of
+from scale_repro.pipeline import paper_configuration
 from scale_repro.rundir import RunDirError, atomic_write_text, read_json, read_manifest, read_manifest_strict
 
 PAPER_TABLES = Path(__file__).resolve().parents[1] / "results" / "paper" / "tables.json"
@@ -70,13 +70,11 @@ def derived_labels(manifest: dict[str, Any]) -> dict[str, Any]:
     chain = training_chain(str(config.get("model", "")))
     root = chain[-1]["config"].get("model", "") if chain else config.get("model", "")
     stages = [m["stage"] for m in reversed(chain)]
-    sft_mode = next((m["config"].get("loss", {}).get("mode") for m in chain if m["stage"] == "sft"), None)
-    if not chain:
-        configuration = "Base"
-    elif stages in (["sft"], ["sft", "grpo"]) and sft_mode in ("vanilla", "fixed", "scale"):
-        configuration = configuration_of(sft_mode, with_grpo=len(stages) == 2)
-    else:
-        configuration = "+".join(stages)
+    signature = [
+        (m["stage"], m["config"].get("loss", {}).get("mode") if m["stage"] == "sft" else None)
+        for m in reversed(chain)
+    ]
+    configuration = paper_configuration(signature) or "+".join(stages)
     return {
         "model": str(root),
         "dataset": DATASET_OF_TASK.get(task.removeprefix("synthetic-"), task),

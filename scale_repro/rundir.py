@@ -104,6 +104,16 @@ def fingerprint(items: Any) -> str:
     return digest[:16]
 
 
+# Fields that say where a run is written and how reports name it, not what it computes.
+NOT_IDENTITY = ("output_dir", "labels")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """The identity of a run: its config's fingerprint without output directory and labels.
+    The one definition the stages, the planner's skip test and the recipes' checks use."""
+    return fingerprint({k: v for k, v in config.items() if k not in NOT_IDENTITY})
+
+
 def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:
     """The run's manifest, or None when there is none or it cannot be read."""
     try:
@@ -152,9 +162,9 @@ class Manifest:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / MANIFEST
         self._started = time.time()
-        config_hash = fingerprint(config)
+        key = config_hash(config)
         previous = read_manifest(self.run_dir) or {}
-        attempts = list(previous.get("attempts") or []) if previous.get("config_hash") == config_hash else []
+        attempts = list(previous.get("attempts") or []) if previous.get("config_hash") == key else []
         for earlier in attempts:
             if earlier.get("status") == "running":  # its process was killed before it could say so
                 earlier["status"] = "interrupted"
@@ -169,7 +179,7 @@ class Manifest:
             "stage": stage,
             "status": "running",
             "config": config,
-            "config_hash": config_hash,
+            "config_hash": key,
             "versions": package_versions(),
             "git_commit": git_commit(),
             "host": platform.node(),

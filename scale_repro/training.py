@@ -15,20 +15,14 @@ import torch
 from transformers import TrainerCallback
 
 from scale_repro.checkpoints import CheckpointInfo, load_full_state, newest_complete
-from scale_repro.config import ConfigError, LoraConfig, TrainConfig, to_dict
+from scale_repro.config import LoraConfig, TrainConfig
 from scale_repro.data.records import INSTRUCTION, Example, to_conversation
 from scale_repro.data.sources import load_training_examples
 from scale_repro.data.validate import DataError
 from scale_repro.faults import kill_point
+from scale_repro.lifecycle import run_stage
 from scale_repro.models import MERGED_DIR, resolve_model
-from scale_repro.rundir import (
-    Manifest,
-    StageSkipped,
-    atomic_write_text,
-    check_output_dir,
-    claimed_run_dir,
-    fingerprint,
-)
+from scale_repro.rundir import Manifest, atomic_write_text, fingerprint
 
 log = logging.getLogger("scale_repro")
 
@@ -306,12 +300,6 @@ def export_final(trainer, processor, run_dir: Path) -> dict[str, str]:
     return outputs
 
 
-def config_for_manifest(config) -> dict[str, Any]:
-    data = to_dict(config)
-    data.pop("output_dir", None)
-    return data
-
-
 # build(model, processor, examples, run_dir, bf16, callbacks, manifest) -> a TRL trainer
 TrainerBuilder = Callable[..., Any]
 # (examples, resolved model) -> (examples to train on, findings for the manifest); raises to stop.
@@ -360,66 +348,54 @@ def run_training_stage(
     skipped; another stage's or another config's run is refused), resolve the model and
     load and validate the data, and run the stage's ``preflight`` on it (it may drop examples
     or stop the run, and its findings go to the manifest). Then lock the directory, train (resuming from the newest
-    complete checkpoint), export the merged checkpoint, and keep the manifest up to date,
-    marking it failed if anything goes wrong.
+    complete checkpoint), export the merged checkpoint, and keep the manifest up to date.
+    The run directory's life (skip, refuse, lock, mark failed) is :func:`scale_repro.lifecycle.run_stage`.
     """
-    if not config.output_dir:
-        raise ConfigError("--output-dir is required")
-    run_dir = Path(config.output_dir)
-    config_dict = config_for_manifest(config)
-    config_hash = fingerprint(config_dict)
-    try:
-        check_output_dir(run_dir, stage, config_hash, force, CHECKPOINTS_DIR)
-    except StageSkipped:
-        log.info("%s: finished with the same config, not retrained", run_dir)
-        return run_dir
-    resolved = resolve_model(config.model)
-    examples, data_info = load_examples(config)
-    if preflight is not None:
-        examples, data_info["preflight"] = preflight(examples, resolved)
+    run_dir = Path(config.output_dir or ".")
+
+    def prepare():
+        resolved = resolve_model(config.model)
+        examples, data_info = load_examples(config)
+        if preflight is not None:
+            examples, data_info["preflight"] = preflight(examples, resolved)
+        return resolved, examples, data_info
+
+    def work(manifest: Manifest, prepared) -> None:
+        resolved, examples, data_info = prepared
+        _train(manifest, config, build, run_dir, resolved, examples, data_info, callbacks)
 
     try:
-        with claimed_run_dir(run_dir, stage, config_hash, force, CHECKPOINTS_DIR) as to_run:
-            if to_run:
-                _train(stage, config, config_dict, build, run_dir, resolved, examples, data_info, callbacks)
-            else:
-                log.info("%s: finished meanwhile by another process", run_dir)
+        return run_stage(stage, config, prepare, work, force=force, checkpoints=CHECKPOINTS_DIR)
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    return run_dir
 
 
-def _train(stage, config, config_dict, build, run_dir, resolved, examples, data_info, callbacks) -> None:
-    manifest = Manifest(run_dir, stage, config_dict)
+def _train(manifest: Manifest, config: TrainConfig, build: TrainerBuilder, run_dir, resolved, examples, data_info, callbacks) -> None:
     manifest.update(model={"name": config.model, "path": resolved.path, "kind": resolved.kind},
                     seed=config.seed, data=data_info)  # fmt: skip
-    try:
-        bf16 = resolve_bf16(config)
-        model, processor = load_model_and_processor(resolved.path, bf16, config.trust_remote_code)
-        if not config.lora.enabled and config.lora.freeze_vision:
-            freeze_vision_tower(model)
-        callbacks = [JsonlLogCallback(run_dir / TRAIN_LOG), ManifestHeartbeat(manifest), *(callbacks or [])]
-        trainer = build(model, processor, examples, run_dir, bf16, callbacks, manifest)
-        resume = resume_point(run_dir)
-        started = time.time()
-        if resume and resume.max_steps is not None and resume.step >= resume.max_steps:
-            log.info("%s holds the final step: exporting it without training again", resume.path)
-            train_loss = finished_training(trainer, resume, run_dir)
-        else:
-            if resume:
-                log.info("resuming from %s", resume.path)
-            train_loss = trainer.train(
-                resume_from_checkpoint=str(resume.path) if resume else None
-            ).training_loss
-        outputs = export_final(trainer, processor, run_dir)
-        manifest.finish(
-            outputs=outputs,
-            resumed_from=str(resume.path) if resume else None,
-            train_runtime_s=time.time() - started,
-            global_step=trainer.state.global_step,
-            train_loss=train_loss,
-        )
-    except BaseException as exc:
-        manifest.fail(f"{type(exc).__name__}: {exc}")
-        raise
+    bf16 = resolve_bf16(config)
+    model, processor = load_model_and_processor(resolved.path, bf16, config.trust_remote_code)
+    if not config.lora.enabled and config.lora.freeze_vision:
+        freeze_vision_tower(model)
+    callbacks = [JsonlLogCallback(run_dir / TRAIN_LOG), ManifestHeartbeat(manifest), *(callbacks or [])]
+    trainer = build(model, processor, examples, run_dir, bf16, callbacks, manifest)
+    resume = resume_point(run_dir)
+    started = time.time()
+    if resume and resume.max_steps is not None and resume.step >= resume.max_steps:
+        log.info("%s holds the final step: exporting it without training again", resume.path)
+        train_loss = finished_training(trainer, resume, run_dir)
+    else:
+        if resume:
+            log.info("resuming from %s", resume.path)
+        train_loss = trainer.train(
+            resume_from_checkpoint=str(resume.path) if resume else None
+        ).training_loss
+    outputs = export_final(trainer, processor, run_dir)
+    manifest.finish(
+        outputs=outputs,
+        resumed_from=str(resume.path) if resume else None,
+        train_runtime_s=time.time() - started,
+        global_step=trainer.state.global_step,
+        train_loss=train_loss,
+    )

@@ -27,7 +27,7 @@ def test_evidence_dry_run_prints_the_plan(tmp_path):
     result = runner.invoke(app, ["reproduce", "--experiment", "synthetic", "--dry-run", "--quick", "--seeds", "2",
                                  "--out", str(tmp_path)])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "tiny-llava-next/ratio80/sft-scale/seed1" in result.output
+    assert "tiny-llava-next/ratio80/seed1/1-sft-scale/eval-80x" in result.output
     assert "14 independent chains" in result.output
     result = runner.invoke(
         app, ["reproduce", "--experiment", "synthetic", "--jobs", "0", "--out", str(tmp_path)]
@@ -64,4 +64,16 @@ def test_bad_config_and_missing_data_are_clear_errors(tmp_path):
 def test_reproduce_dry_run_prints_the_plan():
     result = runner.invoke(app, ["reproduce", "--table", "3", "--dry-run", "--out", "/tmp/nonexistent-plan"])
     assert result.exit_code == 0
-    assert "sft  to run" in result.output and "qwen2.5-vl-3b" in result.output
+    lines = result.output.splitlines()
+    # Table 3's recipes in order, then its stages.
+    assert lines[:5] == [
+        "SFT: sft-vanilla (sft, ${TRAIN}, loss.mode=vanilla)",
+        "SFT-FW: sft-fixed (sft, ${TRAIN}, loss.mode=fixed)",
+        "SCALe-SFT: sft-scale (sft, ${TRAIN}, loss.mode=scale)",
+        "GRPO-FW: sft-fixed (sft, ${TRAIN}, loss.mode=fixed) -> grpo (grpo, ${TRAIN})",
+        "SCALe-GRPO: sft-scale (sft, ${TRAIN}, loss.mode=scale) -> grpo (grpo, ${TRAIN})",
+    ]
+    assert lines[5] == (
+        "[  1/20] sft       to run /tmp/nonexistent-plan/qwen2.5-vl-3b/vision-r1-science/seed0/1-sft-vanilla"
+    )
+    assert len(lines) == 5 + 20

@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from scale_repro.evidence import chains, load_evidence, plan_evidence, prepare_data, shorten, spec_path
+from scale_repro.evidence import chains, load_evidence, plan_evidence, prepare_data, shorten
+from scale_repro.pipeline import experiment_path
 from scale_repro.evidence_report import paired_interval
 
 # scipy.stats.t.ppf(0.975, df): the two-sided 95 % quantiles used below.
@@ -53,7 +54,7 @@ def test_paired_interval_edge_cases():
 
 
 def test_experiment_file_plans_independent_chains(tmp_path):
-    spec = load_evidence(spec_path("synthetic"))
+    spec = load_evidence(experiment_path(name="synthetic"))
     assert len(spec.seeds) >= 5 and {"SFT", "SFT-FW", "SCALe-SFT", "GRPO", "SCALe-GRPO"} <= set(
         spec.configurations
     )
@@ -88,7 +89,7 @@ def test_experiment_file_plans_independent_chains(tmp_path):
 
 def test_bad_experiment_file_names_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
-    text = spec_path("synthetic").read_text()
+    text = experiment_path(name="synthetic").read_text()
     path.write_text(text.replace("configurations: [SFT, SFT-FW,", "configurations: [SFT, SFT-XX,"))
     with pytest.raises(ValueError, match=r"bad.yaml: unknown configuration\(s\) \['SFT-XX'\]"):
         load_evidence(path)

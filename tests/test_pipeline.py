@@ -1,8 +1,21 @@
+"""The one planner: experiments as recipes of stages (the paper's tables from YAML recipes),
+shared prefixes, the skip identity, and the stage lifecycle's refusals."""
+
 from pathlib import Path
 
 import pytest
+import yaml
 
-from scale_repro.pipeline import experiment_path, load_experiment, plan
+from scale_repro.lifecycle import config_hash
+from scale_repro.pipeline import (
+    PAPER_RECIPES,
+    describe_recipes,
+    experiment_path,
+    load_experiment,
+    load_recipe_library,
+    paper_configuration,
+    plan,
+)
 from scale_repro.rundir import Manifest
 
 
@@ -11,38 +24,98 @@ def experiment(tmp_path):
     return load_experiment(experiment_path(name="demo"), {"SYNTH": str(tmp_path / "synth")})
 
 
-def test_plan_expands_configurations_into_shared_stages(experiment, tmp_path):
+def test_paper_recipes_expand_into_shared_stages(experiment, tmp_path):
     experiment.models = ["tiny-gemma3"]
     stages = plan(experiment, tmp_path / "runs")
     kinds = [s.kind for s in stages]
     # 3 SFT losses, 3 GRPO runs, and 7 configurations x 2 data sets evaluated.
-    assert kinds.count("sft") == 3 and kinds.count("grpo") == 3 and kinds.count("eval") == 14
-    assert kinds == sorted(kinds, key=["sft", "grpo", "eval"].index)
+    assert (kinds.count("sft"), kinds.count("grpo"), kinds.count("eval")) == (3, 3, 14)
+    seed_dir = tmp_path / "runs" / "tiny-gemma3" / "synth" / "seed0"
     grpo = next(s for s in stages if s.kind == "grpo" and "sft-scale" in str(s.run_dir))
-    assert grpo.config.model == str(tmp_path / "runs" / "tiny-gemma3" / "synth" / "sft-scale" / "seed0")
-    assert grpo.needs == [Path(grpo.config.model)]
-    labels = {tuple(sorted(s.config.labels.items())) for s in stages if s.kind == "eval"}
-    assert len(labels) == 14
+    assert grpo.run_dir == seed_dir / "1-sft-scale" / "2-grpo"
+    assert grpo.config.model == str(seed_dir / "1-sft-scale") and grpo.needs == [seed_dir / "1-sft-scale"]
+    sft = next(s for s in stages if s.run_dir == seed_dir / "1-sft-fixed")
+    assert sft.config.loss.mode == "fixed" and sft.config.data.spec == str(tmp_path / "synth")
+    # Every stage comes after the one it needs.
+    position = {s.run_dir: i for i, s in enumerate(stages)}
+    assert all(position[need] < position[s.run_dir] for s in stages for need in s.needs)
+    evaluations = {(s.config.labels["configuration"], s.config.labels["dataset"]): s for s in stages
+                   if s.kind == "eval"}  # fmt: skip
+    assert len(evaluations) == 14
+    assert evaluations["Base", "IconQA"].run_dir == tmp_path / "runs" / "tiny-gemma3" / "base" / "eval-IconQA"
+    assert evaluations["Base", "IconQA"].config.model == "tiny-gemma3"
+    assert evaluations["SCALe-GRPO", "ScienceQA"].config.model == str(seed_dir / "1-sft-scale" / "2-grpo")
+    assert evaluations["SCALe-GRPO", "ScienceQA"].config.task == "synthetic-scienceqa"
 
 
 def test_finished_stage_with_same_config_is_skipped_and_changed_config_is_not(experiment, tmp_path):
     experiment.models = ["tiny-gemma3"]
-    stages = plan(experiment, tmp_path / "runs")
-    sft = stages[0]
+    sft = next(s for s in plan(experiment, tmp_path / "runs") if s.kind == "sft")
     assert not sft.finished()
-    config = {k: v for k, v in vars(sft.config).items()}
-    from scale_repro.config import to_dict
+    from scale_repro.lifecycle import manifest_config
 
-    data = {k: v for k, v in to_dict(sft.config).items() if k != "output_dir"}
-    Manifest(sft.run_dir, "sft", data).finish()
+    Manifest(sft.run_dir, "sft", manifest_config(sft.config)).finish()
+    assert sft.finished()
+    # Labels say how a report names the run, not what it computes.
+    sft.config.labels = {"configuration": "renamed"}
     assert sft.finished()
     experiment.sft["set"] = list(experiment.sft.get("set", [])) + ["max_steps=41"]
-    changed = plan(experiment, tmp_path / "runs")[0]
-    assert changed.run_dir == sft.run_dir and not changed.finished()
-    assert config  # the original config was read, not mutated
+    changed = next(s for s in plan(experiment, tmp_path / "runs") if s.run_dir == sft.run_dir)
+    assert not changed.finished()
+    assert config_hash(changed.config) != config_hash(sft.config)
 
 
-def test_paper_tables_plan_without_running(tmp_path):
-    for table, n_eval in ((1, 3 * 2 * 5), (2, 3 * 2 * 4), (3, 1 * 2 * 5)):
-        stages = plan(load_experiment(experiment_path(table)), tmp_path)
-        assert sum(s.kind == "eval" for s in stages) == n_eval
+def test_paper_tables_plan_from_yaml_recipes(tmp_path):
+    for table, n_eval, n_sft, n_grpo in ((1, 3 * 2 * 5, 3 * 2 * 2, 3 * 2 * 2), (2, 3 * 2 * 4, 3 * 2 * 2, 3 * 2 * 2),
+                                         (3, 1 * 2 * 5, 1 * 2 * 3, 1 * 2 * 2)):  # fmt: skip
+        experiment = load_experiment(experiment_path(table))
+        stages = plan(experiment, tmp_path)
+        kinds = [s.kind for s in stages]
+        assert (kinds.count("eval"), kinds.count("sft"), kinds.count("grpo")) == (n_eval, n_sft, n_grpo)
+    text = describe_recipes(load_experiment(experiment_path(1)))
+    assert text.splitlines()[0] == "Base: the model as it is (evaluated only)"
+    assert "SCALe-GRPO: sft-scale (sft, ${TRAIN}, loss.mode=scale) -> grpo (grpo, ${TRAIN})" in text
+
+
+def test_chains_of_stages_name_the_paper_configuration():
+    assert list(load_recipe_library(PAPER_RECIPES)) == [
+        "Base", "SFT", "SFT-FW", "SCALe-SFT", "GRPO", "GRPO-FW", "SCALe-GRPO"]  # fmt: skip
+    assert paper_configuration([]) == "Base"
+    assert paper_configuration([("sft", "fixed")]) == "SFT-FW"
+    assert paper_configuration([("sft", "scale"), ("grpo", None)]) == "SCALe-GRPO"
+    assert paper_configuration([("grpo", None)]) is None
+
+
+def write(tmp_path, **data):
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_experiment_file_errors_name_the_file_and_the_recipe(tmp_path):
+    base = {"name": "x", "models": ["tiny-gemma3"], "seeds": [0],
+            "datasets": [{"name": "D", "train": "/data", "task": "synthetic-iconqa"}]}  # fmt: skip
+    with pytest.raises(ValueError, match=r"experiment.yaml: a list of recipes needs recipes_from"):
+        load_experiment(write(tmp_path, **base, recipes=["SFT"]))
+    with pytest.raises(ValueError, match=r"unknown recipe\(s\) \['SFT-XX'\]; .*balanced-thinking.yaml defines"):
+        load_experiment(write(tmp_path, **base, recipes=["SFT-XX"], recipes_from=str(PAPER_RECIPES)))
+    with pytest.raises(ValueError, match="recipe R, stage 1: method must be one of sft, grpo, pass_rate, got 'dpo'"):
+        load_experiment(write(tmp_path, **base, recipes={"R": [{"name": "a", "method": "dpo"}]}))
+    with pytest.raises(ValueError, match="recipe R ends with a pass_rate stage"):
+        load_experiment(write(tmp_path, **base, recipes={"R": [{"name": "a", "method": "pass_rate"}]}))
+    with pytest.raises(ValueError, match="baseline 'M' is not one of the recipes"):
+        load_experiment(write(tmp_path, **base, baseline="M", recipes={"R": []}))
+    unset = load_experiment(write(tmp_path, **base, recipes={"R": [{"name": "a", "method": "sft", "data": "${NOPE}"}]}))
+    with pytest.raises(ValueError, match=r"recipe R, stage 1 \(a\): \$\{NOPE\} is not set here"):
+        plan(unset, tmp_path / "runs")
+
+
+def test_planner_variables_do_not_come_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAIN", "/from/the/shell")
+    monkeypatch.setenv("MY_DATA", "/my/data")
+    path = write(tmp_path, name="x", models=["tiny-gemma3"], seeds=[0],
+                 datasets=[{"name": "D", "train": "${MY_DATA}", "task": "synthetic-iconqa"}],
+                 recipes={"R": [{"name": "a", "method": "sft"}]})  # fmt: skip
+    (sft, _) = plan(load_experiment(path), tmp_path / "runs")
+    assert sft.config.data.spec == "/my/data" and sft.run_dir == tmp_path / "runs/tiny-gemma3/data/seed0/1-a"
+    assert Path(sft.config.output_dir) == sft.run_dir

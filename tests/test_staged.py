@@ -8,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from scale_repro.cli import app
-from scale_repro.curriculum import load_curriculum, plan_curriculum
+from scale_repro.pipeline import load_experiment, plan
 
 runner = CliRunner()
 
@@ -41,8 +41,8 @@ RECIPES = {
 
 
 def test_recipes_share_prefixes_and_chain_checkpoints(tmp_path):
-    spec = load_curriculum(write_spec(tmp_path, RECIPES))
-    stages = plan_curriculum(spec, tmp_path / "runs", {"CAP": "/cap", "SYNTH": "/synth"})
+    spec = load_experiment(write_spec(tmp_path, RECIPES))
+    stages = plan(spec, tmp_path / "runs", {"CAP": "/cap", "SYNTH": "/synth"})
     training = [s for s in stages if s.kind != "eval"]
     # Per seed: one shared warm-up, merged, perception, text.
     assert sorted(str(s.run_dir.relative_to(tmp_path / "runs")) for s in training if "seed0" in str(s.run_dir)) == [
@@ -64,13 +64,34 @@ def test_recipes_share_prefixes_and_chain_checkpoints(tmp_path):
 def test_one_prefix_with_two_configs_is_refused_before_running(tmp_path):
     other = dict(RECIPES, Other=[WARMUP, {"name": "merged", "method": "grpo", "data": "${CAP}/merged.jsonl",
                                            "set": ["max_steps=5"]}])  # fmt: skip
-    spec = load_curriculum(write_spec(tmp_path, other))
+    spec = load_experiment(write_spec(tmp_path, other))
     with pytest.raises(
         ValueError, match="recipes Merged and Other name the same stages with different settings"
     ):
-        plan_curriculum(spec, tmp_path / "runs", {"CAP": "/cap", "SYNTH": "/synth"})
-    with pytest.raises(ValueError, match="method must be sft or grpo"):
-        load_curriculum(write_spec(tmp_path, {"Merged": [{"name": "x", "method": "dpo", "data": "d"}]}))
+        plan(spec, tmp_path / "runs", {"CAP": "/cap", "SYNTH": "/synth"})
+    with pytest.raises(ValueError, match="method must be one of sft, grpo, pass_rate"):
+        load_experiment(write_spec(tmp_path, {"Merged": [{"name": "x", "method": "dpo", "data": "d"}]}))
+
+
+def test_difficulty_recipe_rates_with_the_model_so_far_and_trains_from_it(tmp_path):
+    recipes = {"Easy-to-hard": [
+        WARMUP,
+        {"name": "rate", "method": "pass_rate", "data": "${CAP}/merged.jsonl", "set": ["k=3"]},
+        {"name": "merged", "method": "grpo", "data": "${RATED}", "set": ["max_steps=2", "data.order=easy_to_hard"]},
+    ]}  # fmt: skip
+    spec = load_experiment(write_spec(tmp_path, recipes, baseline=None))
+    stages = {s.run_dir.relative_to(tmp_path / "runs").as_posix(): s
+              for s in plan(spec, tmp_path / "runs", {"CAP": "/cap", "SYNTH": "/synth"})}  # fmt: skip
+    warmup = tmp_path / "runs/tiny-llava-next/seed0/1-warmup"
+    rate = stages["tiny-llava-next/seed0/1-warmup/2-rate"]
+    assert (rate.kind, rate.config.model, rate.config.k, rate.needs) == ("pass_rate", str(warmup), 3, [warmup])
+    assert rate.config.data.spec == "/cap/merged.jsonl"
+    grpo = stages["tiny-llava-next/seed0/1-warmup/2-rate/3-merged"]
+    # It trains from the warm-up (rating changes no weights), on the rated data, after the rating.
+    assert grpo.config.model == str(warmup) and grpo.needs == [rate.run_dir]
+    assert grpo.config.data.spec == str(rate.run_dir / "rated.jsonl") and grpo.config.data.order == "easy_to_hard"
+    evaluation = stages["tiny-llava-next/seed0/1-warmup/2-rate/3-merged/eval-Visual"]
+    assert evaluation.config.model == str(grpo.run_dir) and evaluation.needs == [grpo.run_dir]
 
 
 @pytest.mark.slow

@@ -136,3 +136,35 @@ def perception_filter(model_path: str, examples: list[Example], descriptions: li
     from_text = score(sample_completions(model_path, described, 1, max_new_tokens, 0.0, answer_format),
                       described, answer_format)  # fmt: skip
     return [(image[0], text[0]) for image, text in zip(from_image, from_text, strict=True)]
+
+
+RATED_FILE = "rated.jsonl"
+
+
+def run_pass_rate(config, force: bool = False) -> Path:
+    """A recipe's ``pass_rate`` stage (:class:`scale_repro.config.PassRateConfig`): rate every
+    example with the current model and write ``rated.jsonl`` into the run directory, with the
+    same run-directory life as training and evaluation (skip when finished, lock, manifest)."""
+    from scale_repro.lifecycle import run_stage
+    from scale_repro.models import resolve_model
+    from scale_repro.training import load_examples
+
+    def prepare():
+        return resolve_model(config.model), *load_examples(config)
+
+    def work(manifest, prepared) -> None:
+        import torch
+
+        resolved, examples, data_info = prepared
+        manifest.update(model={"name": config.model, "path": resolved.path, "kind": resolved.kind}, data=data_info)
+        torch.manual_seed(config.seed)  # sampling draws from torch's generator
+        completions = sample_completions(resolved.path, examples, config.k, config.max_new_tokens,
+                                         config.temperature, config.answer_format, config.batch_size)  # fmt: skip
+        rates = [sum(row) / config.k for row in score(completions, examples, config.answer_format)]
+        records = [easyr1_record(e, pass_rate=r, k=config.k) for e, r in zip(examples, rates, strict=True)]
+        write_records(records, Path(config.output_dir) / RATED_FILE)
+        n = len(rates)
+        manifest.finish(outputs={"rated": RATED_FILE}, examples=n, mean_pass_rate=sum(rates) / n,
+                        never_solved=sum(r == 0 for r in rates), always_solved=sum(r == 1 for r in rates))  # fmt: skip
+
+    return run_stage("pass_rate", config, prepare, work, force=force)

@@ -1,0 +1,86 @@
+"""The life of one stage's run directory, written once for every stage (SFT, GRPO, pass rates,
+evaluation) and for the planner that decides what to skip.
+
+1. Identity: a run is "the same run" when its config, without where it is written and
+   without its report labels, fingerprints the same (:func:`config_hash`, defined once in
+   :mod:`scale_repro.rundir`, which the manifest records). The stage, the
+   planner's skip test and the recipes' shared-prefix check all use this one definition.
+2. Before anything is written: the output directory is checked (a finished identical run is
+   skipped, another stage's or another config's run refused), then the stage's own
+   ``prepare`` runs (resolve the model, load and validate data, pre-flight checks). A bad
+   setting fails here, with nothing on disk and no model loaded.
+3. Under the directory's lock: checked again (another process may have finished it), the
+   manifest opened with ``status: running``, the stage's ``work`` done, and the manifest marked
+   finished by the work or failed with the error, which is raised again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from scale_repro.config import ConfigError, to_dict
+from scale_repro.rundir import Manifest, StageSkipped, check_output_dir, claimed_run_dir, is_finished
+from scale_repro.rundir import config_hash as hash_of_dict
+
+log = logging.getLogger("scale_repro")
+
+Prepared = TypeVar("Prepared")
+
+
+def manifest_config(config: Any) -> dict[str, Any]:
+    """The config as the manifest records it (everything but the output directory)."""
+    return {k: v for k, v in to_dict(config).items() if k != "output_dir"}
+
+
+def config_hash(config: Any) -> str:
+    """The identity of a run: its config's fingerprint, without output directory and labels."""
+    return hash_of_dict(config if isinstance(config, dict) else to_dict(config))
+
+
+def stage_finished(config: Any) -> bool:
+    """True when ``config.output_dir`` holds a finished run of this same config."""
+    return is_finished(Path(config.output_dir), config_hash(config))
+
+
+def run_stage(
+    stage: str,
+    config: Any,
+    prepare: Callable[[], Prepared],
+    work: Callable[[Manifest, Prepared], None],
+    force: bool = False,
+    checkpoints: str | None = None,
+) -> Path:
+    """Run one stage in ``config.output_dir``; returns the directory.
+
+    ``prepare()`` does every read-only check and load the stage needs and returns what
+    ``work`` takes; ``work(manifest, prepared)`` does the stage and calls
+    ``manifest.finish(...)``. ``checkpoints`` names the subfolder whose complete checkpoints
+    mean progress a changed config must not overwrite.
+    """
+    if not config.output_dir:
+        raise ConfigError("--output-dir is required")
+    run_dir = Path(config.output_dir)
+    key = config_hash(config)
+    try:
+        check_output_dir(run_dir, stage, key, force, checkpoints)
+    except StageSkipped:
+        log.info("%s: finished with the same config, not run again", run_dir)
+        return run_dir
+    prepared = prepare()
+    with claimed_run_dir(run_dir, stage, key, force, checkpoints) as to_run:
+        if not to_run:
+            log.info("%s: finished meanwhile by another process", run_dir)
+            return run_dir
+        manifest = Manifest(run_dir, stage, manifest_config(config))
+        try:
+            work(manifest, prepared)
+        except BaseException as exc:
+            manifest.fail(f"{type(exc).__name__}: {exc}")
+            raise
+        if manifest.data.get("status") != "finished":
+            manifest.fail("the stage ended without marking its run finished")
+            raise RuntimeError(f"{stage} in {run_dir} ended without marking its run finished")
+    return run_dir
