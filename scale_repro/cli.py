@@ -204,10 +204,10 @@ def reproduce(
         Path | None, typer.Option(help="Evidence experiments: where the report goes (default OUT/report).")
     ] = None,
     jobs: Annotated[int, typer.Option(help="Independent stage chains run in this many processes.")] = 1,
-    seeds: Annotated[int | None, typer.Option(help="Evidence experiments: only the first N seeds.")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Only the experiment's first N seeds.")] = None,
     models: Annotated[
         list[str] | None,
-        typer.Option("--model", help="Evidence experiments: model(s) instead of the file's."),
+        typer.Option("--model", help="Model(s) instead of the file's."),
     ] = None,
     quick: Annotated[bool, typer.Option(help="Evidence experiments: a few steps on a few examples.")] = False,
 ) -> None:
@@ -238,10 +238,16 @@ def reproduce(
     if is_evidence_file(path):
         _evidence(path, out or Path("runs") / "evidence", results, jobs, seeds, models, quick, dry_run)
         return
+    if seeds is not None and seeds < 1:
+        _fail("--seeds must be at least 1")
+    if quick:
+        _fail("--quick shortens evidence experiments only; this one's steps are in its file")
     try:
         spec = load_experiment(path)
     except (ValueError, *_user_errors()) as exc:
         _fail(str(exc))
+    spec.seeds = spec.seeds[:seeds] if seeds else spec.seeds
+    spec.models = list(models) if models else spec.models
     if spec.kind == CURRICULUM_KIND:
         root = out or Path("runs") / spec.name
         try:

@@ -33,7 +33,7 @@ import os
 import re
 import time
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -380,10 +380,8 @@ def execute(stages: list[Stage], echo=print) -> dict[str, list[str]]:
 
 
 def chains(stages: list[Stage]) -> list[list[Stage]]:
-    """Independent chains: a first stage with every stage that depends on it.
-
-    Chains share nothing, so they can run in separate processes; the longest go first.
-    """
+    """Independent chains: a first stage with every stage that depends on it, longest first
+    (they share nothing; the plan's summary counts them)."""
     root_of: dict[Path, Path] = {}
     grouped: dict[Path, list[Stage]] = defaultdict(list)
     for stage in stages:  # plan() orders every stage after the one it needs
@@ -398,11 +396,11 @@ def chains(stages: list[Stage]) -> list[list[Stage]]:
     return sorted(grouped.values(), key=cost)
 
 
-def _run_chain(chain: list[Stage]) -> dict[str, list[str]]:
-    """Worker: one chain, one thread (the workers share the machine's cores).
+def _run_in_worker(stage: Stage) -> dict[str, list[str]]:
+    """Worker: one stage, one thread (the workers share the machine's cores).
 
-    The libraries' progress output goes to ``worker.log`` in the chain's first run
-    directory, so parallel chains do not interleave on the terminal.
+    The libraries' progress output goes to ``worker.log`` in the stage's run directory, so
+    parallel stages do not interleave on the terminal.
     """
     import contextlib
 
@@ -411,38 +409,73 @@ def _run_chain(chain: list[Stage]) -> dict[str, list[str]]:
     torch.set_num_threads(1)
     for name in ("transformers", "lmms-eval", "datasets", "accelerate"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    log_path = chain[0].run_dir / "worker.log"
+    log_path = stage.run_dir / "worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with (
         open(log_path, "a") as stream,
         contextlib.redirect_stdout(stream),
         contextlib.redirect_stderr(stream),
     ):
-        return execute(chain, echo=lambda message: print(message, flush=True))
+        return execute([stage], echo=lambda message: print(message, flush=True))
+
+
+def _descendants(stages: list[Stage]) -> dict[Path, int]:
+    """How many stages wait, directly or not, on each stage (the longest work goes first)."""
+    children: dict[Path, list[Path]] = defaultdict(list)
+    for stage in stages:
+        for need in stage.needs:
+            children[need].append(stage.run_dir)
+    counts: dict[Path, int] = {}
+    for stage in reversed(stages):  # plan() puts every stage after the ones it needs
+        counts[stage.run_dir] = sum(1 + counts.get(child, 0) for child in children[stage.run_dir])
+    return counts
 
 
 def run_stages(stages: list[Stage], jobs: int = 1, echo=print) -> dict[str, list[str]]:
-    """Run every stage; with ``jobs`` > 1, independent chains run in that many processes."""
+    """Run every stage; with ``jobs`` > 1, up to that many at once in worker processes, each as
+    soon as the stages it needs have finished (those with the most work waiting on them first)."""
     if jobs <= 1:
         return execute(stages, echo=echo)
     import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, wait
 
-    work = chains(stages)
     summary: dict[str, list[str]] = {"ran": [], "skipped": [], "failed": [], "blocked": []}
+    weight = _descendants(stages)
+    pending = sorted(stages, key=lambda s: -weight[s.run_dir])
+    planned = {s.run_dir for s in stages}
+    done: set[Path] = set()
+    failed: set[Path] = set()
     started = time.time()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {pool.submit(_run_chain, chain): chain for chain in work}
-        for done, future in enumerate(as_completed(futures), 1):
-            chain = futures[future]
-            try:
-                result = future.result()
-            except Exception as exc:  # noqa: BLE001 - a crashed worker fails its chain only
-                result = {"failed": [str(s.run_dir) for s in chain]}
-                echo(f"chain {chain[0].run_dir} crashed: {type(exc).__name__}: {exc}")
-            for key, items in result.items():
-                summary[key].extend(items)
-            state = "FAILED" if result.get("failed") or result.get("blocked") else "done"
-            echo(f"[{done:>3}/{len(work)} chains {time.time() - started:6.0f}s] {state}: {chain[0].run_dir} "
-                 f"({len(chain)} stages)")  # fmt: skip
+        running: dict[Any, Stage] = {}
+        while pending or running:
+            for stage in list(pending):
+                if any(need in failed for need in stage.needs):
+                    pending.remove(stage)
+                    failed.add(stage.run_dir)
+                    summary["blocked"].append(str(stage.run_dir))
+                    echo(f"[{time.time() - started:6.0f}s] {stage.kind:<9} blocked (an earlier stage failed): "
+                         f"{stage.run_dir}")  # fmt: skip
+                elif len(running) < jobs and all(n in done or n not in planned for n in stage.needs):
+                    pending.remove(stage)
+                    running[pool.submit(_run_in_worker, stage)] = stage
+            if not running:
+                if pending:  # plan() never does this: every stage's needs are planned before it
+                    raise RuntimeError(f"{pending[0].run_dir}: waits on a stage that cannot run")
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                stage = running.pop(future)
+                try:
+                    result = future.result()
+                except Exception as exc:  # noqa: BLE001 - a crashed worker fails its stage only
+                    result = {"failed": [str(stage.run_dir)]}
+                    echo(f"{stage.run_dir}: worker crashed: {type(exc).__name__}: {exc}")
+                for key, items in result.items():
+                    summary[key].extend(items)
+                state = "FAILED" if result.get("failed") else "skipped" if result.get("skipped") else "done"
+                (failed if state == "FAILED" else done).add(stage.run_dir)
+                count = sum(len(v) for v in summary.values())
+                echo(f"[{count:>3}/{len(stages)} {time.time() - started:6.0f}s] {stage.kind:<9} {state}: {stage.run_dir}")
     return summary

@@ -9,7 +9,10 @@ reads, one JSON-lines file per capability:
 - ``text_reasoning.jsonl``: counting and comparing over a scene *described in words*, no image:
   reasoning, no seeing;
 - ``visual_reasoning.jsonl``: the same counting and comparing about the image: both;
-- ``merged.jsonl``: the three pooled (the merged baseline's data).
+- ``merged.jsonl``: the three pooled (the merged baseline's data);
+- ``perception_captions.json``: the perception questions as SFT data in the Vision-R1 shape,
+  the caption (the scene in words) as the trace and the letter as the answer: the paper's
+  "caption SFT instead of RL for perception" ablation.
 
 Every record carries ``description``, the scene in words, so the perception filter can ask a
 model the same question from the description instead of the image. Scenes of the three files
@@ -26,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from scale_repro.data.records import format_question
+from scale_repro.data.records import completion_text, format_question
 from scale_repro.data.synth import (
     SHAPES,
     Question,
@@ -85,6 +88,7 @@ def write_capability_data(out_dir: str | Path, config: CapabilityConfig = Capabi
     seen = {scene.signature() for split in ("scienceqa", "iconqa") for scene, _ in reserved[split]}
     rng = random.Random(f"capabilities-{config.seed}")
     counts = {}
+    captions: list[dict[str, Any]] = []
     for capability, kinds in CAPABILITIES.items():
         records: list[dict[str, Any]] = []
         for i in range(config.n_per_capability):
@@ -108,6 +112,14 @@ def write_capability_data(out_dir: str | Path, config: CapabilityConfig = Capabi
                 "kind": question.kind,
                 "capability": capability,
             })  # fmt: skip
+            if capability == "perception":
+                captions.append({
+                    "id": f"caption-{i:05d}", "image": images[0],
+                    "conversations": [
+                        {"from": "human", "value": "<image>\n" + format_question(question.text, list(question.choices))},
+                        {"from": "gpt", "value": completion_text(describe_scene(scene), question.answer)},
+                    ],
+                })  # fmt: skip
         text = "".join(json.dumps(r) + "\n" for r in records)
         atomic_write_text(staging / f"{capability}.jsonl", text)
         counts[capability] = len(records)
@@ -116,7 +128,10 @@ def write_capability_data(out_dir: str | Path, config: CapabilityConfig = Capabi
     merged = [line for group in zip(*pooled, strict=True) for line in group]
     atomic_write_text(staging / "merged.jsonl", "".join(line + "\n" for line in merged))
     counts["merged"] = len(merged)
+    atomic_write_text(staging / "perception_captions.json", json.dumps(captions, indent=1) + "\n")
+    counts["perception_captions"] = len(captions)
     files = {name: f"{name}.jsonl" for name in [*CAPABILITIES, "merged"]}
+    files["perception_captions"] = "perception_captions.json"
     atomic_write_json(staging / "manifest.json", {"kind": CAPABILITY_KIND, "config": asdict(config), "files": files,
                                                   "counts": counts})  # fmt: skip
     if out.exists():
