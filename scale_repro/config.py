@@ -253,6 +253,9 @@ class EvalConfig:
     allow_empty_completions: bool = False
     # Passed to lmms-eval's Gemma-3 model, which always sends a system turn (its default text when None).
     system_prompt: str | None = None
+    # How the model was trained to state its answer (GRPOConfig.answer_format): the prompt's
+    # instruction and the parser follow it, as in training.
+    answer_format: Literal["tags", "think_boxed"] = "tags"
 
     def problems(self) -> list[tuple[str, str]]:
         found = [

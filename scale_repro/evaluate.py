@@ -23,16 +23,19 @@ from typing import Any
 
 import yaml
 
-from scale_repro.answers import is_correct, parse_completion
+from scale_repro.answers import is_correct
 from scale_repro.config import EvalConfig
 from scale_repro.data.sources import TEST_TASKS, load_test_examples, synth_manifest
+from scale_repro.formats import FORMATS
 from scale_repro.lifecycle import config_hash, run_stage
 from scale_repro.models import resolve_model
-from scale_repro.rundir import Manifest, atomic_write_json, atomic_write_text, fingerprint
+from scale_repro.rundir import Manifest, atomic_write_json, atomic_write_text, fingerprint, read_manifest
 
 log = logging.getLogger("scale_repro")
 TASKS_DIR = Path(__file__).parent / "lmms_tasks"
 BASE_TASK = {"scienceqa": "scienceqa_img_cot", "iconqa": "iconqa_cot"}
+# The task variant of each answer format (lmms_tasks/*_boxed.yaml: think, then \boxed{}).
+FORMAT_SUFFIX = {"tags": "", "think_boxed": "_boxed"}
 LMMS_MODEL = {"qwen2_5_vl": "qwen2_5_vl", "gemma3": "gemma3", "llava_next": "llava_hf"}
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
@@ -127,7 +130,7 @@ def qwen_pixel_bounds(path: str) -> tuple[int, int] | None:
 def write_task_yaml(config: EvalConfig, out_dir: Path) -> tuple[str, Path]:
     """A task file in the run directory that includes the shipped task, pointed at the data."""
     schema = TEST_TASKS[config.task].schema
-    base = TASKS_DIR / f"{BASE_TASK[schema]}.yaml"
+    base = TASKS_DIR / f"{BASE_TASK[schema]}{FORMAT_SUFFIX[config.answer_format]}.yaml"
     name = f"scale_{config.task.replace('-', '_')}"
     task: dict[str, Any] = {
         "include": str(base),
@@ -154,7 +157,9 @@ def write_task_yaml(config: EvalConfig, out_dir: Path) -> tuple[str, Path]:
     return name, tasks_dir
 
 
-def score_samples(samples: list[dict[str, Any]], examples: list, tokenizer=None) -> list[dict[str, Any]]:
+def score_samples(
+    samples: list[dict[str, Any]], examples: list, tokenizer=None, answer_format: str = "tags"
+) -> list[dict[str, Any]]:
     """Per-question rows. Completion length is counted with the model's tokenizer on the
     decoded text, the same way for every architecture (lmms-eval's models differ in
     whether they report it)."""
@@ -162,7 +167,7 @@ def score_samples(samples: list[dict[str, Any]], examples: list, tokenizer=None)
     for sample in sorted(samples, key=lambda s: s["doc_id"]):
         completion = sample["resps"][0][0] if isinstance(sample["resps"][0], list) else sample["resps"][0]
         example = examples[sample["doc_id"]]  # lmms-eval's doc_id is the row index
-        parsed = parse_completion(completion)
+        parsed = FORMATS[answer_format].parse(completion)
         if tokenizer is not None:
             tokens = len(tokenizer(completion, add_special_tokens=False)["input_ids"])
         else:
@@ -221,6 +226,14 @@ def lmms_errors():
         logger.remove(sink)
 
 
+def trained_answer_format(model: str) -> str | None:
+    """The answer format a GRPO run directory was trained with (None for anything else)."""
+    manifest = read_manifest(model) if Path(model).is_dir() else None
+    if not manifest or manifest.get("stage") != "grpo":
+        return None
+    return (manifest.get("config") or {}).get("answer_format")
+
+
 def run_eval(config: EvalConfig, force: bool = False) -> Path:
     """Evaluate one model on one task; returns the run directory.
 
@@ -229,6 +242,13 @@ def run_eval(config: EvalConfig, force: bool = False) -> Path:
     """
     if config.task not in TEST_TASKS:
         raise EvalError(f"unknown task {config.task!r}; choose from {', '.join(TEST_TASKS)}")
+
+    trained = trained_answer_format(config.model)
+    if trained is not None and trained != config.answer_format:
+        raise EvalError(
+            f"{config.model} was trained to answer in the {trained!r} format; evaluating it with answer_format="
+            f"{config.answer_format!r} would score every answer invalid (--set answer_format={trained})"
+        )
 
     def prepare():
         if config.use_vllm:
@@ -288,7 +308,9 @@ def _evaluate(manifest: Manifest, config: EvalConfig, resolved, family: str, exa
         raise EvalError(f"lmms-eval answered {len(samples)} of {expected} questions of {task_name}")
     from transformers import AutoTokenizer
 
-    rows = score_samples(samples, examples, AutoTokenizer.from_pretrained(resolved.path))
+    rows = score_samples(
+        samples, examples, AutoTokenizer.from_pretrained(resolved.path), config.answer_format
+    )
     empty = [r["id"] for r in rows if not r["completion"].strip()]
     if empty and not config.allow_empty_completions:
         raise EvalError(
@@ -297,9 +319,7 @@ def _evaluate(manifest: Manifest, config: EvalConfig, resolved, family: str, exa
             "--set allow_empty_completions=true scores them as invalid"
         )
     atomic_write_text(out / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    atomic_write_json(
-        out / "lmms_eval_results.json", {k: v for k, v in results.items() if k != "samples"}
-    )
+    atomic_write_json(out / "lmms_eval_results.json", {k: v for k, v in results.items() if k != "samples"})
     metrics = {"task": config.task, **metrics_from_samples(rows), "empty_completions": len(empty),
                "model": config.model, "model_path": resolved.path, "model_kind": resolved.kind}  # fmt: skip
     lmms_accuracy = results["results"][task_name].get("accuracy,none")

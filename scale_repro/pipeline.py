@@ -152,7 +152,9 @@ def parse_recipes(recipes: Any, where: str) -> dict[str, list[StageSpec]]:
     parsed: dict[str, list[StageSpec]] = {}
     for recipe, stages in recipes.items():
         if not isinstance(stages, list):
-            raise ValueError(f"{where}: recipe {recipe} must be a list of stages (an empty list: the model as it is)")
+            raise ValueError(
+                f"{where}: recipe {recipe} must be a list of stages (an empty list: the model as it is)"
+            )
         specs = []
         for index, stage in enumerate(stages, 1):
             try:
@@ -220,13 +222,26 @@ def load_experiment(path: str | Path, variables: dict[str, str] | None = None) -
     except TypeError as exc:
         raise ValueError(f"{path}: {exc}") from exc
     if experiment.baseline is not None and experiment.baseline not in experiment.recipes:
-        raise ValueError(f"{path}: baseline {experiment.baseline!r} is not one of the recipes {list(experiment.recipes)}")
+        raise ValueError(
+            f"{path}: baseline {experiment.baseline!r} is not one of the recipes {list(experiment.recipes)}"
+        )
     for index, dataset in enumerate(experiment.datasets, 1):
         missing = [k for k in ("name", "train") if not dataset.get(k)]
         if missing or not (dataset.get("task") or dataset.get("evaluate")):
             raise ValueError(f"{path}: datasets entry {index} needs name, train and task (or evaluate)")
     if not experiment.datasets and not experiment.evaluate:
         raise ValueError(f"{path}: name datasets (training data and task) or evaluate targets")
+    from scale_repro.data.sources import TEST_TASKS
+
+    for track in experiment.tracks():
+        for target in track["evaluate"]:
+            if not target.get("name") or target.get("task") not in TEST_TASKS:
+                raise ValueError(
+                    f"{path}: evaluation {target} needs a name and a task, one of {', '.join(TEST_TASKS)}"
+                )
+            if TEST_TASKS[target["task"]].hub_id is None and not target.get("data"):
+                raise ValueError(f"{path}: evaluation {target['name']}: task {target['task']} has no copy on the hub; "
+                                 "give its data (a `scale data synth` directory, e.g. ${SYNTH})")  # fmt: skip
     return experiment
 
 
@@ -247,7 +262,9 @@ def _expanded(text: str, variables: dict[str, str], where: str) -> str:
     value = expand_variables(text, variables)
     left = _VARIABLE.search(value)
     if left:
-        raise ValueError(f"{where}: ${{{left.group(1)}}} is not set here (known: {', '.join(sorted(variables))})")
+        raise ValueError(
+            f"{where}: ${{{left.group(1)}}} is not set here (known: {', '.join(sorted(variables))})"
+        )
     return value
 
 
@@ -269,16 +286,22 @@ def plan(experiment: Experiment, out: str | Path, variables: dict[str, str] | No
         stages.setdefault(stage.run_dir, stage)
 
     def evaluate(model: str, track: dict[str, Any], recipe: str, seed: int, evaluated: str, where: Path,
-                 needs: list[Path], scope: dict[str, str]) -> None:  # fmt: skip
+                 needs: list[Path], scope: dict[str, str], answer_format: str | None = None) -> None:  # fmt: skip
         for target in track["evaluate"]:
             eval_dir = where / f"eval-{target['name']}"
             data = target.get("data")
             evaluation = load_config(
                 EvalConfig, recipe_paths(experiment.eval), experiment.eval.get("set", []), model=evaluated,
                 task=target["task"], hub_id=target.get("hub_id"), output_dir=str(eval_dir), seed=seed,
+                answer_format=answer_format,
                 data=None if data is None else _expanded(str(data), scope, f"evaluate {target['name']}"),
             )  # fmt: skip
-            evaluation.labels = {"model": model, "dataset": target["name"], "configuration": recipe, "seed": seed}
+            evaluation.labels = {
+                "model": model,
+                "dataset": target["name"],
+                "configuration": recipe,
+                "seed": seed,
+            }
             add(Stage("eval", eval_dir, evaluation, needs=needs), recipe)
 
     for model in experiment.models:
@@ -288,7 +311,9 @@ def plan(experiment: Experiment, out: str | Path, variables: dict[str, str] | No
                 scope["TRAIN"] = _expanded(str(track["train"]), scope, f"data set {track['name']}")
             for recipe, specs in experiment.recipes.items():
                 if not specs:  # the model as it is, once: greedy decoding does not depend on the seed
-                    evaluate(model, track, recipe, experiment.seeds[0], model, out / model / "base", [], scope)
+                    evaluate(
+                        model, track, recipe, experiment.seeds[0], model, out / model / "base", [], scope
+                    )
                     continue
                 for seed in experiment.seeds:
                     run_dir = out / model
@@ -320,7 +345,10 @@ def plan(experiment: Experiment, out: str | Path, variables: dict[str, str] | No
                             from scale_repro.data.difficulty import RATED_FILE
 
                             local["RATED"] = str(run_dir / RATED_FILE)
-                    evaluate(model, track, recipe, seed, current_model, Path(current_model), [previous], scope)
+                    # Asked and parsed as the last training stage answered (a GRPO stage's format).
+                    answer_format = getattr(stages[last_training].config, "answer_format", None)
+                    evaluate(model, track, recipe, seed, current_model, Path(current_model), [previous], scope,
+                             answer_format)  # fmt: skip
     order = {"sft": 0, "grpo": 1, "pass_rate": 2, "eval": 3}
     # Earlier stages of a chain first; within a depth, training before rating before evaluation.
     return sorted(stages.values(), key=lambda s: (len(s.run_dir.parts), order[s.kind]))
@@ -477,5 +505,7 @@ def run_stages(stages: list[Stage], jobs: int = 1, echo=print) -> dict[str, list
                 state = "FAILED" if result.get("failed") else "skipped" if result.get("skipped") else "done"
                 (failed if state == "FAILED" else done).add(stage.run_dir)
                 count = sum(len(v) for v in summary.values())
-                echo(f"[{count:>3}/{len(stages)} {time.time() - started:6.0f}s] {stage.kind:<9} {state}: {stage.run_dir}")
+                echo(
+                    f"[{count:>3}/{len(stages)} {time.time() - started:6.0f}s] {stage.kind:<9} {state}: {stage.run_dir}"
+                )
     return summary

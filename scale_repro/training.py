@@ -371,7 +371,16 @@ def run_training_stage(
             torch.distributed.destroy_process_group()
 
 
-def _train(manifest: Manifest, config: TrainConfig, build: TrainerBuilder, run_dir, resolved, examples, data_info, callbacks) -> None:
+def _train(
+    manifest: Manifest,
+    config: TrainConfig,
+    build: TrainerBuilder,
+    run_dir,
+    resolved,
+    examples,
+    data_info,
+    callbacks,
+) -> None:
     manifest.update(model={"name": config.model, "path": resolved.path, "kind": resolved.kind},
                     seed=config.seed, data=data_info)  # fmt: skip
     bf16 = resolve_bf16(config)
@@ -388,9 +397,7 @@ def _train(manifest: Manifest, config: TrainConfig, build: TrainerBuilder, run_d
     else:
         if resume:
             log.info("resuming from %s", resume.path)
-        train_loss = trainer.train(
-            resume_from_checkpoint=str(resume.path) if resume else None
-        ).training_loss
+        train_loss = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None).training_loss
     outputs = export_final(trainer, processor, run_dir)
     manifest.finish(
         outputs=outputs,

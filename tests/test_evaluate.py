@@ -165,3 +165,49 @@ def test_vllm_eval_sees_what_the_transformers_path_sees_or_refuses(tiny_paths):
         lmms_model(str(tiny_paths["tiny-gemma3"]), "gemma3", gemma)
     with pytest.raises(EvalError, match="--use-vllm needs CUDA and the vllm package"):
         check_vllm_ready()  # this suite runs on CPU
+
+
+def test_think_boxed_format_is_asked_and_scored_as_trained(tmp_path):
+    from scale_repro.evaluate import write_task_yaml
+    from scale_repro.formats import CURRICULUM_INSTRUCTION
+    from scale_repro.lmms_tasks import utils as hooks
+    from scale_repro.rundir import Manifest
+
+    examples = [Example("q0", [], "?", "B", choices=["red", "blue"]), Example("q1", [], "?", "12")]
+    completions = ["<think>it is blue</think> \\boxed{B}", "<think>x</think><answer>12</answer>"]
+    samples = [
+        {"doc_id": i, "target": e.answer, "resps": [[c]]}
+        for i, (e, c) in enumerate(zip(examples, completions, strict=True))
+    ]
+    rows = score_samples(samples, examples, answer_format="think_boxed")
+    assert [(r["correct"], r["valid"]) for r in rows] == [(True, True), (False, False)]
+    assert [r["valid"] for r in score_samples(samples, examples)] == [False, True]
+    # lmms-eval's hooks: the boxed variants ask with the curriculum's instruction and parse \boxed{}.
+    doc = {"question": "Which colour?", "choices": ["red", "blue"], "hint": "", "answer": 1}
+    assert hooks.scienceqa_doc_to_text_boxed(doc).endswith(CURRICULUM_INSTRUCTION)
+    assert hooks.scienceqa_process_results_boxed(doc, ["<think>b</think>\\boxed{B}"]) == {
+        "accuracy": 1.0,
+        "invalid_rate": 0.0,
+    }
+    assert hooks.scienceqa_process_results(doc, ["<think>b</think>\\boxed{B}"])["invalid_rate"] == 1.0
+    boxed = EvalConfig(
+        task="synthetic-scienceqa", answer_format="think_boxed", output_dir=str(tmp_path / "e")
+    )
+    name, tasks_dir = write_task_yaml(boxed, tmp_path / "e")
+    assert (
+        (tasks_dir / f"{name}.yaml")
+        .read_text()
+        .startswith(f"include: {hooks.__file__.rsplit('/', 1)[0]}/scienceqa_img_cot_boxed.yaml")
+    )
+    # A GRPO run trained in one format is not evaluated in the other, before anything loads.
+    run = tmp_path / "grpo-run"
+    Manifest(run, "grpo", {"answer_format": "think_boxed"}).finish()
+    tags = EvalConfig(
+        model=str(run), task="synthetic-scienceqa", data=str(tmp_path), output_dir=str(tmp_path / "t")
+    )
+    with pytest.raises(
+        EvalError,
+        match="trained to answer in the 'think_boxed' format; .* \\(--set answer_format=think_boxed\\)",
+    ):
+        run_eval(tags)
+    assert not (tmp_path / "t").exists()

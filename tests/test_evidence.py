@@ -4,8 +4,8 @@ import math
 import pytest
 
 from scale_repro.evidence import chains, load_evidence, plan_evidence, prepare_data, shorten
-from scale_repro.pipeline import experiment_path
 from scale_repro.evidence_report import paired_interval
+from scale_repro.pipeline import experiment_path
 
 # scipy.stats.t.ppf(0.975, df): the two-sided 95 % quantiles used below.
 T975 = {2: 4.302652729749464, 4: 2.7764451051977987}

@@ -94,18 +94,29 @@ def write(tmp_path, **data):
 
 def test_experiment_file_errors_name_the_file_and_the_recipe(tmp_path):
     base = {"name": "x", "models": ["tiny-gemma3"], "seeds": [0],
-            "datasets": [{"name": "D", "train": "/data", "task": "synthetic-iconqa"}]}  # fmt: skip
+            "datasets": [{"name": "D", "train": "/data", "task": "synthetic-iconqa", "data": "/data"}]}  # fmt: skip
     with pytest.raises(ValueError, match=r"experiment.yaml: a list of recipes needs recipes_from"):
         load_experiment(write(tmp_path, **base, recipes=["SFT"]))
-    with pytest.raises(ValueError, match=r"unknown recipe\(s\) \['SFT-XX'\]; .*balanced-thinking.yaml defines"):
+    with pytest.raises(
+        ValueError, match=r"unknown recipe\(s\) \['SFT-XX'\]; .*balanced-thinking.yaml defines"
+    ):
         load_experiment(write(tmp_path, **base, recipes=["SFT-XX"], recipes_from=str(PAPER_RECIPES)))
-    with pytest.raises(ValueError, match="recipe R, stage 1: method must be one of sft, grpo, pass_rate, got 'dpo'"):
+    with pytest.raises(
+        ValueError, match="recipe R, stage 1: method must be one of sft, grpo, pass_rate, got 'dpo'"
+    ):
         load_experiment(write(tmp_path, **base, recipes={"R": [{"name": "a", "method": "dpo"}]}))
     with pytest.raises(ValueError, match="recipe R ends with a pass_rate stage"):
         load_experiment(write(tmp_path, **base, recipes={"R": [{"name": "a", "method": "pass_rate"}]}))
     with pytest.raises(ValueError, match="baseline 'M' is not one of the recipes"):
         load_experiment(write(tmp_path, **base, baseline="M", recipes={"R": []}))
-    unset = load_experiment(write(tmp_path, **base, recipes={"R": [{"name": "a", "method": "sft", "data": "${NOPE}"}]}))
+    no_data = dict(base, datasets=[{"name": "D", "train": "/data", "task": "synthetic-iconqa"}])
+    with pytest.raises(
+        ValueError, match="evaluation D: task synthetic-iconqa has no copy on the hub; give its data"
+    ):
+        load_experiment(write(tmp_path, **no_data, recipes={"R": []}))
+    unset = load_experiment(
+        write(tmp_path, **base, recipes={"R": [{"name": "a", "method": "sft", "data": "${NOPE}"}]})
+    )
     with pytest.raises(ValueError, match=r"recipe R, stage 1 \(a\): \$\{NOPE\} is not set here"):
         plan(unset, tmp_path / "runs")
 
@@ -114,7 +125,7 @@ def test_planner_variables_do_not_come_from_the_environment(tmp_path, monkeypatc
     monkeypatch.setenv("TRAIN", "/from/the/shell")
     monkeypatch.setenv("MY_DATA", "/my/data")
     path = write(tmp_path, name="x", models=["tiny-gemma3"], seeds=[0],
-                 datasets=[{"name": "D", "train": "${MY_DATA}", "task": "synthetic-iconqa"}],
+                 datasets=[{"name": "D", "train": "${MY_DATA}", "task": "synthetic-iconqa", "data": "${MY_DATA}"}],
                  recipes={"R": [{"name": "a", "method": "sft"}]})  # fmt: skip
     (sft, _) = plan(load_experiment(path), tmp_path / "runs")
     assert sft.config.data.spec == "/my/data" and sft.run_dir == tmp_path / "runs/tiny-gemma3/data/seed0/1-a"

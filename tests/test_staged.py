@@ -17,7 +17,7 @@ def write_spec(tmp_path, recipes, **extra):
     spec = {
         "kind": "curriculum", "name": "t", "models": ["tiny-llava-next"], "seeds": [0, 1],
         "data": {"capabilities": {"n_per_capability": 8}, "synth": {"n_train": 16, "n_test": 6}},
-        "evaluate": [{"name": "Visual", "task": "synthetic-iconqa"}], "baseline": "Merged",
+        "evaluate": [{"name": "Visual", "task": "synthetic-iconqa", "data": "${SYNTH}"}], "baseline": "Merged",
         "sft": {"set": ["per_device_train_batch_size=2"]},
         "grpo": {"set": ["per_device_train_batch_size=2", "num_generations=2", "max_completion_length=8"]},
         "eval": {"set": ["max_new_tokens=8", "limit=3"]},
@@ -84,12 +84,20 @@ def test_difficulty_recipe_rates_with_the_model_so_far_and_trains_from_it(tmp_pa
               for s in plan(spec, tmp_path / "runs", {"CAP": "/cap", "SYNTH": "/synth"})}  # fmt: skip
     warmup = tmp_path / "runs/tiny-llava-next/seed0/1-warmup"
     rate = stages["tiny-llava-next/seed0/1-warmup/2-rate"]
-    assert (rate.kind, rate.config.model, rate.config.k, rate.needs) == ("pass_rate", str(warmup), 3, [warmup])
+    assert (rate.kind, rate.config.model, rate.config.k, rate.needs) == (
+        "pass_rate",
+        str(warmup),
+        3,
+        [warmup],
+    )
     assert rate.config.data.spec == "/cap/merged.jsonl"
     grpo = stages["tiny-llava-next/seed0/1-warmup/2-rate/3-merged"]
     # It trains from the warm-up (rating changes no weights), on the rated data, after the rating.
     assert grpo.config.model == str(warmup) and grpo.needs == [rate.run_dir]
-    assert grpo.config.data.spec == str(rate.run_dir / "rated.jsonl") and grpo.config.data.order == "easy_to_hard"
+    assert (
+        grpo.config.data.spec == str(rate.run_dir / "rated.jsonl")
+        and grpo.config.data.order == "easy_to_hard"
+    )
     evaluation = stages["tiny-llava-next/seed0/1-warmup/2-rate/3-merged/eval-Visual"]
     assert evaluation.config.model == str(grpo.run_dir) and evaluation.needs == [grpo.run_dir]
 

@@ -156,7 +156,9 @@ def run_pass_rate(config, force: bool = False) -> Path:
         import torch
 
         resolved, examples, data_info = prepared
-        manifest.update(model={"name": config.model, "path": resolved.path, "kind": resolved.kind}, data=data_info)
+        manifest.update(
+            model={"name": config.model, "path": resolved.path, "kind": resolved.kind}, data=data_info
+        )
         torch.manual_seed(config.seed)  # sampling draws from torch's generator
         completions = sample_completions(resolved.path, examples, config.k, config.max_new_tokens,
                                          config.temperature, config.answer_format, config.batch_size)  # fmt: skip
