@@ -23,24 +23,34 @@ CURRICULUM_KIND = "curriculum"
 
 
 def prepare_data(spec: Experiment, root: Path, echo=print, write: bool = True) -> dict[str, str]:
-    """The data directories the file's ``${CAP}`` and ``${SYNTH}`` stand for, written if missing
-    (unless ``write`` is false: a dry run names them only)."""
-    from scale_repro.data.capabilities import CAPABILITY_KIND, CapabilityConfig, write_capability_data
-    from scale_repro.data.sources import synth_manifest
+    """The data directories ``${CAP}`` and ``${SYNTH}`` stand for, for the file's ``data``
+    sections that name them (``capabilities``, ``synth``), written if missing or made with other
+    settings (unless ``write`` is false: a dry run names them only)."""
+    import dataclasses
+
+    from scale_repro.data.capabilities import CapabilityConfig, write_capability_data
     from scale_repro.data.synth import SynthConfig, write_synthetic
     from scale_repro.rundir import read_manifest
 
+    known = {"capabilities": ("CAP", CapabilityConfig, write_capability_data),
+             "synth": ("SYNTH", SynthConfig, write_synthetic)}  # fmt: skip
+    unknown = sorted(set(spec.data) - set(known))
+    if unknown:
+        raise ValueError(f"{spec.name}: unknown data section(s) {unknown}; known: {sorted(known)}")
     variables = {}
-    cap = root / "capabilities"
-    if write and (read_manifest(cap) or {}).get("kind") != CAPABILITY_KIND:
-        echo(f"writing capability data to {cap}")
-        write_capability_data(cap, CapabilityConfig(**spec.data.get("capabilities", {})))
-    variables["CAP"] = str(cap)
-    synth = root / "synth"
-    if write and not synth_manifest(synth):
-        echo(f"writing synthetic evaluation data to {synth}")
-        write_synthetic(synth, SynthConfig(**spec.data.get("synth", {})))
-    variables["SYNTH"] = str(synth)
+    for section, (variable, config_class, writer) in known.items():
+        if section not in spec.data:
+            continue
+        try:
+            config = config_class(**spec.data[section])
+        except TypeError as exc:
+            raise ValueError(f"{spec.name}: data.{section}: {exc}") from exc
+        folder = root / section
+        wanted = json.loads(json.dumps(dataclasses.asdict(config)))
+        if write and (read_manifest(folder) or {}).get("config") != wanted:
+            echo(f"writing {section} data to {folder}")
+            writer(folder, config)
+        variables[variable] = str(folder)
     return variables
 
 
@@ -116,11 +126,34 @@ def render(spec: Experiment, summary: dict[str, Any], info: dict[str, Any]) -> s
             token_text = "" if tokens is None else f"{tokens['mean']:+.1f}"
             lines.append(f"| {c['model']} | {c['dataset']} | {c['recipe']} | {acc['text'] if acc else 'not run'} | "
                          f"{acc['verdict'] if acc else ''} | {token_text} |")  # fmt: skip
+    lines += render_published(spec, summary)
     lines += [
         "",
         f"Wall clock {info['wall_clock_s']:.0f} s, {info['jobs']} worker(s); stages: {info['stages']}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def render_published(spec: Experiment, summary: dict[str, Any]) -> list[str]:
+    """The paper's figures for the recipes it ran, beside this run's (first evaluation), labelled
+    as the paper's: other models and benchmarks, so the layout of a real run, not a comparison."""
+    published = spec.published
+    if not published:
+        return []
+    lines = ["", f"## Published figures ({published.get('source', 'the paper')}), beside this run", "",
+             "These are the paper's numbers for its own models and benchmarks, shown where a real run's "
+             "results will stand; this run's model and data are not those.", ""]  # fmt: skip
+    accuracy = published.get("accuracy") or {}
+    if accuracy:
+        first = spec.evaluate[0]["name"] if spec.evaluate else None
+        ours = {c["recipe"]: c["accuracy"] for c in summary["cells"] if c["dataset"] == first}
+        lines += [f"| recipe | published accuracy | this run ({first}) |", "|---|---|---|"]
+        for recipe, value in accuracy.items():
+            mine = ours.get(recipe)
+            lines.append(f"| {recipe} | {value} | {'not run' if mine is None else f'{100 * mine:.1f}'} |")
+    for what, value in (published.get("deltas") or {}).items():
+        lines.append(f"- {what}: {value}")
+    return lines
 
 
 def run_curriculum(spec: Experiment, out: Path, results: Path, jobs: int = 1, dry_run: bool = False,

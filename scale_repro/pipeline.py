@@ -112,6 +112,9 @@ class Experiment:
     # synthetic data they write ({capabilities: CapabilityConfig, synth: SynthConfig}).
     baseline: str | None = None
     data: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The paper's own figures shown beside ours, labelled as such: {source, accuracy: {recipe:
+    # value}, deltas: {what: value}}; for the layout a real run gets, never compared as equals.
+    published: dict[str, Any] = field(default_factory=dict)
     kind: str = "reproduce"  # reproduce | curriculum (evidence files have their own loader)
     description: str = ""
     recipes_from: str | None = None  # the file the recipes list was picked from

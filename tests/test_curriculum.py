@@ -190,3 +190,33 @@ def test_sampling_runs_the_model_on_image_and_text_only_examples(tmp_path, tiny_
     again = sample_completions(str(tiny_paths["tiny-qwen2.5-vl"]), examples, k=1, max_new_tokens=4,
                                temperature=0.0, batch_size=1, progress=False)  # fmt: skip
     assert greedy == again  # batching does not change greedy answers
+
+
+def test_released_layout_presets_and_the_merged_pool(tmp_path, monkeypatch):
+    """$CAPCURRICULUM_DIR laid out as the curriculum's training/_env.sh expects: one folder per
+    capability, each file's images in its own folder; the merged preset pools all three."""
+    root = tmp_path / "capcurriculum"
+    for folder, name, with_image in (("Perception", "perception", True), ("TextReasoning", "textual_reasoning", False),
+                                     ("VisualReasoning", "visual_reasoning", True)):  # fmt: skip
+        (root / folder / "images").mkdir(parents=True)
+        row = {"id": f"{folder}-0", "problem": "What is 3+4?", "answer": "7", "pass_rate": 0.5}
+        if with_image:
+            Image.new("RGB", (8, 8)).save(root / folder / "images" / "a.png")
+            row.update(problem="<image>What is 3+4?", images=["a.png"])
+        (root / folder / f"{name}_difficulty_curriculum.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(
+        DataError,
+        match=r"capcurriculum-merged.yaml, field 'path': set the environment variable CAPCURRICULUM_DIR",
+    ):
+        load_training_examples("capcurriculum-merged")
+    monkeypatch.setenv("CAPCURRICULUM_DIR", str(root))
+    merged = load_training_examples("capcurriculum-merged")
+    assert [(e.id, e.images) for e in merged.examples] == [
+        ("Perception-0", [str(root / "Perception" / "images" / "a.png")]),
+        ("TextReasoning-0", []),
+        ("VisualReasoning-0", [str(root / "VisualReasoning" / "images" / "a.png")]),
+    ]
+    assert merged.report.valid == 3
+    for name, expected in (("perception", "Perception-0"), ("text-reasoning", "TextReasoning-0"),
+                           ("visual-reasoning", "VisualReasoning-0")):  # fmt: skip
+        assert [e.id for e in load_training_examples(f"capcurriculum-{name}").examples] == [expected]

@@ -128,9 +128,17 @@ def load_training_examples(
         return load_vision_r1(path, image_root, subset, strict)
     found = preset(spec)
     if found and found.get("format") == "easyr1":
+        # One file, or several pooled (``parts``: each its own path and image folder).
         meaning = "the folder the data was downloaded to (see the preset's comment)"
-        path, images = _preset_value(found, "path", meaning), _preset_value(found, "image_root", meaning)
-        return load_easyr1(path, image_root or images or None, strict)
+        results = []
+        for part in found.get("parts") or [found]:
+            part = {**part, "_preset": found["_preset"]}
+            path, images = _preset_value(part, "path", meaning), _preset_value(part, "image_root", meaning)
+            results.append(load_easyr1(path, image_root or images or None, strict))
+        if len(results) == 1:
+            return results[0]
+        examples = [e for r in results for e in r.examples]
+        return LoadResult(examples, ValidationReport.combined(found["_preset"], [r.report for r in results]))
     if found:
         dataset_dir, files = _preset_files(found)
         rule = SubsetRule(
