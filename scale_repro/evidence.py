@@ -28,12 +28,11 @@ import yaml
 
 from scale_repro.data.sources import synth_manifest
 from scale_repro.data.synth import SynthConfig, write_synthetic
+from scale_repro.evidence_report import ratio_label, write_evidence_report
 from scale_repro.pipeline import Experiment, Stage, chains, load_recipe_library, plan, run_stages
 from scale_repro.rundir import package_versions
 
 EVIDENCE_KIND = "evidence"
-# The comparisons the report makes, each paired by seed: (treatment, control).
-COMPARISONS = (("SCALe-SFT", "SFT"), ("SFT-FW", "SFT"), ("SCALe-SFT", "SFT-FW"), ("SCALe-GRPO", "GRPO"))
 QUICK_OVERRIDES = {
     "sft": ["max_steps=3", "per_device_train_batch_size=2", "save_steps=1000", "logging_steps=1"],
     "grpo": ["max_steps=1", "per_device_train_batch_size=2", "num_generations=2", "max_completion_length=8"],
@@ -125,10 +124,6 @@ def shorten(
     return spec
 
 
-def ratio_label(ratio: float) -> str:
-    return f"{ratio:g}x"
-
-
 def prepare_data(spec: EvidenceSpec, data_root: Path, echo=print) -> dict[float, Path]:
     """One synthetic data directory per ratio; an existing one is reused only if made the same way."""
     dirs = {}
@@ -201,8 +196,6 @@ def run_evidence(
     wall_clock = elapsed
     if not summary["ran"] and previous.is_file():
         wall_clock = json.loads(previous.read_text()).get("wall_clock_s", elapsed)
-    from scale_repro.evidence_report import write_evidence_report
-
     report = write_evidence_report(
         spec,
         out / "runs",

@@ -22,10 +22,20 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from scale_repro.evidence import COMPARISONS, EvidenceSpec, ratio_label
 from scale_repro.report import collect
 from scale_repro.rundir import atomic_write_json, atomic_write_text
 from scale_repro.training import read_train_log
+
+# ``spec`` below is an evidence.EvidenceSpec (typed Any: evidence imports this module, not the reverse).
+EvidenceSpec = Any
+
+# The comparisons the report makes, each paired by seed: (treatment, control).
+COMPARISONS = (("SCALe-SFT", "SFT"), ("SFT-FW", "SFT"), ("SCALe-SFT", "SFT-FW"), ("SCALe-GRPO", "GRPO"))
+
+
+def ratio_label(ratio: float) -> str:
+    return f"{ratio:g}x"
+
 
 METRICS = ("accuracy", "invalid_rate", "accuracy_multiple_choice", "accuracy_fill_in")
 SFT_CONFIGURATIONS = {"SFT": "vanilla", "SFT-FW": "fixed", "SCALe-SFT": "scale"}

@@ -130,3 +130,31 @@ def test_planner_variables_do_not_come_from_the_environment(tmp_path, monkeypatc
     (sft, _) = plan(load_experiment(path), tmp_path / "runs")
     assert sft.config.data.spec == "/my/data" and sft.run_dir == tmp_path / "runs/tiny-gemma3/data/seed0/1-a"
     assert Path(sft.config.output_dir) == sft.run_dir
+
+
+def test_no_import_cycle_between_modules():
+    """Every scale_repro import, at module level or inside a function, follows one direction."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "scale_repro"
+    graph: dict[str, set[str]] = {}
+    for path in package.rglob("*.py"):
+        name = ".".join(path.relative_to(package.parent).with_suffix("").parts).removesuffix(".__init__")
+        graph[name] = {
+            node.module
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("scale_repro")
+        }
+    state: dict[str, str] = {}
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = "open"
+        for dependency in sorted(graph.get(module, ())):
+            assert state.get(dependency) != "open", " -> ".join([*trail, dependency])
+            if dependency not in state:
+                visit(dependency, [*trail, dependency])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
