@@ -283,8 +283,6 @@ def _evidence(path: Path, out: Path, results: Path | None, jobs: int, seeds: int
         spec = shorten(load_evidence(path), seeds=seeds, models=models, quick=quick)
     except (ValueError, *_user_errors()) as exc:
         _fail(str(exc))
-    if jobs < 1:
-        _fail("--jobs must be at least 1")
     if dry_run:
         stages = evidence_stages(spec, out, echo=typer.echo)
         typer.echo(describe(stages))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from scale_repro.pipeline import Experiment, Stage, describe, describe_recipes, plan, run_stages
-from scale_repro.rundir import atomic_write_json, atomic_write_text
+from scale_repro.rundir import atomic_write_json, atomic_write_text, write_once
 
 CURRICULUM_KIND = "curriculum"
 
@@ -26,11 +26,8 @@ def prepare_data(spec: Experiment, root: Path, echo=print, write: bool = True) -
     """The data directories ``${CAP}`` and ``${SYNTH}`` stand for, for the file's ``data``
     sections that name them (``capabilities``, ``synth``), written if missing or made with other
     settings (unless ``write`` is false: a dry run names them only)."""
-    import dataclasses
-
     from scale_repro.data.capabilities import CapabilityConfig, write_capability_data
     from scale_repro.data.synth import SynthConfig, write_synthetic
-    from scale_repro.rundir import read_manifest
 
     known = {"capabilities": ("CAP", CapabilityConfig, write_capability_data),
              "synth": ("SYNTH", SynthConfig, write_synthetic)}  # fmt: skip
@@ -46,10 +43,8 @@ def prepare_data(spec: Experiment, root: Path, echo=print, write: bool = True) -
         except TypeError as exc:
             raise ValueError(f"{spec.name}: data.{section}: {exc}") from exc
         folder = root / section
-        wanted = json.loads(json.dumps(dataclasses.asdict(config)))
-        if write and (read_manifest(folder) or {}).get("config") != wanted:
-            echo(f"writing {section} data to {folder}")
-            writer(folder, config)
+        if write:
+            write_once(folder, config, writer, echo, f"{section} data")
         variables[variable] = str(folder)
     return variables
 

@@ -27,9 +27,16 @@ from scale_repro.answers import is_correct
 from scale_repro.config import EvalConfig
 from scale_repro.data.sources import TEST_TASKS, load_test_examples, synth_manifest
 from scale_repro.formats import FORMATS
-from scale_repro.lifecycle import config_hash, run_stage
+from scale_repro.lifecycle import run_stage
 from scale_repro.models import resolve_model
-from scale_repro.rundir import Manifest, atomic_write_json, atomic_write_text, fingerprint, read_manifest
+from scale_repro.rundir import (
+    Manifest,
+    atomic_write_json,
+    atomic_write_text,
+    config_hash,
+    fingerprint,
+    read_manifest,
+)
 
 log = logging.getLogger("scale_repro")
 TASKS_DIR = Path(__file__).parent / "lmms_tasks"

@@ -20,17 +20,16 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from scale_repro.data.sources import synth_manifest
 from scale_repro.data.synth import SynthConfig, write_synthetic
 from scale_repro.evidence_report import ratio_label, write_evidence_report
 from scale_repro.pipeline import Experiment, Stage, chains, load_recipe_library, plan, run_stages
-from scale_repro.rundir import package_versions
+from scale_repro.rundir import package_versions, write_once
 
 EVIDENCE_KIND = "evidence"
 QUICK_OVERRIDES = {
@@ -128,14 +127,8 @@ def prepare_data(spec: EvidenceSpec, data_root: Path, echo=print) -> dict[float,
     """One synthetic data directory per ratio; an existing one is reused only if made the same way."""
     dirs = {}
     for ratio in spec.ratios():
-        config = spec.synth_config(ratio)
-        path = data_root / f"ratio{ratio:g}"
-        manifest = synth_manifest(path)
-        wanted = json.loads(json.dumps(asdict(config)))
-        if not manifest or manifest.get("config") != wanted:
-            echo(f"writing synthetic data (ratio {ratio_label(ratio)}) to {path}")
-            write_synthetic(path, config)
-        dirs[ratio] = path
+        dirs[ratio] = write_once(data_root / f"ratio{ratio:g}", spec.synth_config(ratio), write_synthetic, echo,
+                                 f"synthetic data (ratio {ratio_label(ratio)})")  # fmt: skip
     return dirs
 
 

@@ -22,8 +22,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from scale_repro.config import ConfigError, to_dict
-from scale_repro.rundir import Manifest, StageSkipped, check_output_dir, claimed_run_dir, is_finished
-from scale_repro.rundir import config_hash as hash_of_dict
+from scale_repro.rundir import (
+    Manifest,
+    StageSkipped,
+    check_output_dir,
+    claimed_run_dir,
+    config_hash,
+    is_finished,
+)
 
 log = logging.getLogger("scale_repro")
 
@@ -33,11 +39,6 @@ Prepared = TypeVar("Prepared")
 def manifest_config(config: Any) -> dict[str, Any]:
     """The config as the manifest records it (everything but the output directory)."""
     return {k: v for k, v in to_dict(config).items() if k != "output_dir"}
-
-
-def config_hash(config: Any) -> str:
-    """The identity of a run: its config's fingerprint, without output directory and labels."""
-    return hash_of_dict(config if isinstance(config, dict) else to_dict(config))
 
 
 def stage_finished(config: Any) -> bool:

@@ -28,6 +28,7 @@ directories an experiment writes) come from the caller, then from the environmen
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -50,7 +51,9 @@ from scale_repro.config import (
     load_config,
     to_dict,
 )
-from scale_repro.lifecycle import config_hash, stage_finished
+from scale_repro.data.difficulty import RATED_FILE
+from scale_repro.lifecycle import stage_finished
+from scale_repro.rundir import config_hash
 
 log = logging.getLogger("scale_repro")
 
@@ -183,17 +186,22 @@ def load_recipe_library(path: str | Path = PAPER_RECIPES) -> dict[str, list[Stag
     return parse_recipes((yaml.safe_load(path.read_text()) or {}).get("recipes"), str(path))
 
 
-def paper_configuration(chain: list[tuple[str, str | None]]) -> str | None:
-    """The paper recipe a chain of training stages amounts to: ``chain`` is ``(method, SFT loss
-    mode or None)`` per stage, in order (``[]`` is Base); None when no recipe matches."""
+@functools.cache
+def _paper_signatures() -> dict[tuple[tuple[str, str | None], ...], str]:
+    signatures = {}
     for name, specs in load_recipe_library().items():
         signature = []
         for spec in specs:
             settings = dict(s.split("=", 1) for s in spec.set if "=" in s)
             signature.append((spec.method, settings.get("loss.mode") if spec.method == "sft" else None))
-        if signature == list(chain):
-            return name
-    return None
+        signatures.setdefault(tuple(signature), name)
+    return signatures
+
+
+def paper_configuration(chain: list[tuple[str, str | None]]) -> str | None:
+    """The paper recipe a chain of training stages amounts to: ``chain`` is ``(method, SFT loss
+    mode or None)`` per stage, in order (``[]`` is Base); None when no recipe matches."""
+    return _paper_signatures().get(tuple(chain))
 
 
 def _repo_path(path: str | Path) -> Path:
@@ -345,8 +353,6 @@ def plan(experiment: Experiment, out: str | Path, variables: dict[str, str] | No
                         if spec.method in TRAINING_METHODS:
                             current_model, last_training = str(run_dir), run_dir
                         else:
-                            from scale_repro.data.difficulty import RATED_FILE
-
                             local["RATED"] = str(run_dir / RATED_FILE)
                     # Asked and parsed as the last training stage answered (a GRPO stage's format).
                     answer_format = getattr(stages[last_training].config, "answer_format", None)

@@ -7,6 +7,7 @@ rerun of the same command can tell a finished run from a killed one.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -108,10 +109,22 @@ def fingerprint(items: Any) -> str:
 NOT_IDENTITY = ("output_dir", "labels")
 
 
-def config_hash(config: dict[str, Any]) -> str:
-    """The identity of a run: its config's fingerprint without output directory and labels.
-    The one definition the stages, the planner's skip test and the recipes' checks use."""
-    return fingerprint({k: v for k, v in config.items() if k not in NOT_IDENTITY})
+def config_hash(config: Any) -> str:
+    """The identity of a run: its config's (a dataclass or its dict) fingerprint without output
+    directory and labels. The one definition the stages, the planner's skip test, the recipes'
+    checks and the evaluation cache use."""
+    data = config if isinstance(config, dict) else dataclasses.asdict(config)
+    return fingerprint({k: v for k, v in data.items() if k not in NOT_IDENTITY})
+
+
+def write_once(folder: Path, config: Any, write, echo=print, what: str = "data") -> Path:
+    """``write(folder, config)`` unless ``folder``'s manifest says it was written with this same
+    config (a dataclass): generated data is reused only if made the same way."""
+    wanted = json.loads(json.dumps(dataclasses.asdict(config)))
+    if (read_manifest(folder) or {}).get("config") != wanted:
+        echo(f"writing {what} to {folder}")
+        write(folder, config)
+    return folder
 
 
 def read_manifest(run_dir: str | Path) -> dict[str, Any] | None:

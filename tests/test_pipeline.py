@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scale_repro.lifecycle import config_hash
 from scale_repro.pipeline import (
     PAPER_RECIPES,
     describe_recipes,
@@ -16,7 +15,7 @@ from scale_repro.pipeline import (
     paper_configuration,
     plan,
 )
-from scale_repro.rundir import Manifest
+from scale_repro.rundir import Manifest, config_hash
 
 
 @pytest.fixture
