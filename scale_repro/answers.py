@@ -273,3 +273,42 @@ def parse_boxed_completion(text: str) -> ParsedCompletion:
         has_think_close=close >= 0,
         well_nested=well_nested,
     )
+
+
+# "So the answer is green, which is option B.", "the answer is 3.", "Therefore, the final
+# answer is (B)": the conclusion a reasoning trace states. "which is option X" names the letter.
+_STATES_ANSWER = re.compile(r"\banswer\s+(?:is|would\s+be|should\s+be)\s*:?\s*", re.IGNORECASE)
+_STATED_OPTION = re.compile(r"\b(?:option|choice)\s*\(?([A-E])\)?(?![A-Za-z])")
+# A sentence ends at ".", ";" or a line break, but not at a decimal point ("2.5").
+_SENTENCE_END = re.compile(r"(?<!\d)\.|\.(?!\d)|[;\n]")
+
+
+def trace_conclusion(think: str | None) -> str | None:
+    """The answer a reasoning trace itself concludes with: what follows its last "the answer
+    is", up to the end of that sentence or clause (the option letter when it names one); None
+    when the trace states no answer (e.g. it was cut before its conclusion)."""
+    if not think:
+        return None
+    matches = list(_STATES_ANSWER.finditer(think))
+    if not matches:
+        return None
+    stated = _SENTENCE_END.split(think[matches[-1].end() :], maxsplit=1)[0]
+    option = _STATED_OPTION.search(stated)
+    if option:
+        return option.group(1)
+    stated = stated.split(",")[0].strip()
+    letter = _BARE_LETTER.match(stated)
+    return (letter.group(1).upper() if letter else stated) or None
+
+
+def agrees_with_trace(parsed: ParsedCompletion, choices: Sequence[str] | str | None = None) -> bool | None:
+    """Whether the answer block says what the trace concluded; None when either is missing.
+
+    The failure SCALe targets is an answer that does not follow from its own reasoning; this
+    counts it without a reference answer."""
+    if parsed.answer is None:
+        return None
+    stated = trace_conclusion(parsed.think)
+    if stated is None:
+        return None
+    return normalize_answer(stated, choices) == normalize_answer(parsed.answer, choices)

@@ -404,14 +404,18 @@ def models_list() -> None:
     from scale_repro.models import PAPER_MODELS
     from scale_repro.tiny import TINY_MODELS
 
-    typer.echo(f"{'name':<24} {'kind':<6} checkpoint")
+    typer.echo(f"{'name':<28} {'kind':<6} checkpoint")
     for name, hub_id in PAPER_MODELS.items():
-        typer.echo(f"{name:<24} {'paper':<6} {hub_id}")
+        typer.echo(f"{name:<28} {'paper':<6} {hub_id}")
     for name, spec in TINY_MODELS.items():
         typer.echo(
-            f"{name:<24} {'tiny':<6} random-init {spec.family}, {spec.geometry} image geometry "
+            f"{name:<28} {'tiny':<6} random-init {spec.family}, {spec.geometry} image geometry "
             f"(stands in for {spec.real_counterpart})"
         )
+    from scale_repro.perceiving import PERCEIVING_MODELS
+
+    for name, seeing in PERCEIVING_MODELS.items():
+        typer.echo(f"{name:<28} {'tiny':<6} {seeing.description}; built on first use")
 
 
 @models_app.command("build-tiny")

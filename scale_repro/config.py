@@ -467,6 +467,10 @@ def model_recipe(model: str | None) -> Path | None:
     """``configs/models/NAME.yaml`` for a short model name, applied before any other recipe."""
     if not model:
         return None
+    from scale_repro.perceiving import PERCEIVING_MODELS
+
+    if model in PERCEIVING_MODELS:  # a tiny model after a perception stage trains like it
+        model = PERCEIVING_MODELS[model].tiny
     path = CONFIGS_DIR / "models" / f"{model}.yaml"
     return path if path.is_file() else None
 

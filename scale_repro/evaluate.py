@@ -7,7 +7,8 @@ that it really produced every sample (lmms-eval exits 0 even when it failed), an
 
 - ``samples.jsonl``: one line per question, with the raw completion;
 - ``lmms_eval_results.json``: lmms-eval's own aggregate results and task config;
-- ``metrics.json``: task, n, accuracy, invalid_rate, mean_completion_tokens, model and run
+- ``metrics.json``: task, n, accuracy, invalid_rate, inconsistent_rate (answers that contradict
+  their own trace's conclusion), mean_completion_tokens, model and run
   identity, every figure recomputable from ``samples.jsonl``.
 Responses are stored as they are generated (:mod:`scale_repro.lmms_model`), so an
 interrupted evaluation generates only what is missing.
@@ -23,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from scale_repro.answers import is_correct
+from scale_repro.answers import agrees_with_trace, is_correct
 from scale_repro.config import EvalConfig
 from scale_repro.data.sources import TEST_TASKS, load_test_examples, synth_manifest
 from scale_repro.formats import FORMATS
@@ -190,6 +191,8 @@ def score_samples(
                 "valid": parsed.valid,
                 "correct": parsed.answer is not None
                 and is_correct(parsed.answer, sample["target"], example.choices),
+                # False: the answer contradicts the conclusion the trace states; None: one is missing.
+                "agrees_with_trace": agrees_with_trace(parsed, example.choices),
                 "completion_tokens": tokens,
                 "lmms_accuracy": sample.get("accuracy"),
             }
@@ -204,6 +207,8 @@ def metrics_from_samples(rows: list[dict[str, Any]]) -> dict[str, float]:
         "n": n,
         "accuracy": sum(r["correct"] for r in rows) / n if n else 0.0,
         "invalid_rate": sum(not r["valid"] for r in rows) / n if n else 0.0,
+        # Questions whose answer contradicts its own trace's conclusion, over all questions.
+        "inconsistent_rate": sum(r.get("agrees_with_trace") is False for r in rows) / n if n else 0.0,
         "mean_completion_tokens": sum(tokens) / len(tokens) if tokens else None,
     }
 

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from scale_repro.perceiving import PERCEIVING_MODELS
 from scale_repro.rundir import read_manifest
 from scale_repro.tiny import TINY_BUILD_VERSION, TINY_MODELS, build_tiny
 
@@ -45,11 +46,23 @@ def tiny_model_path(name: str, seed: int = 0) -> Path:
     return path
 
 
+def perceiving_model_path(name: str, seed: int = 0) -> Path:
+    """A tiny base that sees (:mod:`scale_repro.perceiving`), built on first use."""
+    from scale_repro.perceiving import PERCEIVING_BUILD_VERSION, build_perceiving
+
+    path = cache_dir() / "perceiving" / f"{name}-seed{seed}-v{TINY_BUILD_VERSION}.{PERCEIVING_BUILD_VERSION}"
+    if not (path / "config.json").is_file():
+        build_perceiving(name, path, seed=seed)
+    return path
+
+
 def resolve_model(name: str, seed: int = 0) -> ResolvedModel:
     if name in PAPER_MODELS:
         return ResolvedModel(name, PAPER_MODELS[name], "paper")
     if name in TINY_MODELS:
         return ResolvedModel(name, str(tiny_model_path(name, seed)), "tiny")
+    if name in PERCEIVING_MODELS:
+        return ResolvedModel(name, str(perceiving_model_path(name, seed)), "tiny")
     path = Path(name)
     if path.is_dir():
         manifest = read_manifest(path)
@@ -68,6 +81,6 @@ def resolve_model(name: str, seed: int = 0) -> ResolvedModel:
     if name.count("/") == 1 and not name.startswith((".", "/")):
         return ResolvedModel(name, name, "hub")
     raise ModelNotFound(
-        f"unknown model {name!r}: use a short name ({', '.join([*PAPER_MODELS, *TINY_MODELS])}), "
+        f"unknown model {name!r}: use a short name ({', '.join([*PAPER_MODELS, *TINY_MODELS, *PERCEIVING_MODELS])}), "
         "a hub id (org/name), a checkpoint directory or a run directory"
     )

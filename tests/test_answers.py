@@ -205,3 +205,22 @@ def test_choices_listed_in_a_question(question, choices):
     from scale_repro.answers import choices_from_question
 
     assert choices_from_question(question) == choices
+
+
+@pytest.mark.parametrize(
+    ("think", "stated"),
+    [
+        ("I look at each cell. So the answer is green, which is option B.", "B"),
+        ("So the answer is 3. Checking again: the answer is 4.", "4"),  # the last conclusion counts
+        ("the final answer is (C)", "C"),
+        ("So the answer is 2.5.", "2.5"),
+        ("So the answer is red, because the cell is red.", "red"),
+        ("The top left cell holds a red square.", None),  # no conclusion (e.g. cut short)
+        ("", None),
+        (None, None),
+    ],
+)
+def test_the_conclusion_a_trace_states(think, stated):
+    from scale_repro.answers import trace_conclusion
+
+    assert trace_conclusion(think) == stated

@@ -78,8 +78,27 @@ def test_hand_written_completions_score_exactly():
         "n": 5,
         "accuracy": 0.6,
         "invalid_rate": 0.6,
+        "inconsistent_rate": 0.0,
         "mean_completion_tokens": 30.0,
     }
+
+
+def test_answers_that_contradict_their_own_trace_are_counted():
+    examples = [Example(f"q{i}", [], "?", "B", choices=["red", "blue"]) for i in range(3)] + [
+        Example("q3", [], "?", "2"),
+        Example("q4", [], "?", "2"),
+    ]
+    completions = [
+        "<think>So the answer is blue, which is option B.</think><answer>B</answer>",  # agrees
+        "<think>So the answer is red, which is option A.</think><answer>B</answer>",  # contradicts
+        "<think>The top left cell is blue and the</think><answer>B</answer>",  # no conclusion stated
+        "<think>That is 2 in total. So the answer is 3.</think><answer>2</answer>",  # contradicts
+        "<think>So the answer is 2.</think><answer>2.0</answer>",  # agrees (same number)
+    ]
+    samples = [{"doc_id": i, "target": e.answer, "resps": [[c]]} for i, (e, c) in enumerate(zip(examples, completions, strict=True))]  # fmt: skip
+    rows = score_samples(samples, examples)
+    assert [r["agrees_with_trace"] for r in rows] == [True, False, None, False, True]
+    assert metrics_from_samples(rows)["inconsistent_rate"] == 0.4
 
 
 def test_model_without_processor_is_a_clear_error(tmp_path, tiny_paths):

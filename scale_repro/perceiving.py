@@ -1,0 +1,141 @@
+"""Tiny bases that see: a tiny model after a perception stage, built once and cached.
+
+The paper fine-tunes VLMs that already see; a random-init tiny model does not, so a
+comparison of SFT losses from it measures nothing but its blindness. A perceiving base is the
+tiny model (``tiny.py``) after one ordinary SFT stage (``scale sft``: TRL's SFTTrainer, full
+fine-tuning, vision tower trainable) on synthetic perception questions ("what colour is the
+shape in the top left cell?"), then scored by lmms-eval (``scale eval``) on held-out scenes.
+Its directory holds the merged checkpoint (loaded by transformers, vLLM and lmms-eval as it
+is) and ``scale_tiny.json`` with the perception accuracy it reached, which the evidence
+report quotes. Deterministic for a seed; built on first use (a few minutes on a CPU).
+
+Two facts of the tiny architectures shape the recipe (measured, see README "Evidence"):
+- a two-layer language model does not learn to find a cell named in the question when the
+  answer is far from it, so the perception trace names the cell right before its colour
+  ("The top left cell holds a red square. So the answer is red, ..."), which the reasoning
+  traces do too;
+- their vision towers do not tell tiles apart, so each cell has a grey of its own
+  (``SynthConfig.shaded_cells``), as positions in a photograph have content of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from scale_repro.data.synth import SynthConfig
+
+PERCEIVING_BUILD_VERSION = 1
+PERCEPTION_TASK = "synthetic-scienceqa"  # its test split holds the held-out perception questions
+
+
+@dataclass(frozen=True)
+class PerceivingSpec:
+    name: str
+    tiny: str  # the tiny model the perception stage starts from
+    data: SynthConfig  # perception questions; the scienceqa_test split is the held-out check
+    settings: tuple[str, ...]  # the SFT stage's settings (key=value, as --set takes)
+    min_accuracy: float  # below this on held-out scenes the build fails: the base does not see
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# The world the evidence reasons about: 2x2 grids, four colours, three shapes, shaded cells.
+PERCEPTION_WORLD = SynthConfig(
+    seed=0, n_train=40000, n_test=200, grid=2, reasoning_ratio=15.0, shaded_cells=True,
+    train_kinds=("color_at",), scienceqa_kinds=("color_at",), iconqa_kinds=("count_color",),
+    shuffle_choices=False,
+)  # fmt: skip
+_SFT = ("loss.mode=vanilla", "lora.enabled=false", "lora.freeze_vision=false", "learning_rate=0.003",
+        "per_device_train_batch_size=16", "warmup_steps=0.0", "logging_steps=100", "save_steps=500")  # fmt: skip
+
+PERCEIVING_MODELS = {
+    spec.name: spec
+    for spec in (
+        PerceivingSpec(
+            "tiny-llava-next-seeing", "tiny-llava-next", PERCEPTION_WORLD, (*_SFT, "max_steps=2500"), 0.9,
+            "tiny-llava-next after 2,500 steps of perception SFT (colour of a named cell)",
+        ),
+        # For tests and `--quick`: the same recipe for a few steps; it does not see.
+        PerceivingSpec(
+            "tiny-llava-next-seeing-quick", "tiny-llava-next",
+            replace(PERCEPTION_WORLD, n_train=32, n_test=8),
+            (*_SFT, "max_steps=4", "per_device_train_batch_size=4", "logging_steps=1"), 0.0,
+            "the perceiving recipe for 4 steps (plumbing only: it does not see)",
+        ),
+    )
+}  # fmt: skip
+
+
+def is_perceiving(name: str) -> bool:
+    return name in PERCEIVING_MODELS
+
+
+def perceiving_record(path: str | Path) -> dict[str, Any] | None:
+    """What ``scale_tiny.json`` of a perceiving base says (None for any other model)."""
+    file = Path(path) / "scale_tiny.json"
+    if not file.is_file():
+        return None
+    record = json.loads(file.read_text())
+    return record if "perception" in record else None
+
+
+def build_perceiving(name: str, out_dir: str | Path, seed: int = 0, echo=print) -> Path:
+    """Train ``name``'s perception stage, check it on held-out scenes, keep the merged
+    checkpoint in ``out_dir`` (replaced atomically). The stage's run directory and its
+    evaluation stay beside it (``out_dir``.build) for inspection."""
+    from scale_repro.config import EvalConfig, SFTConfig, load_config
+    from scale_repro.data.synth import write_synthetic
+    from scale_repro.evaluate import run_eval
+    from scale_repro.rundir import write_once
+    from scale_repro.sft import run_sft
+
+    spec = PERCEIVING_MODELS[name]
+    out = Path(out_dir)
+    work = out.with_name(f"{out.name}.build")
+    data = write_once(work / "data", spec.data, write_synthetic, echo, f"{name}: perception data")
+    echo(f"{name}: perception stage from {spec.tiny} ({spec.description})")
+    sft = load_config(SFTConfig, None, list(spec.settings), model=spec.tiny, seed=seed,
+                      output_dir=str(work / "perception-sft"), **{"data.spec": str(data)})  # fmt: skip
+    sft.labels = {"model": name, "stage": "perception"}
+    run_dir = run_sft(sft)
+    evaluation = load_config(
+        EvalConfig, None, ["max_new_tokens=48"], model=str(run_dir), task=PERCEPTION_TASK,
+        data=str(data), output_dir=str(work / "perception-eval"), seed=seed,
+    )  # fmt: skip
+    metrics = json.loads((run_eval(evaluation) / "metrics.json").read_text())
+    accuracy = metrics["accuracy"]
+    echo(f"{name}: perception accuracy on {metrics['n']} held-out scenes {100 * accuracy:.1f}%")
+    if accuracy < spec.min_accuracy:
+        raise RuntimeError(
+            f"{name}: perception accuracy {100 * accuracy:.1f}% on held-out scenes is below "
+            f"{100 * spec.min_accuracy:.0f}%: the base does not see (runs in {work})"
+        )
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(run_dir / "merged", staging)
+    tiny_record = json.loads((Path(sft_model_path(spec.tiny, seed)) / "scale_tiny.json").read_text())
+    record = {
+        **tiny_record,
+        "name": name,
+        "built_from": spec.tiny,
+        "description": spec.description,
+        "perception": {"task": PERCEPTION_TASK, "n": metrics["n"], "accuracy": accuracy,
+                       "invalid_rate": metrics["invalid_rate"], "data": asdict(spec.data),
+                       "settings": list(spec.settings), "runs": str(work)},
+        "version": PERCEIVING_BUILD_VERSION,
+    }  # fmt: skip
+    (staging / "scale_tiny.json").write_text(json.dumps(record, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return out
+
+
+def sft_model_path(tiny: str, seed: int) -> str:
+    from scale_repro.models import tiny_model_path
+
+    return str(tiny_model_path(tiny, seed))
