@@ -449,6 +449,29 @@ def models_build_tiny(
     typer.echo(f"{name}: {info['parameters']:,} parameters -> {path}")
 
 
+@models_app.command("build")
+def models_build(
+    name: Annotated[str, typer.Argument(help="A perceiving base: tiny-llava-next-seeing (or its -quick)")],
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Build a tiny base that sees: its perception SFT stage, then lmms-eval on held-out scenes
+    (cached; refused below the base's accuracy floor)."""
+    from scale_repro.perceiving import PERCEIVING_MODELS, PerceptionFloorError, perceiving_record
+
+    if name not in PERCEIVING_MODELS:
+        _fail(f"unknown perceiving base {name!r}; choose from {', '.join(PERCEIVING_MODELS)}")
+    from scale_repro.perception_base import ensure_perceiving
+
+    try:
+        path = ensure_perceiving(name, seed=seed, echo=typer.echo)
+    except (*_user_errors(), PerceptionFloorError) as exc:
+        _fail(str(exc))
+    seen = perceiving_record(path)["perception"]
+    typer.echo(
+        f"{name}: perception accuracy {100 * seen['accuracy']:.1f}% on {seen['n']} held-out scenes -> {path}"
+    )
+
+
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option(help="Directory to write.")],

@@ -28,6 +28,8 @@ import yaml
 
 from scale_repro.data.synth import SynthConfig, write_synthetic
 from scale_repro.evidence_report import ratio_label, write_evidence_report
+from scale_repro.perceiving import is_perceiving, perceiving_record
+from scale_repro.perception_base import ensure_perceiving
 from scale_repro.pipeline import Experiment, Stage, chains, load_recipe_library, plan, run_stages
 from scale_repro.rundir import package_versions, write_once
 
@@ -108,6 +110,8 @@ def shorten(
     or (quick) a few steps on a few examples."""
     if models:
         spec.models = list(models)
+    if quick:  # a perceiving base's few-step counterpart: plumbing, not a base that sees
+        spec.models = [f"{m}-quick" if is_perceiving(f"{m}-quick") else m for m in spec.models]
     if seeds is not None:
         spec.seeds = spec.seeds[:seeds]
         spec.sweep = dict(spec.sweep, seeds=spec.sweep.get("seeds", spec.seeds)[:seeds])
@@ -178,6 +182,8 @@ def run_evidence(
 ) -> dict[str, Any]:
     started = time.time()
     out, results = Path(out).resolve(), Path(results).resolve()
+    # Perceiving bases are built here, once, before any worker needs them.
+    bases = {m: perceiving_record(ensure_perceiving(m, echo=echo)) for m in spec.models if is_perceiving(m)}
     stages = evidence_stages(spec, out, echo=echo)
     echo(f"{len(stages)} stages ({len(chains(stages))} independent chains) for {', '.join(spec.models)}, "
          f"ratios {', '.join(ratio_label(r) for r in spec.ratios())}; {jobs} worker(s); runs under {out / 'runs'}")  # fmt: skip
@@ -201,6 +207,7 @@ def run_evidence(
             "this_invocation_s": round(elapsed, 1),
             "jobs": jobs,
             "stages": {k: len(v) for k, v in summary.items()},
+            "bases": bases,
             "environment": environment(),
         },
     )

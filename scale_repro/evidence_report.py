@@ -37,7 +37,7 @@ def ratio_label(ratio: float) -> str:
     return f"{ratio:g}x"
 
 
-METRICS = ("accuracy", "invalid_rate", "accuracy_multiple_choice", "accuracy_fill_in")
+METRICS = ("accuracy", "invalid_rate", "inconsistent_rate", "accuracy_multiple_choice", "accuracy_fill_in")
 SFT_CONFIGURATIONS = {"SFT": "vanilla", "SFT-FW": "fixed", "SCALe-SFT": "scale"}
 
 
@@ -165,7 +165,7 @@ def summarise(spec: EvidenceSpec, rows: list[dict[str, Any]]) -> dict[str, Any]:
         for treatment, control in COMPARISONS:
             if treatment not in spec.configurations or control not in spec.configurations:
                 continue
-            for metric in ("accuracy", "invalid_rate"):
+            for metric in ("accuracy", "invalid_rate", "inconsistent_rate"):
                 interval = paired_interval(
                     by_seed(rows, model, main, treatment, metric), by_seed(rows, model, main, control, metric)
                 )
@@ -206,17 +206,23 @@ def render_markdown(
         + " (a failed or blocked stage leaves its seed out of the tables below).",
         "",
     ]
+    for model, base in (run_info.get("bases") or {}).items():
+        seen = base["perception"]
+        lines += [f"Base `{model}`: {base['description']}; perception accuracy on {seen['n']} held-out "
+                  f"scenes {_pct(seen['accuracy'])} %.", ""]  # fmt: skip
     for model, data in summary["models"].items():
         lines += [f"## {model}, ratio {main}", "",
-                  "| configuration | seeds | accuracy (%) | multiple choice (%) | fill in (%) | invalid (%) |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+                  "| configuration | seeds | accuracy (%) | multiple choice (%) | fill in (%) | invalid (%) "
+                  "| answer contradicts trace (%) |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
         for configuration, cell in data["configurations"].items():
             acc = cell["accuracy"]
             lines.append(
                 f"| {configuration} | {acc['n']} | {_pct(acc['mean'], acc['sd'])} "
                 f"| {_pct(cell['accuracy_multiple_choice']['mean'], cell['accuracy_multiple_choice']['sd'])} "
                 f"| {_pct(cell['accuracy_fill_in']['mean'], cell['accuracy_fill_in']['sd'])} "
-                f"| {_pct(cell['invalid_rate']['mean'], cell['invalid_rate']['sd'])} |"
+                f"| {_pct(cell['invalid_rate']['mean'], cell['invalid_rate']['sd'])} "
+                f"| {_pct(cell['inconsistent_rate']['mean'], cell['inconsistent_rate']['sd'])} |"
             )
         lines += ["", "Mean ± standard deviation over seeds.", "",
                   "### Paired by seed: treatment minus control, percentage points, 95 % t interval", "",
@@ -226,8 +232,10 @@ def render_markdown(
                 c["n"], c["mean"], c["sd"], c["low"], c["high"], tuple(c["differences"])
             )
             reading = interval.verdict()
-            if c["metric"] == "invalid_rate" and "higher" in reading:
-                reading += "; more invalid outputs"
+            if c["metric"] in ("invalid_rate", "inconsistent_rate") and "higher" in reading:
+                reading += (
+                    "; more invalid outputs" if c["metric"] == "invalid_rate" else "; more contradictions"
+                )
             lines.append(
                 f"| {c['treatment']} − {c['control']} | {c['metric']} | {c['n']} | {interval.text()} | {reading} |"
             )

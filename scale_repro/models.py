@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from scale_repro.perceiving import PERCEIVING_MODELS
+from scale_repro.perceiving import PERCEIVING_BUILD_VERSION, PERCEIVING_MODELS
 from scale_repro.rundir import read_manifest
 from scale_repro.tiny import TINY_BUILD_VERSION, TINY_MODELS, build_tiny
 
@@ -47,13 +47,8 @@ def tiny_model_path(name: str, seed: int = 0) -> Path:
 
 
 def perceiving_model_path(name: str, seed: int = 0) -> Path:
-    """A tiny base that sees (:mod:`scale_repro.perceiving`), built on first use."""
-    from scale_repro.perceiving import PERCEIVING_BUILD_VERSION, build_perceiving
-
-    path = cache_dir() / "perceiving" / f"{name}-seed{seed}-v{TINY_BUILD_VERSION}.{PERCEIVING_BUILD_VERSION}"
-    if not (path / "config.json").is_file():
-        build_perceiving(name, path, seed=seed)
-    return path
+    """Where a tiny base that sees (:mod:`scale_repro.perceiving`) is cached."""
+    return cache_dir() / "perceiving" / f"{name}-seed{seed}-v{TINY_BUILD_VERSION}.{PERCEIVING_BUILD_VERSION}"
 
 
 def resolve_model(name: str, seed: int = 0) -> ResolvedModel:
@@ -62,7 +57,13 @@ def resolve_model(name: str, seed: int = 0) -> ResolvedModel:
     if name in TINY_MODELS:
         return ResolvedModel(name, str(tiny_model_path(name, seed)), "tiny")
     if name in PERCEIVING_MODELS:
-        return ResolvedModel(name, str(perceiving_model_path(name, seed)), "tiny")
+        path = perceiving_model_path(name, seed)
+        if not (path / "config.json").is_file():
+            # Building it trains and evaluates a model (minutes): an explicit step, never a side effect.
+            raise ModelNotFound(
+                f"{name} is not built yet: run `scale models build {name}` first (a few minutes)"
+            )
+        return ResolvedModel(name, str(path), "tiny")
     path = Path(name)
     if path.is_dir():
         manifest = read_manifest(path)

@@ -5,9 +5,10 @@ comparison of SFT losses from it measures nothing but its blindness. A perceivin
 tiny model (``tiny.py``) after one ordinary SFT stage (``scale sft``: TRL's SFTTrainer, full
 fine-tuning, vision tower trainable) on synthetic perception questions ("what colour is the
 shape in the top left cell?"), then scored by lmms-eval (``scale eval``) on held-out scenes.
-Its directory holds the merged checkpoint (loaded by transformers, vLLM and lmms-eval as it
+``scale models build NAME`` (or the first experiment that names it) builds it with
+:mod:`scale_repro.perception_base`. Its directory holds the merged checkpoint (loaded by transformers, vLLM and lmms-eval as it
 is) and ``scale_tiny.json`` with the perception accuracy it reached, which the evidence
-report quotes. Deterministic for a seed; built on first use (a few minutes on a CPU).
+report quotes. Deterministic for a seed; a few minutes on a CPU.
 
 Two facts of the tiny architectures shape the recipe (measured, see README "Evidence"):
 - a two-layer language model does not learn to find a cell named in the question when the
@@ -21,8 +22,7 @@ Two facts of the tiny architectures shape the recipe (measured, see README "Evid
 from __future__ import annotations
 
 import json
-import shutil
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,10 @@ from scale_repro.data.synth import SynthConfig
 
 PERCEIVING_BUILD_VERSION = 1
 PERCEPTION_TASK = "synthetic-scienceqa"  # its test split holds the held-out perception questions
+
+
+class PerceptionFloorError(RuntimeError):
+    """The perception stage ended below the base's accuracy floor: the base does not see."""
 
 
 @dataclass(frozen=True)
@@ -81,61 +85,3 @@ def perceiving_record(path: str | Path) -> dict[str, Any] | None:
         return None
     record = json.loads(file.read_text())
     return record if "perception" in record else None
-
-
-def build_perceiving(name: str, out_dir: str | Path, seed: int = 0, echo=print) -> Path:
-    """Train ``name``'s perception stage, check it on held-out scenes, keep the merged
-    checkpoint in ``out_dir`` (replaced atomically). The stage's run directory and its
-    evaluation stay beside it (``out_dir``.build) for inspection."""
-    from scale_repro.config import EvalConfig, SFTConfig, load_config
-    from scale_repro.data.synth import write_synthetic
-    from scale_repro.evaluate import run_eval
-    from scale_repro.rundir import write_once
-    from scale_repro.sft import run_sft
-
-    spec = PERCEIVING_MODELS[name]
-    out = Path(out_dir)
-    work = out.with_name(f"{out.name}.build")
-    data = write_once(work / "data", spec.data, write_synthetic, echo, f"{name}: perception data")
-    echo(f"{name}: perception stage from {spec.tiny} ({spec.description})")
-    sft = load_config(SFTConfig, None, list(spec.settings), model=spec.tiny, seed=seed,
-                      output_dir=str(work / "perception-sft"), **{"data.spec": str(data)})  # fmt: skip
-    sft.labels = {"model": name, "stage": "perception"}
-    run_dir = run_sft(sft)
-    evaluation = load_config(
-        EvalConfig, None, ["max_new_tokens=48"], model=str(run_dir), task=PERCEPTION_TASK,
-        data=str(data), output_dir=str(work / "perception-eval"), seed=seed,
-    )  # fmt: skip
-    metrics = json.loads((run_eval(evaluation) / "metrics.json").read_text())
-    accuracy = metrics["accuracy"]
-    echo(f"{name}: perception accuracy on {metrics['n']} held-out scenes {100 * accuracy:.1f}%")
-    if accuracy < spec.min_accuracy:
-        raise RuntimeError(
-            f"{name}: perception accuracy {100 * accuracy:.1f}% on held-out scenes is below "
-            f"{100 * spec.min_accuracy:.0f}%: the base does not see (runs in {work})"
-        )
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(run_dir / "merged", staging)
-    tiny_record = json.loads((Path(sft_model_path(spec.tiny, seed)) / "scale_tiny.json").read_text())
-    record = {
-        **tiny_record,
-        "name": name,
-        "built_from": spec.tiny,
-        "description": spec.description,
-        "perception": {"task": PERCEPTION_TASK, "n": metrics["n"], "accuracy": accuracy,
-                       "invalid_rate": metrics["invalid_rate"], "data": asdict(spec.data),
-                       "settings": list(spec.settings), "runs": str(work)},
-        "version": PERCEIVING_BUILD_VERSION,
-    }  # fmt: skip
-    (staging / "scale_tiny.json").write_text(json.dumps(record, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
-    return out
-
-
-def sft_model_path(tiny: str, seed: int) -> str:
-    from scale_repro.models import tiny_model_path
-
-    return str(tiny_model_path(tiny, seed))

@@ -112,7 +112,7 @@ def test_one_seed_few_steps_experiment_runs_in_parallel_workers(tmp_path, tiny_p
     assert result.exit_code == 0, result.output
     results = tmp_path / "results"
     summary = json.loads((results / "summary.json").read_text())
-    model = summary["models"]["tiny-llava-next"]
+    model = summary["models"]["tiny-llava-next-seeing-quick"]  # --quick: the base's 4-step counterpart
     assert list(model["configurations"]) == ["SFT", "SFT-FW", "SCALe-SFT", "GRPO", "SCALe-GRPO"]
     assert all(c["accuracy"]["n"] == 1 for c in model["configurations"].values())
     assert [s["ratio"] for s in model["sweep"]] == [5.0, 20.0, 80.0]
@@ -124,7 +124,10 @@ def test_one_seed_few_steps_experiment_runs_in_parallel_workers(tmp_path, tiny_p
     run = json.loads((results / "run.json").read_text())
     assert run["command"].startswith("scale reproduce --experiment synthetic") and run["jobs"] == 2
     assert run["stages"]["failed"] == 0 and run["environment"]["packages"]["torch"]
+    assert run["bases"]["tiny-llava-next-seeing-quick"]["perception"]["n"] == 8
     markdown = (results / "evidence.md").read_text()
+    assert "Base `tiny-llava-next-seeing-quick`: the perceiving recipe for 4 steps" in markdown
+    assert "| answer contradicts trace (%) |" in markdown
     assert "| SCALe-SFT − SFT | accuracy | 1 |" in markdown
     for plot in ("segment_losses.png", "accuracy.png", "ratio_sweep.png"):
         assert (results / plot).stat().st_size > 0

@@ -8,12 +8,14 @@ import pytest
 
 from scale_repro import perceiving
 from scale_repro.data.synth import cell_shade, draw_scene, random_scene
-from scale_repro.models import perceiving_model_path, resolve_model
+from scale_repro.models import ModelNotFound, perceiving_model_path, resolve_model
+from scale_repro.perception_base import build_perceiving, ensure_perceiving
 
 pytestmark = pytest.mark.slow
 
 
 def test_quick_base_is_built_once_and_records_its_perception(isolated_cache):
+    ensure_perceiving("tiny-llava-next-seeing-quick", echo=lambda *_: None)
     resolved = resolve_model("tiny-llava-next-seeing-quick")
     path = perceiving_model_path("tiny-llava-next-seeing-quick")
     assert resolved.path == str(path) and resolved.kind == "tiny"
@@ -49,8 +51,8 @@ def test_quick_base_is_built_once_and_records_its_perception(isolated_cache):
 def test_a_base_below_its_accuracy_floor_is_refused_and_not_cached(isolated_cache, monkeypatch, tmp_path):
     spec = perceiving.PERCEIVING_MODELS["tiny-llava-next-seeing-quick"]
     monkeypatch.setitem(perceiving.PERCEIVING_MODELS, spec.name, replace(spec, min_accuracy=1.01))
-    with pytest.raises(RuntimeError, match=r"below 101%: the base does not see"):
-        perceiving.build_perceiving(spec.name, tmp_path / "base")
+    with pytest.raises(perceiving.PerceptionFloorError, match=r"below 101%: the base does not see"):
+        build_perceiving(spec.name, tmp_path / "base")
     assert not (tmp_path / "base").exists()
 
 
@@ -66,3 +68,12 @@ def test_every_cell_has_its_own_shade():
         cell_shade(r, c, 2) for r in range(2) for c in range(2)
     ]
     assert draw_scene(scene, 64).getpixel((1, 1)) == (255, 255, 255)
+
+
+def test_an_unbuilt_base_is_a_one_line_error_not_a_silent_build(isolated_cache, monkeypatch, tmp_path):
+    monkeypatch.setenv("SCALE_CACHE", str(tmp_path))
+    with pytest.raises(
+        ModelNotFound, match=r"tiny-llava-next-seeing is not built yet: run `scale models build"
+    ):
+        resolve_model("tiny-llava-next-seeing")
+    assert not any(tmp_path.iterdir())
