@@ -19,7 +19,7 @@ def test_models_list_names_the_paper_and_tiny_models():
     result = runner.invoke(app, ["models", "list"])
     assert result.exit_code == 0
     for name in ("gemma-3-4b", "google/gemma-3-4b-it", "qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct",
-                 "llava-v1.6-mistral-7b", "llava-hf/llava-v1.6-mistral-7b-hf", "tiny-gemma3"):  # fmt: skip
+                 "llava-v1.6-mistral-7b", "llava-hf/llava-v1.6-mistral-7b-hf", "tiny-gemma3", "tiny-llava-next-seeing"):  # fmt: skip
         assert name in result.output
 
 
@@ -27,7 +27,7 @@ def test_evidence_dry_run_prints_the_plan(tmp_path):
     result = runner.invoke(app, ["reproduce", "--experiment", "synthetic", "--dry-run", "--quick", "--seeds", "2",
                                  "--out", str(tmp_path)])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "tiny-llava-next/ratio80/seed1/1-sft-scale/eval-80x" in result.output
+    assert "tiny-llava-next-seeing-quick/ratio80/seed1/1-sft-scale/eval-80x" in result.output
     assert "14 independent chains" in result.output
     result = runner.invoke(
         app, ["reproduce", "--experiment", "synthetic", "--jobs", "0", "--out", str(tmp_path)]
