@@ -63,6 +63,11 @@ PERCEIVING_MODELS = {
             "tiny-llava-next-seeing", "tiny-llava-next", PERCEPTION_WORLD, (*_SFT, "max_steps=2500"), 0.9,
             "tiny-llava-next after 2,500 steps of perception SFT (colour of a named cell)",
         ),
+        PerceivingSpec(
+            "small-llava-next-seeing", "small-llava-next", PERCEPTION_WORLD,
+            (*_SFT, "learning_rate=0.001", "max_steps=2000"), 0.9,
+            "small-llava-next (tiny-llava-next twice as wide and deep) after 2,000 steps of perception SFT",
+        ),
         # For tests and `--quick`: the same recipe for a few steps; it does not see.
         PerceivingSpec(
             "tiny-llava-next-seeing-quick", "tiny-llava-next",

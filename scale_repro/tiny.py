@@ -83,6 +83,7 @@ class TinySpec:
     family: str  # qwen2_5_vl | gemma3 | llava_next
     real_counterpart: str
     geometry: str = "tiny"  # tiny | real: image processor settings and chat template
+    width: int = 1  # 2: the "small" variant, twice as wide and deep (see _build_llava)
 
 
 GEOMETRIES = ("tiny", "real")
@@ -97,6 +98,10 @@ TINY_MODELS = {
         f"{name}-real": TinySpec(f"{name}-real", family, real, "real")
         for name, (family, real) in _FAMILIES.items()
     },
+    # Twice the width and depth of tiny-llava-next, for what the tiny widths cannot learn.
+    "small-llava-next": TinySpec(
+        "small-llava-next", "llava_next", "llava-hf/llava-v1.6-mistral-7b-hf", width=2
+    ),
 }
 
 
@@ -244,7 +249,7 @@ def _build_gemma(tokenizer, seed: int, vocab_size: int, real: bool):
     return model, processor
 
 
-def _build_llava(tokenizer, seed: int, vocab_size: int, real: bool):
+def _build_llava(tokenizer, seed: int, vocab_size: int, real: bool, width: int = 1):
     from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
     from transformers.models.llava_next import LlavaNextImageProcessor
 
@@ -257,14 +262,15 @@ def _build_llava(tokenizer, seed: int, vocab_size: int, real: bool):
         pinpoints = [[tile, tile], [tile, 2 * tile], [2 * tile, tile], [2 * tile, 2 * tile]]
     config = LlavaNextConfig(
         text_config=dict(
-            model_type="mistral", vocab_size=vocab_size, hidden_size=64, intermediate_size=128,
-            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+            model_type="mistral", vocab_size=vocab_size, hidden_size=64 * width, intermediate_size=128 * width,
+            num_hidden_layers=2 * width, num_attention_heads=4, num_key_value_heads=2, head_dim=16 * width,
             max_position_embeddings=32768 if real else 4096, sliding_window=None,
             bos_token_id=ids("<s>"), eos_token_id=ids("</s>"), pad_token_id=ids("<unk>"),
         ),
         vision_config=dict(
-            model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=2, image_size=tile, patch_size=patch, projection_dim=32,
+            model_type="clip_vision_model", hidden_size=32 * width, intermediate_size=64 * width,
+            num_hidden_layers=2 * width, num_attention_heads=2, image_size=tile, patch_size=patch,
+            projection_dim=32 * width,
         ),
         image_token_index=ids("<image>"), image_grid_pinpoints=pinpoints,
         vision_feature_select_strategy="default", vision_feature_layer=-1, image_seq_length=(tile // patch) ** 2,
@@ -307,8 +313,9 @@ def build_tiny(name: str, out_dir: str | Path, seed: int = 0, vocab_size: int | 
     set_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
+        extra = {"width": spec.width} if spec.width != 1 else {}
         model, processor = BUILDERS[spec.family](
-            tokenizer, seed, vocab_size or len(tokenizer), spec.geometry == "real"
+            tokenizer, seed, vocab_size or len(tokenizer), spec.geometry == "real", **extra
         )
     model.generation_config.do_sample = False
     model.generation_config.pad_token_id = tokenizer.pad_token_id
