@@ -22,7 +22,7 @@ Two facts of the tiny architectures shape the recipe (measured, see README "Evid
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ class PerceivingSpec:
     settings: tuple[str, ...]  # the SFT stage's settings (key=value, as --set takes)
     min_accuracy: float  # below this on held-out scenes the build fails: the base does not see
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    quick: str | None = "tiny-llava-next-seeing-quick"  # what --quick runs instead (plumbing only)
 
 
 # The world the evidence reasons about: 2x2 grids, four colours, three shapes, shaded cells.
@@ -65,15 +65,15 @@ PERCEIVING_MODELS = {
         ),
         PerceivingSpec(
             "small-llava-next-seeing", "small-llava-next", PERCEPTION_WORLD,
-            (*_SFT, "learning_rate=0.001", "max_steps=2000"), 0.9,
-            "small-llava-next (tiny-llava-next twice as wide and deep) after 2,000 steps of perception SFT",
+            (*_SFT, "learning_rate=0.001", "max_steps=3000"), 0.9,
+            "small-llava-next (tiny-llava-next twice as wide and deep) after 3,000 steps of perception SFT",
         ),
         # For tests and `--quick`: the same recipe for a few steps; it does not see.
         PerceivingSpec(
             "tiny-llava-next-seeing-quick", "tiny-llava-next",
             replace(PERCEPTION_WORLD, n_train=32, n_test=8),
             (*_SFT, "max_steps=4", "per_device_train_batch_size=4", "logging_steps=1"), 0.0,
-            "the perceiving recipe for 4 steps (plumbing only: it does not see)",
+            "the perceiving recipe for 4 steps (plumbing only: it does not see)", quick=None,
         ),
     )
 }  # fmt: skip

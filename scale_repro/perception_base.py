@@ -18,7 +18,7 @@ from scale_repro.perceiving import (
     PERCEPTION_TASK,
     PerceptionFloorError,
 )
-from scale_repro.rundir import write_once
+from scale_repro.rundir import fingerprint, write_once
 from scale_repro.sft import run_sft
 
 
@@ -36,7 +36,9 @@ def build_perceiving(name: str, out_dir: str | Path, seed: int = 0, echo=print) 
     evaluation stay beside it (``out_dir``.build) for inspection."""
     spec = PERCEIVING_MODELS[name]
     out = Path(out_dir)
-    work = out.with_name(f"{out.name}.build")
+    # One work folder per recipe: a changed recipe trains afresh instead of meeting the old run.
+    recipe = fingerprint([spec.tiny, list(spec.settings), asdict(spec.data), seed])
+    work = out.with_name(f"{out.name}.build") / recipe
     data = write_once(work / "data", spec.data, write_synthetic, echo, f"{name}: perception data")
     echo(f"{name}: perception stage from {spec.tiny} ({spec.description})")
     sft = load_config(SFTConfig, None, list(spec.settings), model=spec.tiny, seed=seed,

@@ -139,3 +139,11 @@ def test_one_seed_few_steps_experiment_runs_in_parallel_workers(tmp_path, tiny_p
     )  # fmt: skip
     assert again.exit_code == 0
     assert json.loads((results / "run.json").read_text())["stages"]["ran"] == 0
+
+
+def test_quick_runs_swap_a_perceiving_base_for_its_few_step_counterpart():
+    spec = load_evidence(experiment_path(name="synthetic"))
+    spec.models = ["small-llava-next-seeing", "tiny-llava-next-seeing", "tiny-gemma3"]
+    assert shorten(spec, quick=True).models == [
+        "tiny-llava-next-seeing-quick", "tiny-llava-next-seeing-quick", "tiny-gemma3"
+    ]  # fmt: skip

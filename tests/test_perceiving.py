@@ -3,6 +3,7 @@ held-out scenes, cached, and refused when it does not see."""
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +28,7 @@ def test_quick_base_is_built_once_and_records_its_perception(isolated_cache):
     assert 0.0 <= record["perception"]["accuracy"] <= 1.0
     # The stage that made it is an ordinary finished SFT run from the tiny model.
     manifest = json.loads(
-        (path.with_name(path.name + ".build") / "perception-sft" / "manifest.json").read_text()
+        (Path(record["perception"]["runs"]) / "perception-sft" / "manifest.json").read_text()
     )
     assert manifest["status"] == "finished" and manifest["global_step"] == 4
     assert manifest["config"]["lora"] == {
