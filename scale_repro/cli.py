@@ -415,7 +415,7 @@ def models_list() -> None:
     from scale_repro.perceiving import PERCEIVING_MODELS
 
     for name, seeing in PERCEIVING_MODELS.items():
-        typer.echo(f"{name:<28} {'tiny':<6} {seeing.description}; built on first use")
+        typer.echo(f"{name:<28} {'tiny':<6} {seeing.description} (scale models build {name})")
 
 
 @models_app.command("build-tiny")
@@ -451,7 +451,9 @@ def models_build_tiny(
 
 @models_app.command("build")
 def models_build(
-    name: Annotated[str, typer.Argument(help="A perceiving base: tiny-llava-next-seeing (or its -quick)")],
+    name: Annotated[
+        str, typer.Argument(help="A perceiving base (see `scale models list`): small-llava-next-seeing, ...")
+    ],
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Build a tiny base that sees: its perception SFT stage, then lmms-eval on held-out scenes

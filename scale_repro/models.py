@@ -61,7 +61,7 @@ def resolve_model(name: str, seed: int = 0) -> ResolvedModel:
         if not (path / "config.json").is_file():
             # Building it trains and evaluates a model (minutes): an explicit step, never a side effect.
             raise ModelNotFound(
-                f"{name} is not built yet: run `scale models build {name}` first (a few minutes)"
+                f"{name} is not built yet: run `scale models build {name}` first (minutes of training)"
             )
         return ResolvedModel(name, str(path), "tiny")
     path = Path(name)
