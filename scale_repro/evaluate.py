@@ -208,7 +208,7 @@ def metrics_from_samples(rows: list[dict[str, Any]]) -> dict[str, float]:
         "accuracy": sum(r["correct"] for r in rows) / n if n else 0.0,
         "invalid_rate": sum(not r["valid"] for r in rows) / n if n else 0.0,
         # Questions whose answer contradicts its own trace's conclusion, over all questions.
-        "inconsistent_rate": sum(r.get("agrees_with_trace") is False for r in rows) / n if n else 0.0,
+        "inconsistent_rate": sum(r["agrees_with_trace"] is False for r in rows) / n if n else 0.0,
         "mean_completion_tokens": sum(tokens) / len(tokens) if tokens else None,
     }
 

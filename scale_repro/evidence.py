@@ -28,7 +28,7 @@ import yaml
 
 from scale_repro.data.synth import SynthConfig, write_synthetic
 from scale_repro.evidence_report import ratio_label, write_evidence_report
-from scale_repro.perceiving import PERCEIVING_MODELS, is_perceiving, perceiving_record
+from scale_repro.perceiving import PERCEIVING_MODELS, perceiving_record
 from scale_repro.perception_base import ensure_perceiving
 from scale_repro.pipeline import Experiment, Stage, chains, load_recipe_library, plan, run_stages
 from scale_repro.rundir import package_versions, write_once
@@ -111,7 +111,9 @@ def shorten(
     if models:
         spec.models = list(models)
     if quick:  # a perceiving base's few-step counterpart: plumbing, not a base that sees
-        spec.models = [(PERCEIVING_MODELS[m].quick or m) if is_perceiving(m) else m for m in spec.models]
+        spec.models = [
+            (PERCEIVING_MODELS[m].quick or m) if m in PERCEIVING_MODELS else m for m in spec.models
+        ]
     if seeds is not None:
         spec.seeds = spec.seeds[:seeds]
         spec.sweep = dict(spec.sweep, seeds=spec.sweep.get("seeds", spec.seeds)[:seeds])
@@ -183,7 +185,9 @@ def run_evidence(
     started = time.time()
     out, results = Path(out).resolve(), Path(results).resolve()
     # Perceiving bases are built here, once, before any worker needs them.
-    bases = {m: perceiving_record(ensure_perceiving(m, echo=echo)) for m in spec.models if is_perceiving(m)}
+    bases = {
+        m: perceiving_record(ensure_perceiving(m, echo=echo)) for m in spec.models if m in PERCEIVING_MODELS
+    }
     stages = evidence_stages(spec, out, echo=echo)
     echo(f"{len(stages)} stages ({len(chains(stages))} independent chains) for {', '.join(spec.models)}, "
          f"ratios {', '.join(ratio_label(r) for r in spec.ratios())}; {jobs} worker(s); runs under {out / 'runs'}")  # fmt: skip

@@ -54,14 +54,16 @@ PERCEPTION_WORLD = SynthConfig(
     train_kinds=("color_at",), scienceqa_kinds=("color_at",), iconqa_kinds=("count_color",),
     shuffle_choices=False,
 )  # fmt: skip
-_SFT = ("loss.mode=vanilla", "lora.enabled=false", "lora.freeze_vision=false", "learning_rate=0.003",
+# Every base's stage: vanilla loss, full fine-tuning with the vision tower trainable; each spec adds
+# its learning rate and length.
+_SFT = ("loss.mode=vanilla", "lora.enabled=false", "lora.freeze_vision=false",
         "per_device_train_batch_size=16", "warmup_steps=0.0", "logging_steps=100", "save_steps=500")  # fmt: skip
 
 PERCEIVING_MODELS = {
     spec.name: spec
     for spec in (
         PerceivingSpec(
-            "tiny-llava-next-seeing", "tiny-llava-next", PERCEPTION_WORLD, (*_SFT, "max_steps=2500"), 0.9,
+            "tiny-llava-next-seeing", "tiny-llava-next", PERCEPTION_WORLD, (*_SFT, "learning_rate=0.003", "max_steps=2500"), 0.9,
             "tiny-llava-next after 2,500 steps of perception SFT (colour of a named cell)",
         ),
         PerceivingSpec(
@@ -73,15 +75,11 @@ PERCEIVING_MODELS = {
         PerceivingSpec(
             "tiny-llava-next-seeing-quick", "tiny-llava-next",
             replace(PERCEPTION_WORLD, n_train=32, n_test=8),
-            (*_SFT, "max_steps=4", "per_device_train_batch_size=4", "logging_steps=1"), 0.0,
+            (*_SFT, "learning_rate=0.003", "max_steps=4", "per_device_train_batch_size=4", "logging_steps=1"), 0.0,
             "the perceiving recipe for 4 steps (plumbing only: it does not see)", quick=None,
         ),
     )
 }  # fmt: skip
-
-
-def is_perceiving(name: str) -> bool:
-    return name in PERCEIVING_MODELS
 
 
 def perceiving_record(path: str | Path) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from scale_repro.config import EvalConfig, SFTConfig, load_config
 from scale_repro.data.synth import write_synthetic
 from scale_repro.evaluate import run_eval
-from scale_repro.models import perceiving_model_path, tiny_model_path
+from scale_repro.models import MERGED_DIR, perceiving_model_path, tiny_model_path
 from scale_repro.perceiving import (
     PERCEIVING_BUILD_VERSION,
     PERCEIVING_MODELS,
@@ -59,8 +59,8 @@ def build_perceiving(name: str, out_dir: str | Path, seed: int = 0, echo=print) 
         )
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(run_dir / "merged", staging)
-    tiny_record = json.loads((Path(_tiny_path(spec.tiny, seed)) / "scale_tiny.json").read_text())
+    shutil.copytree(run_dir / MERGED_DIR, staging)
+    tiny_record = json.loads((tiny_model_path(spec.tiny, seed) / "scale_tiny.json").read_text())
     record = {
         **tiny_record,
         "name": name,
@@ -76,7 +76,3 @@ def build_perceiving(name: str, out_dir: str | Path, seed: int = 0, echo=print) 
         shutil.rmtree(out)
     staging.rename(out)
     return out
-
-
-def _tiny_path(tiny: str, seed: int) -> str:
-    return str(tiny_model_path(tiny, seed))
