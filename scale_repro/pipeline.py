@@ -417,20 +417,15 @@ def execute(stages: list[Stage], echo=print) -> dict[str, list[str]]:
 
 
 def chains(stages: list[Stage]) -> list[list[Stage]]:
-    """Independent chains: a first stage with every stage that depends on it, longest first
-    (they share nothing; the plan's summary counts them)."""
+    """Independent chains: a first stage with every stage that depends on it (they share
+    nothing; the plan's summary counts them)."""
     root_of: dict[Path, Path] = {}
     grouped: dict[Path, list[Stage]] = defaultdict(list)
     for stage in stages:  # plan() orders every stage after the one it needs
         root = root_of.get(stage.needs[0], stage.needs[0]) if stage.needs else stage.run_dir
         root_of[stage.run_dir] = root
         grouped[root].append(stage)
-
-    def cost(chain: list[Stage]) -> tuple[int, int]:
-        steps = sum(getattr(s.config, "max_steps", 0) or 0 for s in chain)
-        return (-len(chain), -steps)
-
-    return sorted(grouped.values(), key=cost)
+    return list(grouped.values())
 
 
 def _run_in_worker(stage: Stage) -> dict[str, list[str]]:
