@@ -113,6 +113,17 @@ def vllm_model_args(path: str, family: str, config: EvalConfig) -> str:
     return args
 
 
+def check_batch_size(family: str, config: EvalConfig) -> None:
+    """lmms-eval's LLaVA model answers one request at a time and asserts so at the first
+    generation (lmms_eval/models/chat/llava_hf.py: "Do not support batch_size_per_gpu > 1"),
+    after the model has loaded: refuse the setting before anything loads."""
+    if family == "llava_next" and not config.use_vllm and config.batch_size > 1:
+        raise EvalError(
+            f"batch_size {config.batch_size}: lmms-eval's llava_hf model generates one request at a time; "
+            "set batch_size=1 for LLaVA-NeXT checkpoints (or evaluate with --use-vllm on a GPU)"
+        )
+
+
 def check_vllm_ready() -> None:
     """--use-vllm runs only where vLLM can: fail before anything loads, never fall back quietly."""
     import importlib.util
@@ -269,6 +280,7 @@ def run_eval(config: EvalConfig, force: bool = False) -> Path:
         family = model_family(resolved.path)
         if config.use_vllm:
             vllm_model_args(resolved.path, family, config)  # refuses a combination it cannot match
+        check_batch_size(family, config)
         # Our own loader checks the columns and tells which questions lmms-eval must answer.
         examples = load_test_examples(config.task, config.data, hub_id=config.hub_id).examples
         return resolved, family, examples

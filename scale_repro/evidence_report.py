@@ -6,7 +6,9 @@ Reads only what the stages wrote (manifests, ``metrics.json``, ``samples.jsonl``
 - ``evidence.md``: the tables below, each sentence of the verdict computed from them;
 - ``summary.json``: every figure in the tables; ``runs.csv``: one row per evaluation;
 - ``run.json``: the exact command, wall-clock time and environment;
-- ``segment_losses.png``, ``accuracy.png``, ``ratio_sweep.png``.
+- ``segment_losses.png``, ``accuracy.png``, ``ratio_sweep.png``, ``learning_curves.png``
+  (accuracy and invalid rate of the saved checkpoints), ``forest.png`` (every paired accuracy
+  difference with its interval).
 """
 
 from __future__ import annotations
@@ -29,21 +31,27 @@ from scale_repro.training import read_train_log
 # ``spec`` below is an evidence.EvidenceSpec (typed Any: evidence imports this module, not the reverse).
 EvidenceSpec = Any
 
-# The comparisons the report makes, each paired by seed: (treatment, control).
+# The comparisons an experiment makes unless its file names others, each paired by seed:
+# (treatment, control).
 COMPARISONS = (("SCALe-SFT", "SFT"), ("SFT-FW", "SFT"), ("SCALe-SFT", "SFT-FW"), ("SCALe-GRPO", "GRPO"))
+# The half-width (percentage points) the SCALe-SFT - SFT interval at the main ratio should reach.
+TARGET_HALF_WIDTH = 3.0
 
 
 def ratio_label(ratio: float) -> str:
     return f"{ratio:g}x"
 
 
-METRICS = ("accuracy", "invalid_rate", "inconsistent_rate", "accuracy_multiple_choice", "accuracy_fill_in")
+METRICS = ("accuracy", "invalid_rate", "inconsistent_rate", "accuracy_multiple_choice", "accuracy_fill_in",
+           "mean_completion_tokens")  # fmt: skip
+COMPARED = ("accuracy", "invalid_rate", "inconsistent_rate", "mean_completion_tokens")
+RATES = ("invalid_rate", "inconsistent_rate")  # lower is better
 SFT_CONFIGURATIONS = {"SFT": "vanilla", "SFT-FW": "fixed", "SCALe-SFT": "scale"}
 
 
-def signed(fraction: float) -> str:
-    """A difference of two rates in percentage points, signed; never "-0.0"."""
-    text = f"{100 * fraction:+.1f}"
+def signed(fraction: float, scale: float = 100.0) -> str:
+    """A difference of two rates in percentage points (``scale`` 1: as it is), signed; never "-0.0"."""
+    text = f"{scale * fraction:+.1f}"
     return "+0.0" if text == "-0.0" else text
 
 
@@ -58,10 +66,14 @@ class PairedInterval:
     high: float | None
     differences: tuple[float, ...]
 
-    def text(self) -> str:
+    def text(self, scale: float = 100.0) -> str:
         if self.low is None:
-            return f"{signed(self.mean)} (n={self.n}, no interval)"
-        return f"{signed(self.mean)} [{signed(self.low)}, {signed(self.high)}]"
+            return f"{signed(self.mean, scale)} (n={self.n}, no interval)"
+        return f"{signed(self.mean, scale)} [{signed(self.low, scale)}, {signed(self.high, scale)}]"
+
+    @property
+    def half_width(self) -> float | None:
+        return None if self.low is None else (self.high - self.low) / 2
 
     def verdict(self) -> str:
         if self.low is None:
@@ -125,12 +137,13 @@ def gather(runs: Path, evaluations: set[str] | None = None) -> list[dict[str, An
                 "ratio": labels["dataset"],
                 "configuration": labels["configuration"],
                 "seed": int(labels["seed"]),
+                "step": labels.get("step"),  # a saved checkpoint's evaluation (learning curves)
                 **{m: metrics.get(m) for m in METRICS},
                 "train_time_s": record.get("train_time_s"),
                 "eval_dir": record["dir"],
             }
         )
-    return sorted(rows, key=lambda r: (r["model"], r["ratio"], r["configuration"], r["seed"]))
+    return sorted(rows, key=lambda r: (r["model"], r["ratio"], r["configuration"], r["seed"], r["step"] or 0))
 
 
 def by_seed(
@@ -144,51 +157,133 @@ def by_seed(
     }
 
 
+def _tokens(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def _pct(value: float | None, sd: float | None = None) -> str:
     if value is None:
         return "-"
     return f"{100 * value:.1f}" + (f" ± {100 * sd:.1f}" if sd is not None else "")
 
 
-def summarise(spec: EvidenceSpec, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _ratio_value(label: str) -> float:
+    return float(label.rstrip("x"))
+
+
+def summarise(
+    spec: EvidenceSpec, rows: list[dict[str, Any]], curve_rows: list[dict[str, Any]] = ()
+) -> dict[str, Any]:
+    """Per model: each ratio's configurations (mean, sd over seeds), every paired comparison
+    at every ratio that ran both sides, the SCALe-SFT - SFT sweep and the learning curves."""
     main = ratio_label(float(spec.ratio))
     summary: dict[str, Any] = {"main_ratio": main, "models": {}}
+    pairs = spec.all_comparisons()
     for model in sorted({r["model"] for r in rows}):
-        per_model: dict[str, Any] = {"configurations": {}, "comparisons": [], "sweep": []}
-        for configuration in spec.configurations:
-            cell = {}
-            for metric in METRICS:
-                values = list(by_seed(rows, model, main, configuration, metric).values())
-                mean, sd = mean_sd(values)
-                cell[metric] = {"n": len(values), "mean": mean, "sd": sd}
-            per_model["configurations"][configuration] = cell
-        for treatment, control in COMPARISONS:
-            if treatment not in spec.configurations or control not in spec.configurations:
-                continue
-            for metric in ("accuracy", "invalid_rate", "inconsistent_rate"):
-                interval = paired_interval(
-                    by_seed(rows, model, main, treatment, metric), by_seed(rows, model, main, control, metric)
-                )
-                if interval:
-                    per_model["comparisons"].append(
-                        {"treatment": treatment, "control": control, "metric": metric, **asdict(interval)}
+        ratios = sorted(
+            {r["ratio"] for r in rows if r["model"] == model}, key=lambda x: (x != main, _ratio_value(x))
+        )
+        per_model: dict[str, Any] = {"ratios": {}, "comparisons": [], "sweep": [], "curves": {}}
+        for ratio in ratios:
+            present = [c for c in dict.fromkeys(r["configuration"] for r in rows
+                                                if (r["model"], r["ratio"]) == (model, ratio))]  # fmt: skip
+            order = [c for c in spec.library() if c in present]
+            cells = {}
+            for configuration in order:
+                cell = {}
+                for metric in METRICS:
+                    values = list(by_seed(rows, model, ratio, configuration, metric).values())
+                    mean, sd = mean_sd(values)
+                    cell[metric] = {"n": len(values), "mean": mean, "sd": sd}
+                cells[configuration] = cell
+            per_model["ratios"][ratio] = cells
+            for treatment, control in pairs:
+                if treatment not in cells or control not in cells:
+                    continue
+                for metric in COMPARED:
+                    interval = paired_interval(
+                        by_seed(rows, model, ratio, treatment, metric),
+                        by_seed(rows, model, ratio, control, metric),
                     )
-        for ratio in sorted({float(r["ratio"].rstrip("x")) for r in rows if r["model"] == model}):
-            label = ratio_label(ratio)
-            sft = by_seed(rows, model, label, "SFT", "accuracy")
-            scale = by_seed(rows, model, label, "SCALe-SFT", "accuracy")
+                    if interval:
+                        per_model["comparisons"].append({"ratio": ratio, "treatment": treatment, "control": control,
+                                                         "metric": metric, **asdict(interval)})  # fmt: skip
+        per_model["configurations"] = per_model["ratios"].get(main, {})
+        for ratio in sorted(ratios, key=_ratio_value):
+            sft = by_seed(rows, model, ratio, "SFT", "accuracy")
+            scale = by_seed(rows, model, ratio, "SCALe-SFT", "accuracy")
             interval = paired_interval(scale, sft)
             if interval:
-                per_model["sweep"].append(
-                    {
-                        "ratio": ratio,
-                        "sft": mean_sd(list(sft.values())),
-                        "scale": mean_sd(list(scale.values())),
-                        **asdict(interval),
-                    }
-                )
+                per_model["sweep"].append({"ratio": _ratio_value(ratio), "sft": mean_sd(list(sft.values())),
+                                           "scale": mean_sd(list(scale.values())), **asdict(interval)})  # fmt: skip
+        per_model["curves"] = learning_curves(rows, curve_rows, model, main)
         summary["models"][model] = per_model
     return summary
+
+
+def learning_curves(
+    rows: list[dict[str, Any]], curve_rows: list[dict[str, Any]], model: str, ratio: str
+) -> dict[str, list[dict[str, Any]]]:
+    """Per configuration: accuracy and invalid rate at each evaluated checkpoint, mean over the
+    seeds that have curves, the final model (``step`` None: the run's last step) last."""
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for configuration in dict.fromkeys(r["configuration"] for r in curve_rows if r["model"] == model):
+        mine = [
+            r
+            for r in curve_rows
+            if (r["model"], r["ratio"], r["configuration"]) == (model, ratio, configuration)
+        ]
+        seeds = {r["seed"] for r in mine}
+        finals = [r for r in rows if (r["model"], r["ratio"], r["configuration"]) == (model, ratio, configuration)
+                  and r["seed"] in seeds]  # fmt: skip
+        points = []
+        for step in sorted({r["step"] for r in mine}):
+            at = [r for r in mine if r["step"] == step]
+            points.append({"step": step, "n": len(at), "accuracy": statistics.fmean(r["accuracy"] for r in at),
+                           "invalid_rate": statistics.fmean(r["invalid_rate"] for r in at)})  # fmt: skip
+        if finals:
+            points.append({"step": None, "n": len(finals), "accuracy": statistics.fmean(r["accuracy"] for r in finals),
+                           "invalid_rate": statistics.fmean(r["invalid_rate"] for r in finals)})  # fmt: skip
+        curves[configuration] = points
+    return curves
+
+
+def _interval(c: dict[str, Any]) -> PairedInterval:
+    return PairedInterval(c["n"], c["mean"], c["sd"], c["low"], c["high"], tuple(c["differences"]))
+
+
+def _reading(c: dict[str, Any]) -> str:
+    interval = _interval(c)
+    reading = interval.verdict()
+    if c["metric"] == "mean_completion_tokens":
+        reading = reading.replace("higher", "longer").replace("lower", "shorter")
+    if c["metric"] in RATES and "higher" in reading:
+        reading += "; more invalid outputs" if c["metric"] == "invalid_rate" else "; more contradictions"
+    return reading
+
+
+def verdicts(spec: EvidenceSpec, summary: dict[str, Any]) -> list[str]:
+    """One sentence per accuracy comparison, computed from its interval; and whether the main
+    comparison reached the half-width it was sized for."""
+    main = summary["main_ratio"]
+    sentences = []
+    for model, data in summary["models"].items():
+        for c in data["comparisons"]:
+            if c["metric"] != "accuracy":
+                continue
+            interval = _interval(c)
+            sentence = (f"{model}, {c['ratio']}: {c['treatment']} − {c['control']} accuracy {interval.text()} points "
+                        f"over {c['n']} seed{'s' if c['n'] != 1 else ''}: {interval.verdict()}")  # fmt: skip
+            if (c["treatment"], c["control"], c["ratio"]) == (
+                "SCALe-SFT",
+                "SFT",
+                main,
+            ) and interval.half_width is not None:
+                half = 100 * interval.half_width
+                reached = "within" if half <= TARGET_HALF_WIDTH else "wider than"
+                sentence += f"; half-width {half:.1f} points, {reached} the ±{TARGET_HALF_WIDTH:g} the experiment is sized for"
+            sentences.append(sentence + ".")
+    return sentences
 
 
 def render_markdown(
@@ -210,43 +305,38 @@ def render_markdown(
         seen = base["perception"]
         lines += [f"Base `{model}`: {base['description']}; perception accuracy on {seen['n']} held-out "
                   f"scenes {_pct(seen['accuracy'])} %.", ""]  # fmt: skip
+    lines += ["## Verdicts", "", *(f"- {v}" for v in verdicts(spec, summary)), ""]
     for model, data in summary["models"].items():
-        lines += [f"## {model}, ratio {main}", "",
-                  "| configuration | seeds | accuracy (%) | multiple choice (%) | fill in (%) | invalid (%) "
-                  "| answer contradicts trace (%) |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
-        for configuration, cell in data["configurations"].items():
-            acc = cell["accuracy"]
-            lines.append(
-                f"| {configuration} | {acc['n']} | {_pct(acc['mean'], acc['sd'])} "
-                f"| {_pct(cell['accuracy_multiple_choice']['mean'], cell['accuracy_multiple_choice']['sd'])} "
-                f"| {_pct(cell['accuracy_fill_in']['mean'], cell['accuracy_fill_in']['sd'])} "
-                f"| {_pct(cell['invalid_rate']['mean'], cell['invalid_rate']['sd'])} "
-                f"| {_pct(cell['inconsistent_rate']['mean'], cell['inconsistent_rate']['sd'])} |"
-            )
-        lines += ["", "Mean ± standard deviation over seeds.", "",
-                  "### Paired by seed: treatment minus control, percentage points, 95 % t interval", "",
-                  "| treatment − control | metric | seeds | difference [95 % CI] | reading |", "|---|---|---|---|---|"]  # fmt: skip
-        for c in data["comparisons"]:
-            interval = PairedInterval(
-                c["n"], c["mean"], c["sd"], c["low"], c["high"], tuple(c["differences"])
-            )
-            reading = interval.verdict()
-            if c["metric"] in ("invalid_rate", "inconsistent_rate") and "higher" in reading:
-                reading += (
-                    "; more invalid outputs" if c["metric"] == "invalid_rate" else "; more contradictions"
+        for ratio, cells in data["ratios"].items():
+            lines += [f"## {model}, ratio {ratio}{' (main)' if ratio == main else ''}", "",
+                      "| configuration | seeds | accuracy (%) | multiple choice (%) | fill in (%) | invalid (%) "
+                      "| answer contradicts trace (%) | completion tokens |",
+                      "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            for configuration, cell in cells.items():
+                acc, tokens = cell["accuracy"], cell["mean_completion_tokens"]
+                lines.append(
+                    f"| {configuration} | {acc['n']} | {_pct(acc['mean'], acc['sd'])} "
+                    f"| {_pct(cell['accuracy_multiple_choice']['mean'], cell['accuracy_multiple_choice']['sd'])} "
+                    f"| {_pct(cell['accuracy_fill_in']['mean'], cell['accuracy_fill_in']['sd'])} "
+                    f"| {_pct(cell['invalid_rate']['mean'], cell['invalid_rate']['sd'])} "
+                    f"| {_pct(cell['inconsistent_rate']['mean'], cell['inconsistent_rate']['sd'])} "
+                    f"| {_tokens(tokens['mean'])} |"
                 )
-            lines.append(
-                f"| {c['treatment']} − {c['control']} | {c['metric']} | {c['n']} | {interval.text()} | {reading} |"
-            )
+            lines += ["", "Mean ± standard deviation over seeds.", ""]
+        lines += ["### Paired by seed: treatment minus control, 95 % t interval", "",
+                  "Rates in percentage points; completion length in tokens.", "",
+                  "| ratio | treatment − control | metric | seeds | difference [95 % CI] | reading |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for c in data["comparisons"]:
+            scale = 1.0 if c["metric"] == "mean_completion_tokens" else 100.0
+            lines.append(f"| {c['ratio']} | {c['treatment']} − {c['control']} | {c['metric']} | {c['n']} "
+                         f"| {_interval(c).text(scale)} | {_reading(c)} |")  # fmt: skip
         if data["sweep"]:
             lines += ["", "### Ratio sweep: SCALe-SFT − SFT accuracy by reasoning-to-answer ratio", "",
                       "| ratio | seeds | SFT (%) | SCALe-SFT (%) | difference [95 % CI] | reading |",
                       "|---|---|---|---|---|---|"]  # fmt: skip
             for s in data["sweep"]:
-                interval = PairedInterval(
-                    s["n"], s["mean"], s["sd"], s["low"], s["high"], tuple(s["differences"])
-                )
+                interval = _interval(s)
                 lines.append(
                     f"| {s['ratio']:g}x | {s['n']} | {_pct(*s['sft'])} | {_pct(*s['scale'])} "
                     f"| {interval.text()} | {interval.verdict()} |"
@@ -256,6 +346,13 @@ def render_markdown(
             steps = ", ".join(f"{s['ratio']:g}x {signed(s['mean'])}" for s in data["sweep"])
             lines += ["", f"The paper's argument predicts the gain grows with the ratio. Measured mean gain (pp): "
                       f"{steps}; it {'does' if growing else 'does not'} grow with the ratio here."]  # fmt: skip
+        if data["curves"]:
+            lines += ["", f"### Learning curves at {main}: accuracy / invalid (%) of the saved checkpoints", "",
+                      "| configuration | seeds | " + " | ".join(_step(p["step"]) for p in next(iter(data["curves"].values())))
+                      + " |", "|---|---|" + "---|" * len(next(iter(data["curves"].values())))]  # fmt: skip
+            for configuration, points in data["curves"].items():
+                lines.append(f"| {configuration} | {points[0]['n']} | "
+                             + " | ".join(f"{_pct(p['accuracy'])} / {_pct(p['invalid_rate'])}" for p in points) + " |")  # fmt: skip
         lines.append("")
     lines += [f"![{p}]({p})" for p in plots]
     env = run_info.get("environment", {})
@@ -266,9 +363,13 @@ def render_markdown(
     return "\n".join(lines) + "\n"
 
 
+def _step(step: int | None) -> str:
+    return "final" if step is None else f"step {step}"
+
+
 def runs_csv(rows: list[dict[str, Any]]) -> str:
     buffer = io.StringIO()
-    fields = ["model", "ratio", "configuration", "seed", *METRICS, "train_time_s", "eval_dir"]
+    fields = ["model", "ratio", "configuration", "seed", "step", *METRICS, "train_time_s", "eval_dir"]
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
@@ -307,7 +408,8 @@ def plot(spec: EvidenceSpec, rows: list[dict[str, Any]], summary: dict[str, Any]
     import matplotlib.pyplot as plt
 
     written = []
-    colours = {"SFT": "C0", "SFT-FW": "C2", "SCALe-SFT": "C1", "GRPO": "C4", "SCALe-GRPO": "C3"}
+    colours = {"SFT": "C0", "SFT-FW": "C2", "SCALe-SFT": "C1", "GRPO": "C4", "SCALe-GRPO": "C3", "Merged": "C5",
+               "Staged": "C6", "SFT-cut": "C7", "SCALe-SFT-cut": "C8"}  # fmt: skip
     curves = loss_curves(spec, rows)
     if curves:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharex=True)
@@ -325,7 +427,7 @@ def plot(spec: EvidenceSpec, rows: list[dict[str, Any]], summary: dict[str, Any]
     main = summary["main_ratio"]
     for model in summary["models"]:
         fig, ax = plt.subplots(figsize=(6, 3.2))
-        for i, configuration in enumerate(spec.configurations):
+        for i, configuration in enumerate(spec.configurations):  # the main ratio's
             values = list(by_seed(rows, model, main, configuration, "accuracy").values())
             if values:
                 ax.scatter(
@@ -354,7 +456,53 @@ def plot(spec: EvidenceSpec, rows: list[dict[str, Any]], summary: dict[str, Any]
         ax.set_title("Gain by ratio, 95 % CI", fontsize=9)
         fig.tight_layout(), fig.savefig(out / "ratio_sweep.png", dpi=120), plt.close(fig)
         written.append("ratio_sweep.png")
+
+    curves = {m: d["curves"] for m, d in summary["models"].items() if d["curves"]}
+    if curves:
+        model, by_configuration = next(iter(curves.items()))
+        last = max((p["step"] for points in by_configuration.values() for p in points if p["step"] is not None),
+                   default=0)  # fmt: skip
+        final_step = _final_step(rows, model, main) or last + 1
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharex=True)
+        for configuration, points in by_configuration.items():
+            xs = [final_step if p["step"] is None else p["step"] for p in points]
+            for metric, ax in zip(("accuracy", "invalid_rate"), axes, strict=True):
+                ax.plot(xs, [100 * p[metric] for p in points], marker="o", color=colours.get(configuration),
+                        label=configuration)  # fmt: skip
+        axes[0].set_ylabel("accuracy (%)"), axes[1].set_ylabel("invalid (%)")
+        for ax in axes:
+            ax.set_xlabel("SFT step")
+        axes[0].legend(fontsize=7)
+        axes[0].set_title(f"{model}, {main}: checkpoints, mean over seeds", fontsize=9)
+        fig.tight_layout(), fig.savefig(out / "learning_curves.png", dpi=120), plt.close(fig)
+        written.append("learning_curves.png")
+
+    forest = [(m, c) for m, d in summary["models"].items() for c in d["comparisons"]
+              if c["metric"] == "accuracy" and c["low"] is not None]  # fmt: skip
+    if forest:
+        fig, ax = plt.subplots(figsize=(7, 0.45 * len(forest) + 1.2))
+        for y, (_, c) in enumerate(reversed(forest)):
+            ax.errorbar([100 * c["mean"]], [y], xerr=[[100 * (c["mean"] - c["low"])], [100 * (c["high"] - c["mean"])]],
+                        fmt="o", capsize=3, color="C3" if c["low"] > 0 or c["high"] < 0 else "C0")  # fmt: skip
+        labels = [
+            f"{c['treatment']} − {c['control']} ({c['ratio']}, n={c['n']})" for _, c in reversed(forest)
+        ]
+        ax.set_yticks(range(len(forest)), labels, fontsize=8)
+        ax.axvline(0, color="grey", linewidth=0.8)
+        ax.set_xlabel("accuracy difference, percentage points (95 % t interval, paired by seed)")
+        fig.tight_layout(), fig.savefig(out / "forest.png", dpi=120), plt.close(fig)
+        written.append("forest.png")
     return written
+
+
+def _final_step(rows: list[dict[str, Any]], model: str, ratio: str) -> int | None:
+    """The last step of the main ratio's SFT runs, from their training logs."""
+    for row in rows:
+        if (row["model"], row["ratio"]) == (model, ratio) and row["configuration"] in SFT_CONFIGURATIONS:
+            steps = [e["step"] for e in read_train_log(Path(row["eval_dir"]).parent) if "step" in e]
+            if steps:
+                return max(steps)
+    return None
 
 
 def write_evidence_report(
@@ -366,11 +514,12 @@ def write_evidence_report(
 ) -> dict[str, Any]:
     runs, out = Path(runs), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = gather(runs, evaluations)
-    summary = summarise(spec, rows)
+    evaluated = gather(runs, evaluations)
+    rows = [r for r in evaluated if r["step"] is None]  # the final models
+    summary = summarise(spec, rows, [r for r in evaluated if r["step"] is not None])
     plots = plot(spec, rows, summary, out)
     atomic_write_json(out / "summary.json", summary)
     atomic_write_json(out / "run.json", {**run_info, "spec": asdict(spec)})
-    atomic_write_text(out / "runs.csv", runs_csv(rows))
+    atomic_write_text(out / "runs.csv", runs_csv(evaluated))
     atomic_write_text(out / "evidence.md", render_markdown(spec, summary, run_info, plots))
     return {"evaluations": len(rows), "plots": plots, "report": str(out / "evidence.md")}

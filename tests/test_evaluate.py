@@ -186,6 +186,22 @@ def test_vllm_eval_sees_what_the_transformers_path_sees_or_refuses(tiny_paths):
         check_vllm_ready()  # this suite runs on CPU
 
 
+def test_llava_batch_size_is_refused_before_the_model_loads(tmp_path, tiny_paths):
+    from scale_repro.evaluate import check_batch_size
+
+    config = load_config(EvalConfig, None, ["model=tiny-llava-next", "task=synthetic-iconqa", "batch_size=4",
+                                            f"output_dir={tmp_path / 'eval'}", f"data={tmp_path / 'none'}"])  # fmt: skip
+    with pytest.raises(
+        EvalError, match=r"^batch_size 4: lmms-eval's llava_hf model generates one request at a time"
+    ):
+        run_eval(config)
+    assert not (tmp_path / "eval" / "manifest.json").exists()
+    check_batch_size("qwen2_5_vl", config)  # batches: no error
+    check_batch_size(
+        "llava_next", load_config(EvalConfig, None, ["model=x", "batch_size=4", "use_vllm=true"])
+    )
+
+
 def test_think_boxed_format_is_asked_and_scored_as_trained(tmp_path):
     from scale_repro.evaluate import write_task_yaml
     from scale_repro.formats import CURRICULUM_INSTRUCTION

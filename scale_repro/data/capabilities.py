@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +56,23 @@ class CapabilityConfig:
     n_per_capability: int = 128
     image_size: int = 64
     grid: int = 3
-    # Held-out evaluation scenes of `scale data synth` with this seed are never used here.
+    shapes: tuple[str, ...] = SHAPES
+    shaded_cells: bool = False  # each cell on a grey of its own, as SynthConfig.shaded_cells
+    shuffle_choices: bool = True  # as SynthConfig.shuffle_choices
+    # Held-out evaluation scenes of `scale data synth` with this seed are never used here...
     n_test_reserved: int = 64
+    # ...drawn with these SynthConfig settings (the evaluation data's own, so that the very
+    # scenes it holds are reserved; its n_test replaces n_test_reserved).
+    reserve_like: dict[str, Any] = field(default_factory=dict)
+
+    def evaluation_world(self) -> SynthConfig:
+        """The settings of the `scale data synth` data whose test scenes are reserved."""
+        values = {"seed": self.seed, "n_test": self.n_test_reserved, "grid": self.grid, "shapes": self.shapes,
+                  **self.reserve_like, "n_train": 0}  # fmt: skip
+        for key in ("shapes", "train_kinds", "scienceqa_kinds", "iconqa_kinds"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return SynthConfig(**values)
 
 
 def describe_scene(scene: Scene) -> str:
@@ -82,9 +97,7 @@ def write_capability_data(out_dir: str | Path, config: CapabilityConfig = Capabi
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "images").mkdir(parents=True)
     # Draw the evaluation scenes of `scale data synth` first, so none is reused here.
-    reserved = generate_items(
-        SynthConfig(seed=config.seed, n_train=0, n_test=config.n_test_reserved, grid=config.grid)
-    )
+    reserved = generate_items(config.evaluation_world())
     seen = {scene.signature() for split in ("scienceqa", "iconqa") for scene, _ in reserved[split]}
     rng = random.Random(f"capabilities-{config.seed}")
     counts = {}
@@ -92,16 +105,16 @@ def write_capability_data(out_dir: str | Path, config: CapabilityConfig = Capabi
     for capability, kinds in CAPABILITIES.items():
         records: list[dict[str, Any]] = []
         for i in range(config.n_per_capability):
-            scene = random_scene(rng, config.grid, SHAPES)
+            scene = random_scene(rng, config.grid, tuple(config.shapes))
             while scene.signature() in seen:
-                scene = random_scene(rng, config.grid, SHAPES)
+                scene = random_scene(rng, config.grid, tuple(config.shapes))
             seen.add(scene.signature())
-            question = make_question(scene, kinds[i % len(kinds)], rng)
+            question = make_question(scene, kinds[i % len(kinds)], rng, config.shuffle_choices)
             with_image = capability != "text_reasoning"
             images = []
             if with_image:
                 name = f"images/{capability}_{i:05d}.png"
-                draw_scene(scene, config.image_size).save(staging / name)
+                draw_scene(scene, config.image_size, config.shaded_cells).save(staging / name)
                 images = [name]
             records.append({
                 "id": f"{capability}-{i:05d}",
