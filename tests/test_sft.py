@@ -83,6 +83,8 @@ def test_vanilla_loss_equals_trl_sft_trainer(tmp_path, tiny_paths, synth_dir):
     ours = build_trainer(tmp_path, synth_dir, tiny_paths["tiny-gemma3"], "vanilla", 4, 1)
     batch = ours.data_collator([ours.train_dataset[i] for i in range(4)])
     assert set(batch["segments"].unique().tolist()) == {IGNORED, THINK, ANSWER}
+    # On the device the Trainer put the model on (a GPU where there is one), as training does.
+    batch = {k: v.to(ours.model.device) for k, v in batch.items()}
     reference = SFTTrainer(model=ours.model, args=ours.args, train_dataset=ours.train_dataset,
                            processing_class=ours.processing_class)  # fmt: skip
     trl_batch = {k: v for k, v in batch.items() if k != "segments"}
