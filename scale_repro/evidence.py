@@ -184,6 +184,8 @@ def load_evidence(path: str | Path) -> EvidenceSpec:
     unknown = sorted({c for c in named if c not in known})
     if unknown:
         raise ValueError(f"{path}: unknown configuration(s) {unknown}; known: {list(known)}")
+    if any(not isinstance(n, int) or n < 1 for n in spec.seeds_for.values()):
+        raise ValueError(f"{path}: seeds_for gives each configuration a number of seeds (at least 1)")
     if any(len(pair) != 2 for pair in spec.comparisons):
         raise ValueError(f"{path}: comparisons must be [treatment, control] pairs")
     try:
@@ -244,7 +246,7 @@ def prepare_data(spec: EvidenceSpec, data_root: Path, echo=print) -> dict[float,
 
 def prepare_capabilities(spec: EvidenceSpec, data_root: Path, echo=print) -> dict[str, str]:
     """``${CAP}``: the curriculum's capability data in the task's world, when a recipe needs it."""
-    if not spec.capabilities:
+    if not spec.capabilities or not set(spec.recipes) & set(spec.configurations):
         return {}
     folder = data_root / "capabilities"
     write_once(folder, spec.capability_config(), write_capability_data, echo, "capability data")

@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import math
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,38 @@ def generation_batch(config: GRPOConfig, processes: int | None = None) -> int:
             f"{step_batch}; the least that is: {math.lcm(step_batch, config.num_generations)} (or leave it unset)"
         )
     return size
+
+
+def group_by_modality(examples: list[Example], prompts_per_batch: int) -> tuple[list[Example], int]:
+    """The examples ordered so that every run of ``prompts_per_batch`` (one generation batch)
+    holds only prompts with images or only text-only prompts, keeping their order otherwise;
+    returns them with the number of examples repeated to fill a modality's last group.
+
+    TRL's GRPOTrainer hands a generation batch's images to the processor as one list, with
+    None for a text-only prompt, and the processor stops there (transformers' fetch_images:
+    "only a single or a list of entries is supported but got type=<class 'NoneType'>"), at
+    the first mixed batch, after the model has loaded. The curriculum's merged baseline pools
+    text-only and image records. A modality's last, partial group is filled with that
+    modality's first examples (seen twice in an epoch), so no group straddles the two.
+    """
+    with_images = [bool(e.images) for e in examples]
+    if prompts_per_batch <= 1 or all(with_images) or not any(with_images):
+        return examples, 0
+    ordered: list[Example] = []
+    pending: dict[bool, list[Example]] = {True: [], False: []}
+    for example, kind in zip(examples, with_images, strict=True):
+        pending[kind].append(example)
+        if len(pending[kind]) == prompts_per_batch:
+            ordered += pending[kind]
+            pending[kind] = []
+    filled = 0
+    for kind, group in pending.items():
+        if group:
+            pool = [e for e, k in zip(examples, with_images, strict=True) if k == kind]
+            extra = [pool[i % len(pool)] for i in range(prompts_per_batch - len(group))]
+            ordered += group + extra
+            filled += len(extra)
+    return ordered, filled
 
 
 def vllm_available() -> bool:
@@ -242,10 +275,23 @@ def run_grpo(config: GRPOConfig, force: bool = False, callbacks: list | None = N
         use_vllm = vllm_available() if config.use_vllm is None else config.use_vllm
         manifest.update(preflight=checks, think_prefilled=prefilled,
                         rollouts="vllm-colocate" if use_vllm else "transformers-generate")  # fmt: skip
+        args = trl_args(config, run_dir, bf16, use_vllm)
+        prompts_per_batch = args.generation_batch_size // args.num_generations
+        mixed = len({bool(e.images) for e in examples}) > 1
+        if mixed and prompts_per_batch > 1:
+            if config.data.order == "shuffle":  # shuffled here (seeded), so the grouping survives
+                examples = random.Random(config.seed).sample(examples, len(examples))
+            examples, filled = group_by_modality(examples, prompts_per_batch)
+            args.shuffle_dataset = False
+            text_only = sum(not e.images for e in examples)
+            log.info("text-only and image prompts in separate generation batches of %d prompts (%d text-only, "
+                     "%d with images; %d repeated to fill the last groups)", prompts_per_batch, text_only,
+                     len(examples) - text_only, filled)  # fmt: skip
+            manifest.update(modality_groups={"prompts_per_batch": prompts_per_batch, "text_only": text_only,
+                                             "with_images": len(examples) - text_only, "filled": filled})  # fmt: skip
         dataset = to_dataset(examples, config.system_prompt, FORMATS[config.answer_format].instruction)
         if "completion" in dataset.column_names:  # GRPO samples its own completions
             dataset = dataset.remove_columns("completion")
-        args = trl_args(config, run_dir, bf16, use_vllm)
         manifest.update(grpo_settings=resolved_grpo_settings(args))
         log.info("generation batch %d completions (%d prompts x %d), %d optimizer step(s) per generation",
                  args.generation_batch_size, args.generation_batch_size // args.num_generations,

@@ -152,3 +152,45 @@ def test_reference_traces_longer_than_the_completion_limit_are_counted(tiny_path
         f"{len(examples)} of {len(examples)} reference traces are longer than max_completion_length 8"
         in caplog.text
     )
+
+
+def test_text_only_and_image_prompts_are_grouped_per_generation_batch():
+    from scale_repro.grpo import group_by_modality
+
+    def ex(name, image):
+        return Example(name, ["a.png"] if image else [], "?", "A")
+
+    # i = image, t = text-only, in the given (already shuffled or difficulty) order.
+    examples = [ex(n, n.startswith("i")) for n in ["i0", "t0", "i1", "t1", "t2", "i2", "i3", "t3", "i4"]]
+    ordered, filled = group_by_modality(examples, 2)
+    assert [e.id for e in ordered] == ["i0", "i1", "t0", "t1", "i2", "i3", "t2", "t3", "i4", "i0"]
+    assert filled == 1  # i4's group is completed with the first image prompt
+    groups = [ordered[i : i + 2] for i in range(0, len(ordered), 2)]
+    assert all(len({bool(e.images) for e in group}) == 1 for group in groups)
+    assert group_by_modality(examples, 1) == (examples, 0)
+    only_images = [ex(f"i{i}", True) for i in range(3)]
+    assert group_by_modality(only_images, 2) == (only_images, 0)
+
+
+@pytest.mark.slow
+def test_grpo_on_pooled_text_only_and_image_data(tmp_path, sft_runs):
+    """The curriculum's merged baseline pools text-only and image records; two prompts per
+    generation batch put both kinds in one batch, which stopped TRL's processor call."""
+    from typer.testing import CliRunner
+
+    from scale_repro.cli import app
+
+    cap = tmp_path / "cap"
+    assert CliRunner().invoke(app, ["data", "capabilities", "--out", str(cap), "--n", "6"]).exit_code == 0
+    overrides = grpo_overrides(cap / "merged.jsonl", tmp_path / "grpo", str(sft_runs["tiny-llava-next"]),
+                               per_device_train_batch_size=4, max_steps=3)  # fmt: skip
+    run_dir = run_grpo(load_config(GRPOConfig, None, overrides))
+    manifest = read_manifest(run_dir)
+    assert manifest["status"] == "finished" and manifest["global_step"] == 3
+    # 18 records, 6 of them text-only, in groups of 2 prompts: nothing to fill.
+    assert manifest["modality_groups"] == {
+        "prompts_per_batch": 2,
+        "text_only": 6,
+        "with_images": 12,
+        "filled": 0,
+    }
