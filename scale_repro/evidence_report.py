@@ -216,18 +216,19 @@ def summarise(
             if interval:
                 per_model["sweep"].append({"ratio": _ratio_value(ratio), "sft": mean_sd(list(sft.values())),
                                            "scale": mean_sd(list(scale.values())), **asdict(interval)})  # fmt: skip
-        per_model["curves"] = learning_curves(rows, curve_rows, model, main)
+        per_model["curves"] = learning_curves(rows, curve_rows, model, main, list(spec.library()))
         summary["models"][model] = per_model
     return summary
 
 
 def learning_curves(
-    rows: list[dict[str, Any]], curve_rows: list[dict[str, Any]], model: str, ratio: str
+    rows: list[dict[str, Any]], curve_rows: list[dict[str, Any]], model: str, ratio: str, order: list[str]
 ) -> dict[str, list[dict[str, Any]]]:
     """Per configuration: accuracy and invalid rate at each evaluated checkpoint, mean over the
     seeds that have curves, the final model (``step`` None: the run's last step) last."""
     curves: dict[str, list[dict[str, Any]]] = {}
-    for configuration in dict.fromkeys(r["configuration"] for r in curve_rows if r["model"] == model):
+    present = {r["configuration"] for r in curve_rows if r["model"] == model}
+    for configuration in [c for c in order if c in present]:
         mine = [
             r
             for r in curve_rows

@@ -28,7 +28,7 @@ def test_evidence_dry_run_prints_the_plan(tmp_path):
                                  "--out", str(tmp_path)])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "tiny-llava-next-seeing-quick/ratio80/seed1/1-sft-scale/eval-80x" in result.output
-    assert "14 independent chains" in result.output
+    assert "18 independent chains" in result.output  # SFT runs: 6 at 20x, 4 at 5x, 8 at 80x (4 cut)
     result = runner.invoke(
         app, ["reproduce", "--experiment", "synthetic", "--jobs", "0", "--out", str(tmp_path)]
     )
