@@ -44,7 +44,7 @@ from scale_repro.pipeline import (
     plan,
     run_stages,
 )
-from scale_repro.rundir import package_versions, write_once
+from scale_repro.rundir import package_versions, read_manifest, write_once
 from scale_repro.training import CHECKPOINTS_DIR
 
 EVIDENCE_KIND = "evidence"
@@ -366,6 +366,10 @@ def run_evidence(
             "command": command,
             "wall_clock_s": round(wall_clock, 1),
             "this_invocation_s": round(elapsed, 1),
+            # What the whole plan costs from scratch, whichever invocations did the work.
+            "stage_time_s": round(
+                sum((read_manifest(s.run_dir) or {}).get("wall_clock_s") or 0 for s in stages), 1
+            ),
             "jobs": jobs,
             "stages": {k: len(v) for k, v in summary.items()},
             "bases": bases,

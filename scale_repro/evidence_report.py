@@ -296,7 +296,8 @@ def render_markdown(
         "",
         f"Task: {spec.task} on synthetic scenes (`{json.dumps(spec.data)}`); "
         f"main reasoning-to-answer ratio {main}. Command: `{run_info.get('command', '')}`; "
-        f"wall clock {run_info.get('wall_clock_s', 0):.0f} s with {run_info.get('jobs', 1)} worker(s). "
+        f"wall clock {run_info.get('wall_clock_s', 0):.0f} s with {run_info.get('jobs', 1)} worker(s) (the last "
+        f"invocation that ran stages); every stage's wall clock summed: {run_info.get('stage_time_s', 0):.0f} s. "
         "Stages: "
         + ", ".join(f"{k} {v}" for k, v in run_info.get("stages", {}).items())
         + " (a failed or blocked stage leaves its seed out of the tables below).",
