@@ -185,8 +185,7 @@ def summarise(
         )
         per_model: dict[str, Any] = {"ratios": {}, "comparisons": [], "sweep": [], "curves": {}}
         for ratio in ratios:
-            present = [c for c in dict.fromkeys(r["configuration"] for r in rows
-                                                if (r["model"], r["ratio"]) == (model, ratio))]  # fmt: skip
+            present = {r["configuration"] for r in rows if (r["model"], r["ratio"]) == (model, ratio)}
             order = [c for c in spec.library() if c in present]
             cells = {}
             for configuration in order:
@@ -263,7 +262,7 @@ def _reading(c: dict[str, Any]) -> str:
     return reading
 
 
-def verdicts(spec: EvidenceSpec, summary: dict[str, Any]) -> list[str]:
+def verdicts(summary: dict[str, Any]) -> list[str]:
     """One sentence per accuracy comparison, computed from its interval; and whether the main
     comparison reached the half-width it was sized for."""
     main = summary["main_ratio"]
@@ -275,11 +274,8 @@ def verdicts(spec: EvidenceSpec, summary: dict[str, Any]) -> list[str]:
             interval = _interval(c)
             sentence = (f"{model}, {c['ratio']}: {c['treatment']} − {c['control']} accuracy {interval.text()} points "
                         f"over {c['n']} seed{'s' if c['n'] != 1 else ''}: {interval.verdict()}")  # fmt: skip
-            if (c["treatment"], c["control"], c["ratio"]) == (
-                "SCALe-SFT",
-                "SFT",
-                main,
-            ) and interval.half_width is not None:
+            sized = (c["treatment"], c["control"], c["ratio"]) == ("SCALe-SFT", "SFT", main)
+            if sized and interval.half_width is not None:
                 half = 100 * interval.half_width
                 reached = "within" if half <= TARGET_HALF_WIDTH else "wider than"
                 sentence += f"; half-width {half:.1f} points, {reached} the ±{TARGET_HALF_WIDTH:g} the experiment is sized for"
@@ -307,7 +303,7 @@ def render_markdown(
         seen = base["perception"]
         lines += [f"Base `{model}`: {base['description']}; perception accuracy on {seen['n']} held-out "
                   f"scenes {_pct(seen['accuracy'])} %.", ""]  # fmt: skip
-    lines += ["## Verdicts", "", *(f"- {v}" for v in verdicts(spec, summary)), ""]
+    lines += ["## Verdicts", "", *(f"- {v}" for v in verdicts(summary)), ""]
     for model, data in summary["models"].items():
         for ratio, cells in data["ratios"].items():
             lines += [f"## {model}, ratio {ratio}{' (main)' if ratio == main else ''}", "",

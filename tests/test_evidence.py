@@ -228,7 +228,7 @@ def test_report_pairs_every_ratio_and_sizes_the_main_interval():
         {"step": None, "n": 2, "accuracy": pytest.approx(0.55), "invalid_rate": 0.0},
     ]
     # sd of (0.05, 0.02, 0.05) is sqrt(0.0003); half-width t(2) * sd / sqrt(3) = 4.3 points.
-    assert verdicts(spec, summary)[0] == (
+    assert verdicts(summary)[0] == (
         "m, 20x: SCALe-SFT − SFT accuracy +4.0 [-0.3, +8.3] points over 3 seeds: no clear difference "
         "(interval includes 0); half-width 4.3 points, wider than the ±3 the experiment is sized for."
     )
