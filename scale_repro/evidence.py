@@ -91,11 +91,7 @@ class EvidenceSpec:
     kind: str = EVIDENCE_KIND
 
     def synth_config(self, ratio: float) -> SynthConfig:
-        values = dict(self.data, reasoning_ratio=float(ratio))
-        for key in ("shapes", "train_kinds", "scienceqa_kinds", "iconqa_kinds"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return SynthConfig(**values)
+        return SynthConfig.from_values(dict(self.data, reasoning_ratio=float(ratio)))
 
     def capability_config(self) -> CapabilityConfig:
         """The curriculum's data in the same world: grid, shapes, shading, choice order, image
@@ -306,8 +302,8 @@ def curve_evaluations(spec: EvidenceSpec, stages: list[Stage]) -> list[Stage]:
                 f"set save_total_limit >= {len(steps) + 1} in the sft settings (save_steps {training.save_steps}, "
                 f"max_steps {training.max_steps})"
             )
+        target = Path(final.config.output_dir).name.removeprefix("eval-")
         for step in steps:
-            target = Path(final.config.output_dir).name.removeprefix("eval-")
             run_dir = Path(training.output_dir) / CURVE_EVAL.format(target=target, step=step)
             config = replace(final.config, model=str(Path(training.output_dir) / CHECKPOINTS_DIR / f"checkpoint-{step}"),
                              output_dir=str(run_dir))  # fmt: skip

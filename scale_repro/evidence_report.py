@@ -179,6 +179,7 @@ def summarise(
     main = ratio_label(float(spec.ratio))
     summary: dict[str, Any] = {"main_ratio": main, "models": {}}
     pairs = spec.all_comparisons()
+    library = list(spec.library())  # the recipe order tables follow (reads the recipe file once)
     for model in sorted({r["model"] for r in rows}):
         ratios = sorted(
             {r["ratio"] for r in rows if r["model"] == model}, key=lambda x: (x != main, _ratio_value(x))
@@ -186,9 +187,8 @@ def summarise(
         per_model: dict[str, Any] = {"ratios": {}, "comparisons": [], "sweep": [], "curves": {}}
         for ratio in ratios:
             present = {r["configuration"] for r in rows if (r["model"], r["ratio"]) == (model, ratio)}
-            order = [c for c in spec.library() if c in present]
             cells = {}
-            for configuration in order:
+            for configuration in [c for c in library if c in present]:
                 cell = {}
                 for metric in METRICS:
                     values = list(by_seed(rows, model, ratio, configuration, metric).values())
@@ -215,7 +215,7 @@ def summarise(
             if interval:
                 per_model["sweep"].append({"ratio": _ratio_value(ratio), "sft": mean_sd(list(sft.values())),
                                            "scale": mean_sd(list(scale.values())), **asdict(interval)})  # fmt: skip
-        per_model["curves"] = learning_curves(rows, curve_rows, model, main, list(spec.library()))
+        per_model["curves"] = learning_curves(rows, curve_rows, model, main, library)
         summary["models"][model] = per_model
     return summary
 

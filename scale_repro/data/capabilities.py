@@ -69,10 +69,7 @@ class CapabilityConfig:
         """The settings of the `scale data synth` data whose test scenes are reserved."""
         values = {"seed": self.seed, "n_test": self.n_test_reserved, "grid": self.grid, "shapes": self.shapes,
                   **self.reserve_like, "n_train": 0}  # fmt: skip
-        for key in ("shapes", "train_kinds", "scienceqa_kinds", "iconqa_kinds"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return SynthConfig(**values)
+        return SynthConfig.from_values(values)
 
 
 def describe_scene(scene: Scene) -> str:

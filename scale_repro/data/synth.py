@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +276,12 @@ class SynthConfig:
     shuffle_choices: bool = True
     # Each cell's background a grey of its own (cell_shade), so where a shape is can be seen.
     shaded_cells: bool = False
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> SynthConfig:
+        """From a mapping as YAML gives it: lists become the tuples the fields hold."""
+        tuples = {f.name for f in fields(cls) if isinstance(f.default, tuple)}
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in values.items()})
 
 
 def generate_items(config: SynthConfig) -> dict[str, list[tuple[Scene, Question]]]:
