@@ -1,140 +1,219 @@
-"""One answer parser for the GRPO rewards and the evaluator alike.
+"""What a completion answers, and whether that answer is right.
 
-A completion is expected to look like ``<think>REASONING</think><answer>ANSWER</answer>``.
-``valid`` is what the paper's Table 2 counts the complement of: a closing ``</think>``
-and exactly one complete answer block.
+One rule says what a completion's final answer is, in both answer formats, and one grader says
+whether it is right; the format rewards, the accuracy reward, the invalid rate and the
+evaluation all go through them.
+
+**The rule.** Tags may carry spaces or capitals (``< think >``, ``</ Answer>``). The reasoning
+ends at the one ``</think>`` (a chat template may have opened ``<think>`` already); the answer is
+read after it and only there:
+
+- ``tags`` (the SCALe paper): the one ``<answer>...</answer>`` block after ``</think>``;
+- ``think_boxed`` (the staged curriculum): the ``\\boxed{}`` after ``</think>``; several boxes
+  must all say the same.
+
+A completion without that structure is invalid and has no answer: an answer block inside the
+reasoning, a second ``</think>``, two answer blocks, two different boxes.
+
+**The grader** (:func:`is_correct`) credits an answer as a careful teacher would, and never one
+that names two:
+
+- multiple choice: the letter in any of its dresses (``B``, ``(B)``, ``option B``, ``B: Juneau``,
+  ``B - Juneau``, ``\\boxed{B}``, ``Therefore, the answer is B.``) or the option's text, matched
+  without regard to case, spacing or punctuation (``7:00 A.M.``, sentence options), also inside
+  a sentence that names no other option;
+- numbers: by value, with a unit or noun after them or in a sentence (``7 cars``, ``1,000
+  cubes``, ``There are 7 cars.``), and mathematical equivalence (``\\frac{2}{5}`` = ``2/5`` =
+  ``0.4``) through math-verify (:mod:`scale_repro.math_equivalence`);
+- words: case-, space- and punctuation-insensitive, with lead-ins (``It is a triangle.``) and a
+  trailing reason (``No, because ...``) set aside;
+- a hedge never scores: ``A or B``, ``A, B, C, D``, ``7 or 8``, ``7,8``, ``yes/no``, several
+  different ``\\boxed{}``.
+
+Everything here runs in time linear in the text (possessive quantifiers, single scans), since a
+GRPO reward meets degenerate completions of hundreds of kilobytes.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from scale_repro.math_equivalence import math_equal
 from scale_repro.segments import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 
 LETTERS = "ABCDE"
-# "Final Answer:", "The correct answer is", "Answer -", then "option"/"choice": the wrappers
-# Vision-R1 and Mulberry references ("Final Answer:option B") and models put around an answer.
-_ANSWER_PREFIX = re.compile(
-    r"^\s*(the\s+)?(final\s+|correct\s+|best\s+)?answer\s*(is|would\s+be|should\s+be)?\s*[:：\-]?\s*",
-    re.IGNORECASE,
-)
-_OPTION_PREFIX = re.compile(r"^\s*(option|choice)\s*[:：]?\s*", re.IGNORECASE)
-_SURROUNDING_PUNCT = " \t\r\n\"'`*“”‘’,;:!?$"
-_BARE_LETTER = re.compile(r"^\(?([A-Ea-e])\)?[.:]?$")
-# "B: Juneau", "B. Juneau", "B) Juneau", "(B) Juneau": a letter that names its choice's text.
-_LETTER_WITH_TEXT = re.compile(r"^(?:\(([A-E])\)|([A-E])[.:)])\s+\S")
-# More than one option offered: "A or B", "A, B, C, D", "A. B. C. D.", "(A) or (B)", "7 or 8".
-_HEDGE_WORD = re.compile(r"\s(or|and/or)\s|\s/\s", re.IGNORECASE)
-_LETTER_LIST = re.compile(
-    r"^\(?[A-E]\)?(?:[.:)]?\s*(?:[,;/&]|\s)\s*(?:and\s+|or\s+)?\(?[A-E]\)?)+[.:)]?$", re.IGNORECASE
-)
-_NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
+
+# ---------------------------------------------------------------------------------------------
+# Structure: where the reasoning ends and the answer is
+# ---------------------------------------------------------------------------------------------
+
+# "< think >", "</ think >", "< /Answer>": the tags with any spacing or case. Possessive
+# quantifiers keep the scan linear on long runs of "<" and whitespace.
+_TAG = re.compile(r"<\s*+(/?+)\s*+(think|answer)\s*+>", re.IGNORECASE)
+
+
+def normalize_tags(text: str) -> str:
+    """The completion with its four tags written canonically."""
+    if "<" not in text:
+        return text
+    return _TAG.sub(lambda m: f"<{m.group(1)}{m.group(2).lower()}>", text)
 
 
 @dataclass(frozen=True)
 class ParsedCompletion:
+    """A completion read by the rule: ``answer`` is None unless ``valid``."""
+
     think: str | None
     answer: str | None
-    answer_blocks: int
-    has_think_close: bool
-    well_nested: bool = True
+    valid: bool
+    has_think_close: bool = False
+    answer_blocks: int = 0  # complete answer blocks (tags) or boxes (think_boxed) after </think>
 
-    @property
-    def valid(self) -> bool:
-        return self.has_think_close and self.answer_blocks == 1 and self.well_nested
+
+def _split_reasoning(text: str) -> tuple[str | None, str, bool]:
+    """(reasoning, text after it, well nested): the reasoning ends at the one ``</think>``."""
+    close = text.find(THINK_CLOSE)
+    if close < 0:
+        return None, "", False
+    head, tail = text[:close], text[close + len(THINK_CLOSE) :]
+    open_at = head.find(THINK_OPEN)
+    think = (head[open_at + len(THINK_OPEN) :] if open_at >= 0 else head).strip()
+    well_nested = (
+        THINK_CLOSE not in tail
+        and head.count(THINK_OPEN) <= 1
+        and THINK_OPEN not in tail
+        and ANSWER_OPEN not in head
+        and ANSWER_CLOSE not in head
+    )
+    return think, tail, well_nested
 
 
 def parse_completion(text: str) -> ParsedCompletion:
-    """Split a completion into its reasoning and its answer, in time linear in its length.
-
-    ``think`` is the text before the first ``</think>`` (after ``<think>`` when present; a
-    template may have prefilled it). ``answer`` is the content of the answer block when
-    there is exactly one ``<answer>`` and one ``</answer>`` after it, else None: several or
-    nested blocks are ambiguous. ``valid`` also needs one ``</think>``, at most one
-    ``<think>``, and the answer after the reasoning.
-    """
-    close = text.find(THINK_CLOSE)
-    think = None
-    if close >= 0:
-        head = text[:close]
-        open_at = head.find(THINK_OPEN)
-        think = (head[open_at + len(THINK_OPEN) :] if open_at >= 0 else head).strip()
-    opens, closes = text.count(ANSWER_OPEN), text.count(ANSWER_CLOSE)
-    open_at, close_at = text.find(ANSWER_OPEN), text.find(ANSWER_CLOSE)
-    complete = min(opens, closes)
-    answer = None
-    if opens == 1 and closes == 1 and close_at > open_at:
-        answer = text[open_at + len(ANSWER_OPEN) : close_at].strip()
-    elif opens == closes == 1:
-        complete = 0  # "</answer>...<answer>": no block at all
-    well_nested = (
-        text.count(THINK_CLOSE) <= 1
-        and text.count(THINK_OPEN) <= 1
-        and (open_at < 0 or close < 0 or open_at > close)
-    )
-    return ParsedCompletion(
-        think=think,
-        answer=answer,
-        answer_blocks=complete,
-        has_think_close=close >= 0,
-        well_nested=well_nested,
-    )
+    """Read a ``<think>REASONING</think><answer>ANSWER</answer>`` completion by the rule."""
+    think, tail, well_nested = _split_reasoning(normalize_tags(text))
+    opens, closes = tail.count(ANSWER_OPEN), tail.count(ANSWER_CLOSE)
+    open_at, close_at = tail.find(ANSWER_OPEN), tail.find(ANSWER_CLOSE)
+    one_block = opens == closes == 1 and close_at > open_at
+    blocks = 1 if one_block else (0 if opens == closes == 1 else min(opens, closes))
+    valid = think is not None and well_nested and one_block
+    answer = tail[open_at + len(ANSWER_OPEN) : close_at].strip() if valid else None
+    return ParsedCompletion(think, answer, valid, think is not None, blocks)
 
 
-def _boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (braces may nest), as R1-style models answer."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
+def boxed_contents(text: str) -> list[str]:
+    """The contents of every ``\\boxed{...}`` and ``\\fbox{...}`` (braces may nest), in one scan."""
+    found: list[str] = []
+    for match in re.finditer(r"\\(?:boxed|fbox)\s*+\{", text):
+        begin, depth = match.end(), 0
+        if found and begin <= found_end:  # a box inside the last one: it is part of that answer
+            continue
+        for i in range(begin, len(text)):
+            char = text[i]
+            if char == "{":
+                depth += 1
+            elif char == "}":
+                if depth == 0:
+                    found.append(text[begin:i])
+                    found_end = i
+                    break
+                depth -= 1
+        else:
+            break  # unclosed: this and every later box run to the end of the text
+    return found
+
+
+def _agreed(answers: list[str]) -> str | None:
+    """The one answer several boxes give, or None when they differ."""
+    if not answers:
         return None
-    depth, begin = 0, start + len("\\boxed{")
-    for i in range(begin, len(text)):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            if depth == 0:
-                return text[begin:i]
-            depth -= 1
-    return None
+    keys = {_plain(a) for a in answers}
+    return answers[-1].strip() if len(keys) == 1 else None
 
 
-def _clean(text: str) -> str:
-    """The answer itself: inside ``\\boxed{}``, without "Final Answer:"/"option" wrappers,
-    surrounding quotes and punctuation, with collapsed whitespace."""
+def parse_boxed_completion(text: str) -> ParsedCompletion:
+    """Read a ``<think>REASONING</think> ... \\boxed{ANSWER}`` completion by the rule."""
+    think, tail, well_nested = _split_reasoning(normalize_tags(text))
+    boxes = boxed_contents(tail) if think is not None else []
+    answer = _agreed(boxes)
+    valid = think is not None and well_nested and answer is not None
+    return ParsedCompletion(think, answer if valid else None, valid, think is not None, len(boxes))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading an answer: wrappers, lead-ins, hedges
+# ---------------------------------------------------------------------------------------------
+
+# A lead-in before the answer itself: "Final Answer:", "Therefore, the correct answer is",
+# "So the answer would be", "I think it's", "It is", "There are". Applied at the start only.
+_LEAD_IN = re.compile(
+    r"^(?:(?:so|thus|hence|therefore|then|finally|overall|in\s+conclusion)\b[,:]?\s*+)?"
+    r"(?:(?:the\s+)?(?:final\s+|correct\s+|right\s+|best\s+)?(?:answer|option|choice)"
+    r"(?:\s+(?:is|would\s+be|should\s+be|will\s+be))?\s*+[:：\-–—]?\s*+"
+    r"|i\s+(?:think|believe|choose|pick|would\s+choose|would\s+say)\s+(?:it\s+is\s+|it'?s\s+)?"
+    r"|(?:it|this|that)\s+(?:is|'s)\s+|it'?s\s+"
+    r"|there\s+(?:are|is|were|was)\s+)",
+    re.IGNORECASE,
+)
+_OPTION_WORD = re.compile(r"^(?:option|choice)\s*+[:：]?\s*+", re.IGNORECASE)
+_SURROUNDING = " \t\r\n\"'`*“”‘’,;:!?"
+_MATH_DELIMITERS = re.compile(r"\\\(|\\\)|\\\[|\\\]")
+_LATEX_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mathbf|operatorname)\s*+\{([^{}]*+)\}")
+_SPACING = re.compile(r"\\[,;:! ]|\\quad|\\qquad|~")
+_DEGREE = re.compile(r"\^\s*+\{?\\circ\}?|\\circ|\\degree")
+
+
+def _unbox(text: str) -> str:
+    """The answer inside its wrappers: the boxes (when they agree; "" when they conflict),
+    ``\\text{}``, math delimiters, markdown, quotes, surrounding punctuation."""
     text = text.strip()
-    boxed = _boxed(text)
-    if boxed is not None:
-        text = boxed
-    text = text.replace("\\text{", "").replace("\\mathrm{", "") if "\\" in text else text
-    for _ in range(2):  # "The final answer is: option (B)"
-        text = _OPTION_PREFIX.sub("", _ANSWER_PREFIX.sub("", text.strip(_SURROUNDING_PUNCT)))
-    text = text.strip(_SURROUNDING_PUNCT)
-    while text.endswith("}") and text.count("}") > text.count("{"):  # left by "\\text{B}" above
-        text = text[:-1]
-    if text.endswith(".") and not _BARE_LETTER.match(text):
-        text = text[:-1]
-    text = text.strip(_SURROUNDING_PUNCT)
-    return " ".join(text.split())
+    if "\\boxed" in text or "\\fbox" in text:
+        boxes = boxed_contents(text)
+        if boxes:
+            agreed = _agreed(boxes)
+            if agreed is None:
+                return ""  # several different boxes name several answers
+            text = agreed
+    if "\\" in text:
+        text = _DEGREE.sub("°", text)
+        text = _SPACING.sub(" ", _LATEX_TEXT.sub(r" \1 ", _MATH_DELIMITERS.sub(" ", text)))
+    if "$" in text:  # "$7$", "$$7$$", but the currency in "$1.75" stays for the number reader
+        text = re.sub(r"^\$++(?=[^$]*+\$++$)|(?<=\S)\$++$", "", text.strip())
+    return " ".join(text.strip(_SURROUNDING).split())
 
 
-def is_hedge(text: str, choices: Sequence[str] | str | None = None) -> bool:
-    """Whether an answer offers several options ("A or B", "A, B, C, D", "7 or 8"): such an
-    answer never scores, whatever the reference (unless it is itself one choice's text)."""
-    cleaned = _clean(text)
-    options = parse_choices(choices) or []
-    if any(cleaned.lower() == " ".join(o.split()).lower() for o in options):
-        return False
-    return bool(_HEDGE_WORD.search(f" {cleaned} ") or _LETTER_LIST.match(cleaned))
+def _unwrap(text: str) -> str:
+    """The answer itself: :func:`_unbox`, then without "Final Answer:"-style lead-ins."""
+    text = _unbox(text)
+    for _ in range(3):  # "Therefore, the final answer is: option (B)"
+        stripped = _OPTION_WORD.sub("", _LEAD_IN.sub("", text)).strip(_SURROUNDING)
+        if stripped == text:
+            break
+        text = stripped
+    return text
 
 
-def _as_number(text: str) -> float | None:
-    candidate = text.replace(",", "")
-    if _NUMBER.match(candidate):
-        value = float(candidate)
-        return value if math.isfinite(value) else None
-    return None
+def _plain(text: str) -> str:
+    """Text for comparing words: lower case, punctuation as spaces, one space between words."""
+    return " ".join(re.sub(r"[^\w%]+", " ", text.lower()).split())
+
+
+_ARTICLE = re.compile(r"^(?:the|a|an)\s+")
+_HEDGE_WORDS = re.compile(
+    r"\b(?:or|either|and/or|maybe|perhaps|possibly)\b|[^\W\d]\s*+/\s*+[^\W\d]", re.IGNORECASE
+)
+# Two letters offered anywhere: "A and B", "B, C", "C/D", "(A) & (B)".
+_LETTER_PAIR = re.compile(r"(?<![\w'’])\(?[A-E]\)?\s*+(?:,|/|&|\band\b|\bor\b)\s*+\(?[A-E]\)?(?![\w'’])")
+
+
+def _words(text: str) -> str:
+    return _ARTICLE.sub("", _plain(text))
+
+
+# ---------------------------------------------------------------------------------------------
+# Multiple choice
+# ---------------------------------------------------------------------------------------------
 
 
 def parse_choices(choices: Sequence[str] | str | None) -> list[str] | None:
@@ -146,74 +225,255 @@ def parse_choices(choices: Sequence[str] | str | None) -> list[str] | None:
     return [str(c) for c in choices]
 
 
-def choice_letter(text: str, choices: Sequence[str] | str | None = None) -> str | None:
-    """The letter an answer stands for: "B", "B.", "(B)", "option B", "B: text", "B. text",
-    "\\boxed{B}", or the choice's text; None for a hedge or anything else."""
-    if is_hedge(text, choices):
+# A letter at the start of an answer: "(B)", "[B]" before anything; a bare "B" at the end or
+# before punctuation ("B.", "B: Juneau", "B - Juneau", "B, because"), never "A dog".
+_LEADING_LETTER = re.compile(
+    r"^(?:[(\[]([A-Ea-e])[)\]]|([A-E])(?=$|[.:)\-–—,;]|\s++[-–—]|\s++(?:because|since|as|is)\b)"
+    r"|([a-e])(?=[.)]?$))"  # a lone lower-case "b" or "b." is the letter too
+)
+# After a leading letter: another letter offered ("A or B", "A, B", "A. B. C.", "A/B", "A & B").
+_ANOTHER_LETTER = re.compile(
+    r"^[.:)]?\s*+(?:(?:,|/|&|;|\bor\b|\band\b|\band/or\b)\s*+(?:option\s++|choice\s++)?[(\[]?[A-E][)\]]?\b"
+    r"|[(\[]?[A-E][)\]]?(?:[.,;)]|\s*+$))"
+)
+# A letter named explicitly anywhere: "(B)", "option B", "answer is B", "choose B".
+_NAMED_LETTER = re.compile(
+    r"\(([A-E])\)|\b(?:option|choice|answer\s++is|answer:|choose|pick|go\s++with)\s*+\(?([A-E])\b(?![’'\w])",
+    re.IGNORECASE,
+)
+# A letter that ends the answer: "I'd say B.", "The right one is B".
+_TRAILING_LETTER = re.compile(r"\s\(?([A-E])\)?[.!]?$")
+
+
+def _option_mentions(text: str, options: list[str]) -> set[int]:
+    """Indices of the options whose whole text appears in ``text`` as whole words; an option
+    inside a longer mentioned option ("red" in "red and blue") is not counted on its own."""
+    haystack = f" {_plain(text)} "
+    plain = [_words(o) for o in options]
+    found = {i for i, option in enumerate(plain) if option and f" {option} " in haystack}
+    return {i for i in found if not any(j != i and f" {plain[i]} " in f" {plain[j]} " for j in found)}
+
+
+def _leading_letter(answer: str) -> tuple[str, str] | None:
+    """(letter, what follows it) when the answer starts with a letter."""
+    match = _LEADING_LETTER.match(answer)
+    if not match:
         return None
-    cleaned = _clean(text)
-    options = parse_choices(choices)
-    if options:
-        lowered = cleaned.lower()
-        for index, option in enumerate(options[: len(LETTERS)]):
-            if lowered == " ".join(option.split()).lower():
+    return next(g for g in match.groups() if g).upper(), answer[match.end() :]
+
+
+def choice_letter(text: str, choices: Sequence[str] | str | None = None) -> str | None:
+    """The one letter an answer stands for, or None (no choice named, or more than one)."""
+    options = (parse_choices(choices) or [])[: len(LETTERS)]
+    unboxed = _unbox(text)
+    answer = _unwrap(text)
+    if not answer:
+        return None
+    # The whole answer is one option's text (also when that text has "or" in it).
+    for candidate in (unboxed, answer):
+        for index, option in enumerate(options):
+            if _words(option) and _words(candidate) == _words(option):
                 return LETTERS[index]
-    match = _BARE_LETTER.match(cleaned) or _LETTER_WITH_TEXT.match(cleaned)
-    if match:
-        letter = next(g for g in match.groups() if g).upper()
-        if options is None or LETTERS.index(letter) < len(options):
-            return letter
+    named: set[str] = set()
+    leading = _leading_letter(answer)
+    if leading:
+        letter, rest = leading
+        if _ANOTHER_LETTER.match(rest):
+            return None  # "A or B", "A, B, C, D", "A. B."
+        named.add(letter)
+        named |= {LETTERS[i] for i in _option_mentions(rest, options)}
+    else:
+        named |= {(m.group(1) or m.group(2)).upper() for m in _NAMED_LETTER.finditer(unboxed)}
+        named |= {LETTERS[i] for i in _option_mentions(unboxed, options)}
+        if _HEDGE_WORDS.search(answer) and len(named) != 1:
+            return None
+        if not named:
+            trailing = _TRAILING_LETTER.search(answer)
+            named |= {trailing.group(1)} if trailing else set()
+    if len(named) != 1:
+        return None
+    letter = named.pop()
+    if options and LETTERS.index(letter) >= len(options):
+        return None
+    return letter
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers and mathematics
+# ---------------------------------------------------------------------------------------------
+
+# A number as a person writes it: "1,000" (groups of three), "-3", "1.75", ".5", "2/5", "50%".
+# "7,8" is two numbers, never 78.
+_NUMBER = re.compile(
+    r"(?<![\w.])[-+−]?(?:\d{1,3}(?:,\d{3})++(?!\d)|\d++)(?:\.\d++)?(?:\s*+/\s*+\d++(?:\.\d++)?)?%?"
+    r"|(?<![\w.])[-+]?\.\d++"
+)
+_WORD_NUMBERS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12,
+}  # fmt: skip
+_LATEX_MATH = re.compile(r"\\(?:frac|dfrac|tfrac|sqrt|pi|cdot|times|div|pm|infty|circ|le|ge|neq)|\^|_\{")
+
+
+def _number_value(token: str) -> float | None:
+    token = token.replace(",", "").replace("−", "-").replace(" ", "").rstrip("%")
+    try:
+        if "/" in token:
+            numerator, denominator = token.split("/")
+            return float(numerator) / float(denominator) if float(denominator) else None
+        return float(token)
+    except ValueError:
+        return None
+
+
+def _numbers_in(text: str) -> list[str]:
+    return _NUMBER.findall(text)
+
+
+def _single_number(answer: str) -> str | None:
+    """The one number an answer states ("7 cars", "There are 7 cars.", "x = 7", "$1.75"), or None
+    when it states none or several ("7 or 8", "7,8", "7-8")."""
+    if "=" in answer:  # "2 + 5 = 7", "x = 7": the value after the last equals sign
+        answer = answer.rsplit("=", 1)[1]
+    numbers = _numbers_in(answer.replace("$", " "))
+    values = {_number_value(n) for n in numbers}
+    if len(numbers) == 1 or (numbers and len(values) == 1 and None not in values):
+        return numbers[-1]
+    if not numbers:
+        words = [w for w in _plain(answer).split() if w in _WORD_NUMBERS]
+        if len(set(words)) == 1:
+            return str(_WORD_NUMBERS[words[0]])
     return None
 
 
+# A tuple, interval or set is one answer: "(2, 3)", "[1, 2)", "\\{1, 2\\}".
+_BRACKETED = re.compile(r"^(?:\\left)?[(\[]|^\\\{")
+_UNIT_TAIL = re.compile(r"(?:\s++[A-Za-z]{2,}+\.?(?:\s*+\^\s*+\{?\d\}?)?|\s++in\.)++$")
+_ROOT = re.compile(r"√\s*+(\d++|[a-z]|\([^()]*+\))")
+
+
+_EXPRESSION = re.compile(r"[+*^]|\d\s*+[a-z]\b")
+
+
+def _is_math(text: str) -> bool:
+    return (
+        bool(_LATEX_MATH.search(text))
+        or bool(re.fullmatch(r"[\d\s.+\-*/^()πe√%]+", text))
+        or bool(_BRACKETED.match(text) and text[-1:] in ")]}")
+    )
+
+
+def _math_form(answer: str) -> str:
+    """An answer as math-verify should read it: without a unit after it ("24 cm^2", "25\\pi cm"),
+    with "√2" written as LaTeX."""
+    return _ROOT.sub(r"\\sqrt{\1}", _UNIT_TAIL.sub("", answer)).strip()
+
+
+def _numbers_equal(predicted: str, reference: str) -> bool:
+    a, b = _number_value(predicted), _number_value(reference)
+    if a is not None and b is not None:
+        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+    return math_equal(predicted, reference)
+
+
+# ---------------------------------------------------------------------------------------------
+# The grader
+# ---------------------------------------------------------------------------------------------
+
+
+def _reference_letter(reference: str, options: list[str] | None) -> str | None:
+    ref = reference.strip()
+    if len(ref) == 1 and ref.upper() in LETTERS:
+        return ref.upper()
+    return choice_letter(ref, options)
+
+
+def is_hedge(text: str, choices: Sequence[str] | str | None = None) -> bool:
+    """Whether an answer offers several answers ("A or B", "A, B, C, D", "Juneau or Denver",
+    "7 or 8", "7,8", "yes/no", two different boxes); such an answer never scores. One option's
+    own text ("rain or snow") is no hedge."""
+    unboxed = _unbox(text)
+    if not unboxed:
+        return bool(text.strip())  # only conflicting boxes unwrap to nothing
+    options = parse_choices(choices) or []
+    if any(_words(candidate) == _words(o) for o in options for candidate in (unboxed, _unwrap(text))):
+        return False
+    answer = _unwrap(text)
+    leading = _leading_letter(answer)
+    if leading and _ANOTHER_LETTER.match(leading[1]):
+        return True
+    if _HEDGE_WORDS.search(answer) and len(_option_mentions(answer, options)) != 1:
+        return True
+    if _LETTER_PAIR.search(answer):
+        return True
+    if options:
+        return False  # numbers inside an option's text ("B: 7 cats and 8 dogs") are no hedge
+    if "=" in answer or _is_math(answer) or _EXPRESSION.search(answer):
+        return False  # "y = 2x + 1", "(2, 3)", "2/5": one mathematical answer with several numbers
+    return len({_number_value(n) for n in _numbers_in(answer)}) > 1
+
+
+def _words_match(answer: str, reference: str) -> bool:
+    """A worded answer against a worded reference: equal as words, or the reference is what the
+    answer's first clause says ("No, because ...", "It is a triangle.")."""
+    target = _words(reference)
+    if not target:
+        return False
+    if _words(answer) == target:
+        return True
+    first_clause = re.split(r"[,;:.!?(]|\s[-–—]\s|\bbecause\b|\bsince\b|\bas\b", answer, maxsplit=1)[0]
+    return _words(_unwrap(first_clause)) == target
+
+
+def is_correct(answer_text: str | None, reference: str, choices: Sequence[str] | str | None = None) -> bool:
+    """Whether ``answer_text`` (an answer block's or a box's content) gives ``reference``.
+
+    Multiple choice (``choices`` given, or a reference that is a letter A-E): both sides are
+    reduced to one letter. Otherwise a numeric or mathematical reference compares by value and
+    mathematical equivalence, and a worded one as words.
+    """
+    if answer_text is None:
+        return False
+    reference = str(reference)
+    options = parse_choices(choices)
+    if is_hedge(answer_text, options):
+        return False
+    ref_letter = _reference_letter(reference, options)
+    if ref_letter is not None:
+        return choice_letter(answer_text, options) == ref_letter
+    answer, ref = _unwrap(answer_text), _unwrap(reference)
+    if not answer or not ref:
+        return False
+    if _number_value(ref) is not None or _is_math(ref) or "=" in ref or _EXPRESSION.search(ref):
+        answer = _math_form(answer)
+        if "=" in ref or _is_math(answer) or (_is_math(ref) and _single_number(answer) is None):
+            return math_equal(answer, _math_form(ref))
+        number = _single_number(answer)
+        return number is not None and _numbers_equal(number, ref)
+    return _words_match(answer, ref)
+
+
 def normalize_answer(text: str, choices: Sequence[str] | str | None = None) -> str:
-    """Canonical form of an answer: a letter for a recognised choice, a number's value, or
-    lower-cased text with collapsed whitespace."""
+    """A canonical key for an answer: its letter for a recognised choice, a number's value, or
+    its words."""
     if choices is not None:
         letter = choice_letter(text, choices)
         if letter is not None:
             return letter
-    cleaned = _clean(text)
-    number = _as_number(cleaned)
-    if number is not None:
-        return repr(int(number)) if number.is_integer() else repr(number)
-    return cleaned.lower()
+    answer = _unwrap(text)
+    number = _single_number(answer) if _NUMBER.fullmatch(answer) or not _is_math(answer) else None
+    value = _number_value(number) if number is not None else None
+    if value is not None:
+        return repr(int(value)) if value.is_integer() else repr(value)
+    return _words(answer)
 
 
-def _reference_letter(reference: str, choices: list[str] | None) -> str | None:
-    """The letter a reference names: "B", or a wrapped one ("Final Answer:option B", "B: Juneau")."""
-    ref = reference.strip()
-    if len(ref) == 1 and ref.upper() in LETTERS:
-        return ref.upper()
-    return choice_letter(ref, choices)
+# ---------------------------------------------------------------------------------------------
+# Training references and questions
+# ---------------------------------------------------------------------------------------------
 
-
-def is_correct(answer_text: str | None, reference: str, choices: Sequence[str] | str | None = None) -> bool:
-    """Exact match after normalisation.
-
-    Multiple choice (choices given, or a reference letter A-E): both sides are mapped to a
-    letter. Otherwise numbers compare by value and text case-insensitively.
-    """
-    if answer_text is None or is_hedge(answer_text, choices):
-        return False
-    options = parse_choices(choices)
-    reference = str(reference)
-    ref_letter = _reference_letter(reference, options)
-    if options is not None or ref_letter is not None:
-        predicted = choice_letter(answer_text, options)
-        if ref_letter is not None and predicted is not None:
-            return predicted == ref_letter
-        if ref_letter is not None:
-            return False
-    predicted_clean, reference_clean = _clean(answer_text), _clean(reference)
-    a, b = _as_number(predicted_clean), _as_number(reference_clean)
-    if a is not None and b is not None:
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
-    return predicted_clean.lower() == reference_clean.lower()
-
-
-# A lettered choice line in a question: "A: 2π", "A. red", "(A) red", "A) red".
-_CHOICE_LINE = re.compile(r"^\s*(?:\(([A-E])\)|([A-E])[.:)])\s*(.+?)\s*$")
+# The start of a lettered choice line: "A: 2π", "A. red", "(A) red", "A) red".
+_CHOICE_LINE = re.compile(r"\s*+(?:\(([A-E])\)|([A-E])[.:)])")
 
 
 def choices_from_question(question: str) -> list[str] | None:
@@ -223,18 +483,19 @@ def choices_from_question(question: str) -> list[str] | None:
     found: list[str] = []
     for line in question.splitlines():
         match = _CHOICE_LINE.match(line)
-        if not match:
+        text = line[match.end() :].strip() if match else ""
+        if not match or not text:
             continue
         letter = match.group(1) or match.group(2)
         if letter == LETTERS[len(found) % len(LETTERS)] and len(found) < len(LETTERS):
-            found.append(match.group(3))
+            found.append(text)
         elif letter == "A":  # a second list restarts: keep the last one
-            found = [match.group(3)]
+            found = [text]
     return found if len(found) >= 2 else None
 
 
 def canonical_reference(answer: str, choices: Sequence[str] | str | None = None) -> str:
-    """A training reference reduced to what an exact-match reward compares against.
+    """A training reference reduced to what the accuracy reward compares against.
 
     "Final Answer:option B" -> "B", "Final Answer:7" -> "7", "\\boxed{3/4}" -> "3/4",
     "B: Juneau" -> "B", "The answer is Juneau." -> "Juneau" (its letter when ``choices``
@@ -242,43 +503,26 @@ def canonical_reference(answer: str, choices: Sequence[str] | str | None = None)
     """
     options = parse_choices(choices)
     letter = choice_letter(answer, options)
-    if letter is not None:
+    if letter is not None and (options or _LEADING_LETTER.match(_unwrap(answer))):
         return letter
-    cleaned = _clean(answer)
-    number = _as_number(cleaned)
-    if number is not None and "," not in cleaned:
-        return repr(int(number)) if number.is_integer() else cleaned
+    cleaned = _unwrap(answer)
+    if cleaned.endswith(".") and not re.search(r"\d\.$", cleaned[-3:] + "x"):
+        cleaned = cleaned[:-1]
+    value = _number_value(cleaned) if _NUMBER.fullmatch(cleaned) else None
+    if value is not None and "," not in cleaned and "/" not in cleaned:
+        return repr(int(value)) if value.is_integer() else cleaned
     return cleaned
 
 
-def parse_boxed_completion(text: str) -> ParsedCompletion:
-    """Split a ``<think>REASONING</think> ... \\boxed{ANSWER}`` completion, the format of the
-    staged-curriculum recipes (VLM-CapCurriculum's unified prompt). ``answer`` is the last
-    ``\\boxed{}`` after the reasoning; ``valid`` also needs one ``</think>`` and at most one
-    ``<think>`` before it."""
-    close = text.find(THINK_CLOSE)
-    think = None
-    after = ""
-    if close >= 0:
-        head = text[:close]
-        open_at = head.find(THINK_OPEN)
-        think = (head[open_at + len(THINK_OPEN) :] if open_at >= 0 else head).strip()
-        after = text[close + len(THINK_CLOSE) :]
-    boxed = _boxed(after) if close >= 0 else None
-    well_nested = text.count(THINK_CLOSE) <= 1 and text.count(THINK_OPEN) <= 1 and THINK_OPEN not in after
-    return ParsedCompletion(
-        think=think,
-        answer=boxed.strip() if boxed is not None else None,
-        answer_blocks=int(boxed is not None),
-        has_think_close=close >= 0,
-        well_nested=well_nested,
-    )
-
+# ---------------------------------------------------------------------------------------------
+# The trace's own conclusion
+# ---------------------------------------------------------------------------------------------
 
 # "So the answer is green, which is option B.", "the answer is 3.", "Therefore, the final
 # answer is (B)": the conclusion a reasoning trace states. "which is option X" names the letter.
-_STATES_ANSWER = re.compile(r"\banswer\s+(?:is|would\s+be|should\s+be)\s*:?\s*", re.IGNORECASE)
-_STATED_OPTION = re.compile(r"\b(?:option|choice)\s*\(?([A-E])\)?(?![A-Za-z])")
+_STATES_ANSWER = re.compile(r"\banswer\s++(?:is|would\s++be|should\s++be)\s*+:?\s*+", re.IGNORECASE)
+_STATED_OPTION = re.compile(r"\b(?:option|choice)\s*+\(?([A-E])\)?(?![A-Za-z])")
+_BARE_LETTER = re.compile(r"^\(?([A-Ea-e])\)?[.:]?$")
 # A sentence ends at ".", ";" or a line break, but not at a decimal point ("2.5").
 _SENTENCE_END = re.compile(r"(?<!\d)\.|\.(?!\d)|[;\n]")
 
@@ -289,10 +533,12 @@ def trace_conclusion(think: str | None) -> str | None:
     when the trace states no answer (e.g. it was cut before its conclusion)."""
     if not think:
         return None
-    matches = list(_STATES_ANSWER.finditer(think))
-    if not matches:
+    last = None
+    for last in _STATES_ANSWER.finditer(think):  # noqa: B007 - the last one counts
+        pass
+    if last is None:
         return None
-    stated = _SENTENCE_END.split(think[matches[-1].end() :], maxsplit=1)[0]
+    stated = _SENTENCE_END.split(think[last.end() :], maxsplit=1)[0]
     option = _STATED_OPTION.search(stated)
     if option:
         return option.group(1)
@@ -302,7 +548,7 @@ def trace_conclusion(think: str | None) -> str | None:
 
 
 def agrees_with_trace(parsed: ParsedCompletion, choices: Sequence[str] | str | None = None) -> bool | None:
-    """Whether the answer block says what the trace concluded; None when either is missing.
+    """Whether the answer says what the trace concluded; None when either is missing.
 
     The failure SCALe targets is an answer that does not follow from its own reasoning; this
     counts it without a reference answer."""

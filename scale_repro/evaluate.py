@@ -177,11 +177,18 @@ def write_task_yaml(config: EvalConfig, out_dir: Path) -> tuple[str, Path]:
 
 
 def score_samples(
-    samples: list[dict[str, Any]], examples: list, tokenizer=None, answer_format: str = "tags"
+    samples: list[dict[str, Any]],
+    examples: list,
+    tokenizer=None,
+    answer_format: str = "tags",
+    schema: str | None = None,
 ) -> list[dict[str, Any]]:
     """Per-question rows. Completion length is counted with the model's tokenizer on the
     decoded text, the same way for every architecture (lmms-eval's models differ in
-    whether they report it)."""
+    whether they report it). With the test set's ``schema``, each row also holds what
+    lmms-eval's stock rule gives the same extracted answer (``stock_score``)."""
+    from scale_repro.lmms_tasks.utils import stock_score
+
     rows = []
     for sample in sorted(samples, key=lambda s: s["doc_id"]):
         completion = sample["resps"][0][0] if isinstance(sample["resps"][0], list) else sample["resps"][0]
@@ -206,6 +213,9 @@ def score_samples(
                 "agrees_with_trace": agrees_with_trace(parsed, example.choices),
                 "completion_tokens": tokens,
                 "lmms_accuracy": sample.get("accuracy"),
+                "stock_score": stock_score(schema, parsed.answer, sample["target"], example.choices)
+                if schema
+                else None,
             }
         )
     return rows
@@ -214,6 +224,7 @@ def score_samples(
 def metrics_from_samples(rows: list[dict[str, Any]]) -> dict[str, float]:
     n = len(rows)
     tokens = [r["completion_tokens"] for r in rows if r["completion_tokens"] is not None]
+    stock = [r.get("stock_score") for r in rows]
     return {
         "n": n,
         "accuracy": sum(r["correct"] for r in rows) / n if n else 0.0,
@@ -221,6 +232,8 @@ def metrics_from_samples(rows: list[dict[str, Any]]) -> dict[str, float]:
         # Questions whose answer contradicts its own trace's conclusion, over all questions.
         "inconsistent_rate": sum(r["agrees_with_trace"] is False for r in rows) / n if n else 0.0,
         "mean_completion_tokens": sum(tokens) / len(tokens) if tokens else None,
+        # lmms-eval's stock rule on the same extracted answers (README: "Scoring").
+        "stock_accuracy": sum(stock) / n if n and None not in stock else None,
     }
 
 
@@ -333,7 +346,11 @@ def _evaluate(manifest: Manifest, config: EvalConfig, resolved, family: str, exa
     from transformers import AutoTokenizer
 
     rows = score_samples(
-        samples, examples, AutoTokenizer.from_pretrained(resolved.path), config.answer_format
+        samples,
+        examples,
+        AutoTokenizer.from_pretrained(resolved.path),
+        config.answer_format,
+        schema=TEST_TASKS[config.task].schema,
     )
     empty = [r["id"] for r in rows if not r["completion"].strip()]
     if empty and not config.allow_empty_completions:

@@ -1,16 +1,16 @@
 """GRPO rewards with TRL's reward-function signature: ``f(completions, **columns) -> list[float]``.
 
-Both rewards read completions through :mod:`scale_repro.answers`, the parser the evaluator
-uses, so a reward and a reported accuracy can never disagree about what an answer is.
+Every reward reads completions through :mod:`scale_repro.answers`, the rule and the grader the
+evaluator uses, so a reward and a reported accuracy can never disagree about what an answer is.
+All of them run in time linear in the completion.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from scale_repro.answers import is_correct
+from scale_repro.answers import is_correct, normalize_tags, parse_boxed_completion
 from scale_repro.formats import FORMATS
 from scale_repro.segments import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 
@@ -40,7 +40,9 @@ def tag_score(text: str, think_prefilled: bool = False) -> float:
 
     ``think_prefilled``: the chat template already opened ``<think>`` at the start of the
     assistant turn, so the tag counts as present when the completion does not repeat it.
+    Tags are read as the answer parser reads them (``< think >`` is ``<think>``).
     """
+    text = normalize_tags(text)
     counts = {tag: text.count(tag) for tag in (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)}
     score = 0.0
 
@@ -106,17 +108,19 @@ def make_accuracy_reward(answer_format: str = "tags") -> Callable[..., list[floa
     return accuracy_reward
 
 
-# The curriculum's format reward (VLM-CapCurriculum training/reward_functions/math.py): the whole
-# completion is <think>...</think> followed by text holding a \boxed{...}.
-_THINK_BOXED = re.compile(r"<think>.*</think>.*\\boxed\{.*\}.*", re.DOTALL)
-
-
 def think_boxed_score(text: str, think_prefilled: bool = False) -> float:
-    """1.0 when the completion is ``<think>...</think> ... \\boxed{...}``, else 0.0."""
-    text = re.sub(r"\s*(<|>|/)\s*", r"\1", text.strip())  # tolerate spaces inside the tags, as there
-    if think_prefilled and not text.startswith(THINK_OPEN):
-        text = THINK_OPEN + text
-    return float(_THINK_BOXED.fullmatch(text) is not None)
+    r"""1.0 when the completion is ``<think>...</think> ... \boxed{...}``, else 0.0.
+
+    VLM-CapCurriculum's format reward (training/reward_functions/math.py) is the pattern
+    ``<think>.*</think>.*\\boxed\{.*\}.*`` over the whole completion, spaces inside tags
+    tolerated. Here the completion must start with ``<think>`` (unless the template opened
+    it) and be valid by the answer rule, which that pattern implies, and more: one
+    ``</think>``, boxes after it that all say the same. A regular expression with three
+    ``.*`` also takes super-linear time on long degenerate completions; this does not.
+    """
+    text = normalize_tags(text).strip()
+    starts_right = not text.startswith(THINK_OPEN) if think_prefilled else text.startswith(THINK_OPEN)
+    return float(starts_right and parse_boxed_completion(text).valid)
 
 
 def make_think_boxed_format_reward(think_prefilled: bool = False) -> Callable[..., list[float]]:

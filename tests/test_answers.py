@@ -16,7 +16,11 @@ def test_parse_a_well_formed_completion():
         ("<think>a</think><answer>B", "a", None, False),  # unclosed answer
         ("<think>a</think><answer>B</answer><answer>C</answer>", "a", None, False),  # two blocks
         ("prefilled reasoning</think><answer>B</answer>", "prefilled reasoning", "B", True),
-        ("<answer>B</answer>", None, "B", False),  # answer but no </think>
+        ("<answer>B</answer>", None, None, False),  # no </think>: no answer, by the one rule
+        ("<think>a<answer>B</answer></think>", "a<answer>B</answer>", None, False),  # answer inside think
+        ("<think>a<answer>B</answer></think><answer>C</answer>", "a<answer>B</answer>", None, False),
+        ("< think >a</ think >< answer >B</ answer >", "a", "B", True),  # spaced tags are tags
+        ("<Think>a</THINK><Answer>B</Answer>", "a", "B", True),
     ],
 )
 def test_parse_malformed_completions(text, think, answer, valid):
@@ -224,3 +228,256 @@ def test_the_conclusion_a_trace_states(think, stated):
     from scale_repro.answers import trace_conclusion
 
     assert trace_conclusion(think) == stated
+
+
+# --- The grader, case by case: what a careful teacher credits, and what never scores ---------
+
+CITIES = ["Boston", "Juneau", "Denver", "Austin"]
+TIMES = ["7:00 A.M.", "7:30 A.M.", "8:00 P.M."]  # IconQA choose_txt options end in punctuation
+SENTENCES = ["The ball moves faster.", "The ball moves slower.", "The ball does not move."]  # ScienceQA
+
+GRADED = [
+    # Several answers in one: never credited, whatever the reference.
+    ("\\boxed{A} or \\boxed{B}", "A", CITIES, False),
+    ("\\boxed{D}\\boxed{C}\\boxed{B}\\boxed{A}", "A", CITIES, False),
+    ("\\boxed{yes}\\boxed{no}", "yes", None, False),
+    ("\\boxed{A} \\boxed{B}", "B", CITIES, False),
+    ("\\boxed{A or B}", "A", CITIES, False),
+    ("7,8", "78", None, False),  # two numbers, not seventy-eight
+    ("7,8", "7", None, False),
+    ("7, 8", "8", None, False),
+    ("7-8", "7", None, False),
+    ("between 7 and 8", "7", None, False),
+    ("A or B", "A", CITIES, False),
+    ("A, B, C, D", "A", CITIES, False),
+    ("A. B. C. D.", "A", CITIES, False),
+    ("(A) or (B)", "A", CITIES, False),
+    ("A and B", "B", CITIES, False),
+    ("B/C", "B", CITIES, False),
+    ("either B or C", "B", CITIES, False),
+    ("Juneau or Denver", "B", CITIES, False),
+    ("yes or no", "yes", None, False),
+    ("yes/no", "yes", None, False),
+    ("7 or 8", "7", None, False),
+    ("B: Denver", "B", CITIES, False),  # the letter and the text name two choices
+    # A number with a unit or noun after it, or in a sentence.
+    ("7 cars", "7", None, True),
+    ("1,000 cubes", "1000", None, True),
+    ("3 in.", "3", None, True),
+    ("1.75 dollars", "1.75", None, True),
+    ("$1.75", "1.75", None, True),
+    ("\\boxed{7 \\text{ cars}}", "7", None, True),
+    ("There are 7 cars.", "7", None, True),
+    ("x = 7", "7", None, True),
+    ("2 + 5 = 7", "7", None, True),
+    ("seven", "7", None, True),
+    ("8 cars", "7", None, False),
+    ("There are 8 cars.", "7", None, False),
+    # Sentences and lead-ins.
+    ("Therefore, the answer is B.", "B", CITIES, True),
+    ("The answer is B because Juneau is the capital", "B", CITIES, True),
+    ("B, because Juneau is the capital.", "B", CITIES, True),
+    ("I'd go with B.", "B", CITIES, True),
+    ("The capital is Juneau.", "B", CITIES, True),
+    ("B - Juneau", "B", CITIES, True),
+    ("No, because the ball stops.", "no", None, True),
+    ("No, because the ball stops.", "B", ["yes", "no"], True),
+    ("Yes.", "yes", None, True),
+    ("It is a triangle.", "triangle", None, True),
+    ("It is a circle.", "triangle", None, False),
+    # Equivalent mathematics (math-verify).
+    ("\\frac{2}{5}", "2/5", None, True),
+    ("\\frac{2}{5}", "2 / 5", None, True),
+    ("2/5", "\\frac{2}{5}", None, True),
+    ("0.4", "\\frac{2}{5}", None, True),
+    ("\\frac{1}{2}", "0.5", None, True),
+    ("\\dfrac{3}{4}", "0.75", None, True),
+    ("$\\frac{1}{2}$", "1/2", None, True),
+    ("\\(7\\)", "7", None, True),
+    ("3\\sqrt{2}", "\\sqrt{18}", None, True),
+    ("\\frac{2}{3}", "2/5", None, False),
+    # Options that end in punctuation, and sentence options.
+    ("7:00 A.M.", "A", TIMES, True),
+    ("7:00 a.m.", "A", TIMES, True),
+    ("A", "7:00 A.M.", TIMES, True),
+    ("7:30 A.M.", "A", TIMES, False),
+    ("The ball moves slower.", "B", SENTENCES, True),
+    ("The ball moves slower", "B", SENTENCES, True),
+    ("B", "The ball moves slower.", SENTENCES, True),
+    ("B. The ball moves slower.", "B", SENTENCES, True),
+    ("The ball moves faster.", "B", SENTENCES, False),
+]
+
+
+@pytest.mark.parametrize(("answer", "reference", "choices", "expected"), GRADED)
+def test_the_grader_credits_as_a_careful_teacher(answer, reference, choices, expected):
+    assert is_correct(answer, reference, choices) is expected
+
+
+def _completion(answer_format: str, answer: str) -> str:
+    if answer_format == "tags":
+        return f"<think>I look at the picture.</think><answer>{answer}</answer>"
+    return f"<think>I look at the picture.</think> So the answer is {answer}." if "boxed" in answer else (
+        f"<think>I look at the picture.</think> \\boxed{{{answer}}}"
+    )
+
+
+@pytest.mark.parametrize("answer_format", ["tags", "think_boxed"])
+@pytest.mark.parametrize(("answer", "reference", "choices", "expected"), GRADED)
+def test_the_reward_and_the_evaluation_grade_alike(answer_format, answer, reference, choices, expected):
+    """Every graded case, in both answer formats, through the accuracy reward and lmms-eval's
+    scoring hook: the same verdict as the grader."""
+    from scale_repro.lmms_tasks.utils import _score
+    from scale_repro.rewards import make_accuracy_reward
+
+    completion = _completion(answer_format, answer)
+    reward = make_accuracy_reward(answer_format)([completion], answer=[reference], choices=[choices])
+    assert reward == [float(expected)]
+    assert _score(completion, reference, choices, answer_format)["accuracy"] == float(expected)
+
+
+@pytest.mark.parametrize(
+    ("completion", "answer_format", "valid", "answer"),
+    [
+        # One rule for both formats: the answer is read after the one </think>, and only there.
+        ("<think>a</think><answer>B</answer>", "tags", True, "B"),
+        ("<think>a</think>\\boxed{B}", "think_boxed", True, "B"),
+        ("<answer>B</answer>", "tags", False, None),  # no </think>
+        ("\\boxed{B}", "think_boxed", False, None),
+        ("<think>a <answer>B</answer></think>", "tags", False, None),  # the answer inside the reasoning
+        ("<think>a \\boxed{B}</think>", "think_boxed", False, None),
+        ("<think>a</think><answer>A</answer><answer>B</answer>", "tags", False, None),
+        ("<think>a</think>\\boxed{A} then \\boxed{B}", "think_boxed", False, None),  # two answers
+        ("<think>a</think>\\boxed{B}. So \\boxed{B}", "think_boxed", True, "B"),  # one answer, repeated
+        ("< think >a</ think >< answer >B</ answer >", "tags", True, "B"),  # spaced tags
+        ("< think >a</ think > \\boxed{B}", "think_boxed", True, "B"),
+        ("<think>a</think><think>b</think>\\boxed{B}", "think_boxed", False, None),
+    ],
+)
+def test_one_rule_for_the_final_answer(completion, answer_format, valid, answer):
+    from scale_repro.formats import FORMATS
+
+    parsed = FORMATS[answer_format].parse(completion)
+    assert (parsed.valid, parsed.answer) == (valid, answer)
+
+
+def test_the_format_rewards_read_tags_as_the_parser_does():
+    from scale_repro.rewards import tag_score, think_boxed_score
+
+    assert tag_score("< think >a</ think >< answer >B</ answer >") == 1.0
+    assert think_boxed_score("< think >a</ think > \\boxed{B}") == 1.0
+    # The boxed format reward is the parser's validity: two different boxes are no format.
+    assert think_boxed_score("<think>a</think>\\boxed{A}\\boxed{B}") == 0.0
+    assert think_boxed_score("<think>a</think>\\boxed{B} or \\boxed{B}") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("completion", "reference", "choices"),
+    [
+        ("<think>a<answer>B</answer></think>", "B", CITIES),  # invalid, yet the answer is right
+        ("<think>a</think><answer>B</answer><answer>B</answer>", "B", CITIES),
+        ("<answer>7</answer>", "7", None),
+    ],
+)
+def test_an_invalid_completion_never_earns_accuracy(completion, reference, choices):
+    from scale_repro.lmms_tasks.utils import _score
+    from scale_repro.rewards import accuracy_reward
+
+    assert accuracy_reward([completion], answer=[reference], choices=[choices]) == [0.0]
+    assert _score(completion, reference, choices) == {"accuracy": 0.0, "invalid_rate": 1.0}
+
+
+# --- Time: every parser and reward is linear, and math-verify is bounded -----------------------
+
+DEGENERATE = {
+    "unclosed answer blocks": "<think>x</think>" + "<answer>A " * 100_000,
+    "think-close and open boxes": "<think>" + "</think>\\boxed{" * 60_000,
+    "a whitespace run": "<think>a</think>" + " " * 1_000_000 + "\\boxed{B}",
+    "spaced tag openers": "< " * 500_000,
+    "nested boxes": "<think>a</think>" + "\\boxed{" * 100_000 + "}" * 100_000,
+    "many boxes": "<think>a</think>" + "\\boxed{A}" * 100_000,
+    "a long choice line": "A: " + "x " * 500_000,
+}
+
+
+@pytest.mark.parametrize("name", DEGENERATE)
+def test_every_reward_and_parser_is_linear_on_a_megabyte(name):
+    import time
+
+    from scale_repro.answers import choices_from_question, parse_boxed_completion
+    from scale_repro.rewards import REWARDS
+
+    text = DEGENERATE[name]
+    started = time.perf_counter()
+    parse_completion(text)
+    parse_boxed_completion(text)
+    choices_from_question(text)
+    for reward in ("format", "think_boxed_format", "accuracy"):
+        for answer_format in ("tags", "think_boxed"):
+            REWARDS[reward](answer_format, False)([text], answer=["B"], choices=[CITIES])
+    assert time.perf_counter() - started < 10.0  # a super-linear pattern takes minutes here
+
+
+def test_math_equivalence_is_bounded_and_never_raises():
+    import time
+
+    from scale_repro.math_equivalence import MAX_ANSWER_CHARS, math_equal
+
+    started = time.perf_counter()
+    assert not math_equal("9" * 10 + "^" + "9" * 10, "1")  # a huge power: the time limit ends it
+    assert not math_equal("\\frac{" * 20, "1")  # malformed LaTeX: not equal, no exception
+    assert not math_equal("1" + "+1" * MAX_ANSWER_CHARS, "1")  # too long to be an answer
+    assert time.perf_counter() - started < 5.0
+
+
+def test_ten_thousand_rewards_in_seconds():
+    import random
+    import time
+
+    from scale_repro.rewards import accuracy_reward
+
+    rng = random.Random(0)
+    answers = ["B", "Juneau", "7 cars", "\\frac{2}{5}", "A or B", "There are 7 cars.", "\\boxed{B}"]
+    completions = [f"<think>t</think><answer>{rng.choice(answers)}</answer>" for _ in range(10_000)]
+    started = time.perf_counter()
+    accuracy_reward(completions, answer=["B"] * 10_000, choices=[CITIES] * 10_000)
+    accuracy_reward(completions, answer=["2/5"] * 10_000)
+    assert time.perf_counter() - started < 20.0
+
+
+def test_lmms_eval_stock_rule_beside_ours():
+    """What lmms-eval's own rules give the extracted answer: ScienceQA-IMG's letter match
+    (a letter or "B. ..."), IconQA's ANLS against the reference text."""
+    from scale_repro.lmms_tasks.utils import stock_score
+
+    assert stock_score("scienceqa", "B", "B", CITIES) == 1.0
+    assert stock_score("scienceqa", "B. Juneau", "B", CITIES) == 1.0
+    assert stock_score("scienceqa", "Juneau", "B", CITIES) == 0.0  # ours credits the option's text
+    assert stock_score("iconqa", "7", "7", None) == 1.0
+    assert stock_score("iconqa", "7 cars", "7", None) == 0.0  # ANLS 1 - 5/6 is under its 0.5 threshold
+    assert stock_score("iconqa", "7:00 A.M", "7:00 A.M.", TIMES) == pytest.approx(1 - 1 / 9)
+    assert stock_score("iconqa", None, "7", None) == 0.0
+
+
+def test_an_independently_graded_set_is_scored_as_its_graders_did():
+    """305 completions (ScienceQA-IMG, IconQA, math, adversarial), graded by hand by a reader
+    who never saw this grader: the reward and the evaluation agree with every verdict."""
+    import json
+    from pathlib import Path
+
+    from scale_repro.formats import FORMATS
+    from scale_repro.lmms_tasks.utils import _score
+    from scale_repro.rewards import make_accuracy_reward
+
+    cases = [json.loads(line) for line in (Path(__file__).parent / "fixtures/graded_completions.jsonl").open()]
+    disagreements = []
+    for case in cases:
+        reward = make_accuracy_reward(case["format"])(
+            [case["completion"]], answer=[case["reference"]], choices=[case["choices"]]
+        )[0]
+        evaluated = _score(case["completion"], case["reference"], case["choices"], case["format"])["accuracy"]
+        assert reward == evaluated
+        if reward != float(case["correct"]):
+            disagreements.append((case["category"], FORMATS[case["format"]].parse(case["completion"]).answer))
+    assert len(cases) == 305
+    assert disagreements == []

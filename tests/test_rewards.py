@@ -56,11 +56,11 @@ def test_accuracy_reward_table():
         "<think>a</think><answer>12.0</answer>",
         "<think>a</think><answer>B</answer><answer>B</answer>",  # two blocks: ambiguous
         "<think>a</think><answer>B",  # unclosed
-        "<answer>B</answer>",  # no think, one complete block: accuracy still judged
+        "<answer>B</answer>",  # no </think>: invalid, so no answer (one rule for reward and evaluation)
     ]
     answers = ["B", "B", "12", "B", "B", "B"]
     choices = [None, ["red", "blue"], None, None, None, None]
-    assert accuracy_reward(completions, answer=answers, choices=choices) == [1.0, 1.0, 1.0, 0.0, 0.0, 1.0]
+    assert accuracy_reward(completions, answer=answers, choices=choices) == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
 
 
 @pytest.mark.parametrize(

@@ -81,3 +81,20 @@ def scienceqa_process_results_boxed(doc, results):
 
 def iconqa_process_results_boxed(doc, results):
     return _score(results[0], iconqa_doc_to_target(doc), _iconqa_choices(doc), "think_boxed")
+
+
+def stock_score(schema: str, answer: str | None, target: str, choices) -> float:
+    """What lmms-eval's own rule gives our extracted answer, to line our accuracy up with
+    published lmms-eval figures: ScienceQA-IMG's letter match (``sqa_process_results``: the
+    answer is the letter, or starts with "B."), IconQA's ANLS (``anls``, threshold 0.5: the
+    answer's edit distance to the reference text, so a letter for a choose_txt question or
+    "7 cars" for "7" earns little or nothing)."""
+    answer = answer or ""
+    if schema == "scienceqa":
+        from lmms_eval.tasks.scienceqa.utils import sqa_process_results
+
+        doc = {"choices": list(choices), "answer": LETTERS.index(target)}
+        return float(sqa_process_results(doc, [answer])["exact_match"])
+    from lmms_eval.api.metrics import anls
+
+    return float(anls([str(target)], [answer])["anls"])
