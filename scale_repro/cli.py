@@ -45,7 +45,13 @@ def _user_errors():
     from scale_repro.models import ModelNotFound
     from scale_repro.rundir import RunDirError
 
-    return (ConfigError, DataError, ModelNotFound, RunDirError, ResumeError, FileNotFoundError)
+    return (ConfigError, DataError, ModelNotFound, RunDirError, ResumeError, FileNotFoundError, *_stage_errors())
+
+
+def _stage_errors():
+    """User errors raised once a stage runs; imported only when torch is loaded anyway."""
+    training = sys.modules.get("scale_repro.training")
+    return (training.TrainingDiverged,) if training else ()
 
 
 DataOption = Annotated[
@@ -63,14 +69,24 @@ Strict = Annotated[
 Force = Annotated[bool, typer.Option("--force", help="Discard an existing run directory.")]
 
 
-def _train(stage: str, config_cls, runner, recipes, overrides, force: bool, fields: dict, errors=()) -> None:
-    """Load the stage's config (recipes, --set, flags) and run it; user errors end in one line."""
+def _train(stage: str, config_cls, recipes, overrides, force: bool, fields: dict) -> None:
+    """Load the stage's config (recipes, --set, flags), then import the stage (torch,
+    transformers, TRL: seconds) and run it; user errors end in one line."""
+    import importlib
+
     from scale_repro.config import load_config
 
     _setup_logging()
+    if fields.get("max_steps") is not None and fields["max_steps"] < 1:
+        _fail(f"--max-steps must be a positive number of optimizer steps, got {fields['max_steps']}")
     try:
-        run_dir = runner(load_config(config_cls, recipes, overrides, **fields), force=force)
-    except (*_user_errors(), *errors) as exc:
+        config = load_config(config_cls, recipes, overrides, **fields)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    module = importlib.import_module(f"scale_repro.{stage}")
+    try:
+        run_dir = getattr(module, f"run_{stage}")(config, force=force)
+    except (*_user_errors(), *module.USER_ERRORS) as exc:
         _fail(str(exc))
     typer.echo(f"{stage} run: {run_dir}")
 
@@ -93,11 +109,10 @@ def sft(
 ) -> None:
     """Supervised fine-tuning with the SCALe, fixed-weight or vanilla loss."""
     from scale_repro.config import SFTConfig
-    from scale_repro.sft import AnswerBudgetError, run_sft
 
     fields = {"model": model, "output_dir": output_dir, "max_steps": max_steps, "seed": seed, "loss.mode": loss,
               "data.spec": data, "data.image_root": image_root, "data.strict": strict or None}  # fmt: skip
-    _train("sft", SFTConfig, run_sft, config, overrides, force, fields, errors=(AnswerBudgetError,))
+    _train("sft", SFTConfig, config, overrides, force, fields)
 
 
 @app.command()
@@ -117,11 +132,10 @@ def grpo(
 ) -> None:
     """GRPO with the format and accuracy rewards (vLLM colocated rollouts on GPU machines)."""
     from scale_repro.config import GRPOConfig
-    from scale_repro.grpo import PreflightError, run_grpo
 
     fields = {"model": model, "output_dir": output_dir, "max_steps": max_steps, "seed": seed,
               "data.spec": data, "data.image_root": image_root, "data.strict": strict or None}  # fmt: skip
-    _train("grpo", GRPOConfig, run_grpo, config, overrides, force, fields, errors=(PreflightError,))
+    _train("grpo", GRPOConfig, config, overrides, force, fields)
 
 
 @app.command("eval")
@@ -235,7 +249,11 @@ def reproduce(
     path = experiment_path(table, experiment)
     if not path.is_file():
         _fail(f"{path}: no such experiment file")
-    if is_evidence_file(path):
+    try:
+        evidence = is_evidence_file(path)
+    except (ValueError, *_user_errors()) as exc:
+        _fail(str(exc))
+    if evidence:
         _evidence(path, out or Path("runs") / "evidence", results, jobs, seeds, models, quick, dry_run)
         return
     if seeds is not None and seeds < 1:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import types
 import typing
@@ -315,6 +316,11 @@ class _Mismatch(Exception):
     pass
 
 
+class _NotFinite(_Mismatch):
+    """inf or nan where a number is wanted: ``.inf``, ``1e999`` and ``.nan`` all read as floats,
+    and each trains to NaN or never ends."""
+
+
 def _coerce(value: Any, hint: Any) -> Any:
     """``value`` as an instance of ``hint``, or :class:`_Mismatch`. Only lossless conversions:
     an int where a float is wanted, and a YAML string such as ``1e-4`` (YAML 1.1 reads it as
@@ -359,10 +365,14 @@ def _coerce(value: Any, hint: Any) -> Any:
         raise _Mismatch
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _FLOAT.match(value.strip()):
-            return float(value)
-        raise _Mismatch
+            number = float(value)
+        elif isinstance(value, str) and _FLOAT.match(value.strip()):
+            number = float(value)
+        else:
+            raise _Mismatch
+        if not math.isfinite(number):
+            raise _NotFinite
+        return number
     if hint is str:
         if isinstance(value, str):
             return value
@@ -402,6 +412,10 @@ def _build(cls, values: dict[str, Any], where: str, sources: Sources | None = No
             continue
         try:
             kwargs[key] = _coerce(value, hint)
+        except _NotFinite:
+            raise ConfigError(
+                f"{_origin(sources, prefix + key, where)}: {prefix + key} must be a finite number, got {value!r}"
+            ) from None
         except _Mismatch:
             raise ConfigError(
                 f"{_origin(sources, prefix + key, where)}: {prefix + key} must be {_type_name(hint)}, "
@@ -423,6 +437,33 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, where: str = "") 
     node[parts[-1]] = value
 
 
+def yaml_problem(exc: Exception) -> str:
+    """A YAML or decoding error in one line: what is wrong and on which line."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.start})"
+    mark = getattr(exc, "problem_mark", None)
+    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
+def parse_yaml(text: str, where: str | Path) -> Any:
+    """YAML text's content; text that is not YAML is a one-line ConfigError naming ``where``
+    (the file) and the line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {yaml_problem(exc)}") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content, or a one-line ConfigError naming the file and the line."""
+    try:
+        text = Path(path).read_text()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
+    return parse_yaml(text, path)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"--set {text}: an override must look like key=value")
@@ -430,7 +471,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw != "" else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text}: the value is not valid YAML ({exc})") from exc
+        raise ConfigError(f"--set {text}: the value is not valid YAML ({yaml_problem(exc)})") from None
     return key.strip(), value
 
 
@@ -515,10 +556,7 @@ def load_config(cls, recipes: str | Path | list[str | Path] | None = None, overr
     for path in recipes:
         if not path.is_file():
             raise ConfigError(f"recipe {path} not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        data = read_yaml(path) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a recipe must be a mapping of config fields")
         _merge(tree, data)

@@ -27,8 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from scale_repro.config import read_yaml
 from scale_repro.data.capabilities import CapabilityConfig, write_capability_data
 from scale_repro.data.synth import SynthConfig, write_synthetic
 from scale_repro.evidence_report import COMPARISONS, ratio_label, write_evidence_report
@@ -157,12 +156,12 @@ class EvidenceSpec:
 
 
 def is_evidence_file(path: str | Path) -> bool:
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = read_yaml(path) or {}
     return isinstance(data, dict) and data.get("kind") == EVIDENCE_KIND
 
 
 def load_evidence(path: str | Path) -> EvidenceSpec:
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = read_yaml(path) or {}
     try:
         spec = EvidenceSpec(**data)
     except TypeError as exc:

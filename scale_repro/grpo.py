@@ -41,6 +41,10 @@ class PreflightError(ValueError):
     """A problem found before the first step, with what to change."""
 
 
+# What `scale grpo` reports in one line besides the errors every stage shares.
+USER_ERRORS = (PreflightError,)
+
+
 class ScaleGRPOTrainer(SafeResumeMixin, GRPOTrainer):
     """TRL's GRPOTrainer; resuming a full fine-tuning run loads every tensor or stops."""
 

@@ -39,8 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from scale_repro.config import (
     CONFIGS_DIR,
     INHERITED_FROM_RUN,
@@ -49,6 +47,8 @@ from scale_repro.config import (
     PassRateConfig,
     SFTConfig,
     load_config,
+    parse_yaml,
+    read_yaml,
     to_dict,
 )
 from scale_repro.data.difficulty import RATED_FILE
@@ -183,7 +183,7 @@ def load_recipe_library(path: str | Path = PAPER_RECIPES) -> dict[str, list[Stag
     path = _repo_path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such recipe file")
-    return parse_recipes((yaml.safe_load(path.read_text()) or {}).get("recipes"), str(path))
+    return parse_recipes((read_yaml(path) or {}).get("recipes"), str(path))
 
 
 @functools.cache
@@ -213,7 +213,7 @@ def load_experiment(path: str | Path, variables: dict[str, str] | None = None) -
     errors. ``${NAME}`` values come from ``variables``, then the environment; the planner's own
     (``${TRAIN}``, ``${RATED}``) and the caller's data directories stay for :func:`plan`."""
     text = expand_variables(Path(path).read_text(), variables, environment=True)
-    data = yaml.safe_load(text) or {}
+    data = parse_yaml(text, path) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: an experiment file must be a mapping")
     recipes = data.pop("recipes", None)

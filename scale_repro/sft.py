@@ -196,6 +196,10 @@ class AnswerBudgetError(ValueError):
     """max_length would cut the answer of some samples and the config says to stop."""
 
 
+# What `scale sft` reports in one line besides the errors every stage shares.
+USER_ERRORS = (AnswerBudgetError,)
+
+
 def answer_budget_preflight(config: SFTConfig):
     """The SFT pre-flight: every sample's token count with the model's own processor, and
     what ``max_length`` would cut, handled as ``config.cut_answers`` says."""

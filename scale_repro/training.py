@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -222,6 +223,9 @@ def trainer_arguments(config: TrainConfig, run_dir: Path, bf16: bool) -> dict[st
         dataloader_num_workers=config.dataloader_num_workers,
         report_to=config.report_to or "none",
         use_cpu=not torch.cuda.is_available(),
+        # The Trainer would log a NaN step's loss as the mean of the earlier ones; show it as it
+        # is, so that DivergenceGuard sees it and the log tells the truth.
+        logging_nan_inf_filter=False,
     )
 
 
@@ -262,6 +266,33 @@ class JsonlLogCallback(TrainerCallback):
             handle.write(json.dumps(entry) + "\n")
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss, the gradient norm or the weights are no longer finite numbers."""
+
+
+class DivergenceGuard(TrainerCallback):
+    """Stops the run at the first logged step whose loss or gradient norm is NaN or inf, with the
+    step in the message: a diverged run must never finish and export NaN weights. The
+    checkpoints saved before it stay, so a rerun with other settings can resume from them."""
+
+    WATCHED = ("loss", "grad_norm")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in self.WATCHED:
+            value = (logs or {}).get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"training diverged at step {state.global_step}: {key} is {value} "
+                    f"(learning_rate {args.learning_rate}, max_grad_norm {args.max_grad_norm}); "
+                    "nothing was exported. Lower the learning rate or check the data, then run again"
+                )
+
+
+def nonfinite_weights(model) -> list[str]:
+    """Names of the parameters holding NaN or inf."""
+    return [name for name, weight in model.named_parameters() if not torch.isfinite(weight).all()]
+
+
 def read_train_log(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / TRAIN_LOG
     if not path.is_file():
@@ -276,6 +307,12 @@ def export_final(trainer, processor, run_dir: Path) -> dict[str, str]:
 
     outputs = {}
     model = trainer.accelerator.unwrap_model(trainer.model)
+    broken = nonfinite_weights(model)
+    if broken:  # whatever the logs said (logging_steps > 1 can step over a NaN)
+        raise TrainingDiverged(
+            f"{len(broken)} weight tensors are NaN or inf after step {trainer.state.global_step} "
+            f"(first: {broken[0]}); nothing was exported"
+        )
     if trainer.accelerator.is_main_process:
         if isinstance(model, PeftModel):
             adapter_dir = run_dir / ADAPTER_DIR
@@ -387,7 +424,12 @@ def _train(
     model, processor = load_model_and_processor(resolved.path, bf16, config.trust_remote_code)
     if not config.lora.enabled and config.lora.freeze_vision:
         freeze_vision_tower(model)
-    callbacks = [JsonlLogCallback(run_dir / TRAIN_LOG), ManifestHeartbeat(manifest), *(callbacks or [])]
+    callbacks = [
+        JsonlLogCallback(run_dir / TRAIN_LOG),
+        DivergenceGuard(),
+        ManifestHeartbeat(manifest),
+        *(callbacks or []),
+    ]
     trainer = build(model, processor, examples, run_dir, bf16, callbacks, manifest)
     resume = resume_point(run_dir)
     started = time.time()

@@ -16,13 +16,14 @@ runner = CliRunner()
 
 
 def one_line_error(args: list[str]) -> str:
+    """The one ``error:`` line a failed command printed (training progress may surround it)."""
     result = runner.invoke(app, [str(a) for a in args])
     assert result.exit_code != 0, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert lines and lines[-1].startswith("error: "), result.output
+    errors = [line[line.index("error: ") :] for line in result.output.splitlines() if "error: " in line]
+    assert len(errors) == 1, result.output
     assert "Traceback" not in result.output
-    return lines[-1]
+    return errors[0]
 
 
 @pytest.fixture
@@ -59,8 +60,16 @@ SFT = ["sft", "--model", "tiny-llava-next"]
         ),
         (["--loss", "scal"], "option --mode=scal: loss.mode must be"),
         (["--set", "nonsense=1"], "--set nonsense=1: unknown setting 'nonsense'"),
-        (["--max-steps", "0"], "option --max-steps=0: max_steps must be a positive number of steps"),
-        (["--max-steps", "-5"], "option --max-steps=-5: max_steps must be a positive number of steps"),
+        (["--max-steps", "0"], "--max-steps must be a positive number of optimizer steps, got 0"),
+        (["--max-steps", "-5"], "--max-steps must be a positive number of optimizer steps, got -5"),
+        (["--max-steps", "-1"], "--max-steps must be a positive number of optimizer steps, got -1"),
+        (["--set", "max_steps=0"], "--set max_steps=0: max_steps must be a positive number of steps"),
+        # Every float is finite: inf and nan train to NaN or never end.
+        (["--set", "learning_rate=.inf"], "--set learning_rate=.inf: learning_rate must be a finite number, got inf"),
+        (["--set", "learning_rate=1e999"], "learning_rate must be a finite number, got '1e999'"),
+        (["--set", "max_grad_norm=.nan"], "--set max_grad_norm=.nan: max_grad_norm must be a finite number, got nan"),
+        (["--set", "num_train_epochs=.inf"], "num_train_epochs must be a finite number, got inf"),
+        (["--set", "loss.think_start=-.inf"], "loss.think_start must be a finite number, got -inf"),
         (["--set", "learning_rate=-1e-4"], "--set learning_rate=-1e-4: learning_rate must be positive"),
         (["--set", "lr_scheduler_type=cosin"], "lr_scheduler_type must be 'linear' | 'cosine'"),
     ],
@@ -187,3 +196,60 @@ def test_files_get_the_users_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("recipe", "{path}: not valid YAML: line 3, column 1: expected ',' or ']', but got '<stream end>'"),
+        ("data preset", "{path}: not valid YAML: line 3, column 1: expected ',' or ']'"),
+        ("experiment", "{path}: not valid YAML: line 3, column 1: expected ',' or ']'"),
+    ],
+)
+def test_yaml_that_does_not_parse_is_one_line_with_its_line(tmp_path, synth_dir, no_model_load, kind, expected):
+    path = tmp_path / "broken.yaml"
+    path.write_text("model: tiny-qwen2.5-vl\nlora: [r: 16\n")
+    args = {
+        "recipe": [*SFT, "--data", synth_dir, "--config", path, "--output-dir", tmp_path / "run"],
+        "data preset": [*SFT, "--data", path, "--output-dir", tmp_path / "run"],
+        "experiment": ["reproduce", "--experiment", path, "--dry-run", "--out", tmp_path / "runs"],
+    }[kind]
+    line = one_line_error(args)
+    assert line.startswith("error: " + expected.format(path=path)), line
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+def test_settings_are_checked_before_torch_is_imported(tmp_path):
+    """A bad setting answers in well under a second: no torch, transformers or TRL first."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from scale_repro.cli import app\n"
+        "try:\n"
+        "    app(['sft', '--set', 'learning_rate=.inf', '--output-dir', sys.argv[1]])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('torch' in sys.modules, 'trl' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True)
+    assert "learning_rate must be a finite number" in result.stderr
+    assert result.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("logging_steps", [1, 10])
+def test_a_run_that_diverges_stops_and_exports_nothing(tmp_path, synth_dir, logging_steps):
+    """A finite setting that still trains to NaN (lr 1e30) stops with one line naming the step,
+    whether or not the NaN step is a logged one; the manifest says failed, nothing is exported."""
+    out = tmp_path / "run"
+    line = one_line_error([*SFT, "--data", synth_dir, "--output-dir", out, "--max-steps", "4",
+                           "--set", "learning_rate=1e30", "--set", f"logging_steps={logging_steps}"])  # fmt: skip
+    if logging_steps == 1:
+        assert line.startswith("error: training diverged at step 2: loss is nan (learning_rate 1e+30"), line
+    else:
+        assert line.startswith("error: ") and "weight tensors are NaN or inf after step 4" in line, line
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "TrainingDiverged" in manifest["error"]
+    assert not (out / "merged").exists() and not (out / "adapter").exists()

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from scale_repro.config import parse_yaml
 from scale_repro.data.loaders import (
     LoadResult,
     SubsetRule,
@@ -43,7 +42,7 @@ def preset(name: str) -> dict[str, Any] | None:
     candidates = [Path(name)] if name.endswith((".yaml", ".yml")) else [CONFIGS_DIR / "data" / f"{name}.yaml"]
     for path in candidates:
         if path.is_file():
-            data = yaml.safe_load(os.path.expandvars(path.read_text())) or {}
+            data = parse_yaml(os.path.expandvars(path.read_text()), path) or {}
             data["_preset"] = str(path)
             return data
     return None
