@@ -105,9 +105,10 @@ def parse_completion(text: str) -> ParsedCompletion:
 def boxed_contents(text: str) -> list[str]:
     """The contents of every ``\\boxed{...}`` and ``\\fbox{...}`` (braces may nest), in one scan."""
     found: list[str] = []
+    found_end = -1
     for match in re.finditer(r"\\(?:boxed|fbox)\s*+\{", text):
         begin, depth = match.end(), 0
-        if found and begin <= found_end:  # a box inside the last one: it is part of that answer
+        if begin <= found_end:  # a box inside the last one: it is part of that answer
             continue
         for i in range(begin, len(text)):
             char = text[i]

@@ -45,7 +45,15 @@ def _user_errors():
     from scale_repro.models import ModelNotFound
     from scale_repro.rundir import RunDirError
 
-    return (ConfigError, DataError, ModelNotFound, RunDirError, ResumeError, FileNotFoundError, *_stage_errors())
+    return (
+        ConfigError,
+        DataError,
+        ModelNotFound,
+        RunDirError,
+        ResumeError,
+        FileNotFoundError,
+        *_stage_errors(),
+    )
 
 
 def _stage_errors():

@@ -18,7 +18,7 @@ from scale_repro.perceiving import (
     PERCEPTION_TASK,
     PerceptionFloorError,
 )
-from scale_repro.rundir import fingerprint, write_once
+from scale_repro.rundir import fingerprint, publishing, write_once
 from scale_repro.sft import run_sft
 
 
@@ -57,9 +57,6 @@ def build_perceiving(name: str, out_dir: str | Path, seed: int = 0, echo=print) 
             f"{name}: perception accuracy {100 * accuracy:.1f}% on held-out scenes is below "
             f"{100 * spec.min_accuracy:.0f}%: the base does not see (runs in {work})"
         )
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(run_dir / MERGED_DIR, staging)
     tiny_record = json.loads((tiny_model_path(spec.tiny, seed) / "scale_tiny.json").read_text())
     record = {
         **tiny_record,
@@ -71,8 +68,7 @@ def build_perceiving(name: str, out_dir: str | Path, seed: int = 0, echo=print) 
                        "settings": list(spec.settings), "runs": str(work)},
         "version": PERCEIVING_BUILD_VERSION,
     }  # fmt: skip
-    (staging / "scale_tiny.json").write_text(json.dumps(record, indent=2) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+    with publishing(out) as staging:
+        shutil.copytree(run_dir / MERGED_DIR, staging, dirs_exist_ok=True)
+        (staging / "scale_tiny.json").write_text(json.dumps(record, indent=2) + "\n")
     return out

@@ -117,13 +117,69 @@ def config_hash(config: Any) -> str:
     return fingerprint({k: v for k, v in data.items() if k not in NOT_IDENTITY})
 
 
+@contextmanager
+def exclusive(lock_path: Path):
+    """Wait for, then hold, an ``flock`` on ``lock_path`` (released when the block ends or the
+    holder dies)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+", encoding="utf-8") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def publishing(out: str | Path):
+    """A staging folder of this process's own beside ``out``; when the block ends without
+    error it replaces ``out`` in one rename (the old folder is moved aside first, then
+    deleted), so a reader sees the old folder or the new one and never half of either, and two
+    processes writing the same folder never share or delete each other's staging. On error
+    the staging folder is removed and ``out`` is left as it was."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    host = platform.node()
+    for stale in out.parent.glob(f".{out.name}.partial-{host}-*"):  # left by a killed process
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = out.with_name(f".{out.name}.partial-{host}-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    aside = out.with_name(f".{out.name}.old-{host}-{os.getpid()}")
+    with exclusive(out.with_name(f".{out.name}.publish.lock")):
+        if out.exists():
+            out.rename(aside)
+        staging.rename(out)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def write_once(folder: Path, config: Any, write, echo=print, what: str = "data") -> Path:
     """``write(folder, config)`` unless ``folder``'s manifest says it was written with this same
-    config (a dataclass): generated data is reused only if made the same way."""
+    config (a dataclass): generated data is reused only if made the same way. Two processes
+    asking for the same folder at once write it once: the second waits, then reuses it."""
     wanted = json.loads(json.dumps(dataclasses.asdict(config)))
-    if (read_manifest(folder) or {}).get("config") != wanted:
-        echo(f"writing {what} to {folder}")
-        write(folder, config)
+    folder = Path(folder)
+    with exclusive(folder.with_name(f".{folder.name}.lock")):
+        if (read_manifest(folder) or {}).get("config") != wanted:
+            echo(f"writing {what} to {folder}")
+            write(folder, config)
     return folder
 
 

@@ -17,10 +17,10 @@ Token budgets, truncation and the SFT pre-flight are then exercised at real size
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from scale_repro.rundir import publishing
 
 TINY_VOCAB = 1024
 IMAGE_SIZE = 64
@@ -306,9 +306,6 @@ def build_tiny(name: str, out_dir: str | Path, seed: int = 0, vocab_size: int | 
         raise KeyError(f"unknown tiny model {name!r}; choose from {', '.join(TINY_MODELS)}")
     spec = TINY_MODELS[name]
     out = Path(out_dir)
-    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-
     tokenizer = train_tokenizer(spec.family)
     set_seed(seed)
     with torch.random.fork_rng():
@@ -319,14 +316,12 @@ def build_tiny(name: str, out_dir: str | Path, seed: int = 0, vocab_size: int | 
         )
     model.generation_config.do_sample = False
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(staging, safe_serialization=True)
-    processor.save_pretrained(staging)
-    (staging / "scale_tiny.json").write_text(
-        json.dumps({"name": name, "family": spec.family, "geometry": spec.geometry, "seed": seed,
-                    "real_counterpart": spec.real_counterpart,
-                    "parameters": sum(p.numel() for p in model.parameters())}, indent=2) + "\n"
-    )  # fmt: skip
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+    with publishing(out) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+        processor.save_pretrained(staging)
+        (staging / "scale_tiny.json").write_text(
+            json.dumps({"name": name, "family": spec.family, "geometry": spec.geometry, "seed": seed,
+                        "real_counterpart": spec.real_counterpart,
+                        "parameters": sum(p.numel() for p in model.parameters())}, indent=2) + "\n"
+        )  # fmt: skip
     return out

@@ -23,7 +23,7 @@ from scale_repro.data.validate import DataError
 from scale_repro.faults import kill_point
 from scale_repro.lifecycle import run_stage
 from scale_repro.models import MERGED_DIR, resolve_model
-from scale_repro.rundir import Manifest, atomic_write_text, fingerprint
+from scale_repro.rundir import Manifest, atomic_write_text, fingerprint, publishing
 
 log = logging.getLogger("scale_repro")
 
@@ -315,23 +315,15 @@ def export_final(trainer, processor, run_dir: Path) -> dict[str, str]:
         )
     if trainer.accelerator.is_main_process:
         if isinstance(model, PeftModel):
-            adapter_dir = run_dir / ADAPTER_DIR
-            staging = run_dir / f".{ADAPTER_DIR}.partial"
-            shutil.rmtree(staging, ignore_errors=True)
-            model.save_pretrained(staging)
-            shutil.rmtree(adapter_dir, ignore_errors=True)
-            staging.rename(adapter_dir)
+            with publishing(run_dir / ADAPTER_DIR) as staging:
+                model.save_pretrained(staging)
             outputs["adapter"] = ADAPTER_DIR
             model = model.merge_and_unload()
-        merged_dir = run_dir / MERGED_DIR
-        staging = run_dir / f".{MERGED_DIR}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        # The fused LM head patches `forward` on the instance; the saved weights are untouched.
-        model.save_pretrained(staging, safe_serialization=True)
-        processor.save_pretrained(staging)
-        kill_point("export")
-        shutil.rmtree(merged_dir, ignore_errors=True)
-        staging.rename(merged_dir)
+        with publishing(run_dir / MERGED_DIR) as staging:
+            # The fused LM head patches `forward` on the instance; the saved weights are untouched.
+            model.save_pretrained(staging, safe_serialization=True)
+            processor.save_pretrained(staging)
+            kill_point("export")
         outputs["merged"] = MERGED_DIR
     trainer.accelerator.wait_for_everyone()
     return outputs

@@ -317,8 +317,10 @@ def test_the_grader_credits_as_a_careful_teacher(answer, reference, choices, exp
 def _completion(answer_format: str, answer: str) -> str:
     if answer_format == "tags":
         return f"<think>I look at the picture.</think><answer>{answer}</answer>"
-    return f"<think>I look at the picture.</think> So the answer is {answer}." if "boxed" in answer else (
-        f"<think>I look at the picture.</think> \\boxed{{{answer}}}"
+    return (
+        f"<think>I look at the picture.</think> So the answer is {answer}."
+        if "boxed" in answer
+        else (f"<think>I look at the picture.</think> \\boxed{{{answer}}}")
     )
 
 
@@ -469,7 +471,9 @@ def test_an_independently_graded_set_is_scored_as_its_graders_did():
     from scale_repro.lmms_tasks.utils import _score
     from scale_repro.rewards import make_accuracy_reward
 
-    cases = [json.loads(line) for line in (Path(__file__).parent / "fixtures/graded_completions.jsonl").open()]
+    cases = [
+        json.loads(line) for line in (Path(__file__).parent / "fixtures/graded_completions.jsonl").open()
+    ]
     disagreements = []
     for case in cases:
         reward = make_accuracy_reward(case["format"])(

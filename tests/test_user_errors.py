@@ -65,9 +65,15 @@ SFT = ["sft", "--model", "tiny-llava-next"]
         (["--max-steps", "-1"], "--max-steps must be a positive number of optimizer steps, got -1"),
         (["--set", "max_steps=0"], "--set max_steps=0: max_steps must be a positive number of steps"),
         # Every float is finite: inf and nan train to NaN or never end.
-        (["--set", "learning_rate=.inf"], "--set learning_rate=.inf: learning_rate must be a finite number, got inf"),
+        (
+            ["--set", "learning_rate=.inf"],
+            "--set learning_rate=.inf: learning_rate must be a finite number, got inf",
+        ),
         (["--set", "learning_rate=1e999"], "learning_rate must be a finite number, got '1e999'"),
-        (["--set", "max_grad_norm=.nan"], "--set max_grad_norm=.nan: max_grad_norm must be a finite number, got nan"),
+        (
+            ["--set", "max_grad_norm=.nan"],
+            "--set max_grad_norm=.nan: max_grad_norm must be a finite number, got nan",
+        ),
         (["--set", "num_train_epochs=.inf"], "num_train_epochs must be a finite number, got inf"),
         (["--set", "loss.think_start=-.inf"], "loss.think_start must be a finite number, got -inf"),
         (["--set", "learning_rate=-1e-4"], "--set learning_rate=-1e-4: learning_rate must be positive"),
@@ -206,7 +212,9 @@ def test_files_get_the_users_umask(tmp_path):
         ("experiment", "{path}: not valid YAML: line 3, column 1: expected ',' or ']'"),
     ],
 )
-def test_yaml_that_does_not_parse_is_one_line_with_its_line(tmp_path, synth_dir, no_model_load, kind, expected):
+def test_yaml_that_does_not_parse_is_one_line_with_its_line(
+    tmp_path, synth_dir, no_model_load, kind, expected
+):
     path = tmp_path / "broken.yaml"
     path.write_text("model: tiny-qwen2.5-vl\nlora: [r: 16\n")
     args = {
@@ -233,7 +241,9 @@ def test_settings_are_checked_before_torch_is_imported(tmp_path):
         "    pass\n"
         "print('torch' in sys.modules, 'trl' in sys.modules)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True
+    )
     assert "learning_rate must be a finite number" in result.stderr
     assert result.stdout.split() == ["False", "False"]
 

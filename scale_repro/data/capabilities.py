@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from scale_repro.data.synth import (
     make_question,
     random_scene,
 )
-from scale_repro.rundir import atomic_write_json, atomic_write_text
+from scale_repro.rundir import atomic_write_json, atomic_write_text, publishing
 
 CAPABILITY_KIND = "scale-capabilities"
 CAPABILITIES = {
@@ -90,8 +89,12 @@ def _problem(question: Question, with_image: bool, scene: Scene) -> str:
 def write_capability_data(out_dir: str | Path, config: CapabilityConfig = CapabilityConfig()) -> Path:
     """Write the three capability files (and images) to ``out_dir``, replaced atomically."""
     out = Path(out_dir)
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    with publishing(out) as staging:
+        _write_capabilities(staging, config)
+    return out
+
+
+def _write_capabilities(staging: Path, config: CapabilityConfig) -> None:
     (staging / "images").mkdir(parents=True)
     # Draw the evaluation scenes of `scale data synth` first, so none is reused here.
     reserved = generate_items(config.evaluation_world())
@@ -144,7 +147,3 @@ def write_capability_data(out_dir: str | Path, config: CapabilityConfig = Capabi
     files["perception_captions"] = "perception_captions.json"
     atomic_write_json(staging / "manifest.json", {"kind": CAPABILITY_KIND, "config": asdict(config), "files": files,
                                                   "counts": counts})  # fmt: skip
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
-    return out

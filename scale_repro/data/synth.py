@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from PIL import Image, ImageDraw
 
 from scale_repro.answers import LETTERS
 from scale_repro.data.records import completion_text, format_question
-from scale_repro.rundir import atomic_write_json, atomic_write_text
+from scale_repro.rundir import atomic_write_json, atomic_write_text, publishing
 
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30)}
 SHAPES = ("circle", "square", "triangle")
@@ -333,11 +332,15 @@ def scene_from_json(data: dict[str, Any]) -> Scene:
 
 def write_synthetic(out_dir: str | Path, config: SynthConfig = SynthConfig()) -> Path:
     """Write the three splits and a manifest; replaces ``out_dir`` atomically."""
+    out = Path(out_dir)
+    with publishing(out) as staging:
+        _write_splits(staging, config)
+    return out
+
+
+def _write_splits(staging: Path, config: SynthConfig) -> None:
     import datasets
 
-    out = Path(out_dir)
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
     (staging / "images").mkdir(parents=True)
     splits = generate_items(config)
 
@@ -429,10 +432,6 @@ def write_synthetic(out_dir: str | Path, config: SynthConfig = SynthConfig()) ->
         },
     }
     atomic_write_json(staging / "manifest.json", manifest)
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
-    return out
 
 
 SCIENCEQA_COLUMNS = (
