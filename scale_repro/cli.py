@@ -257,6 +257,8 @@ def reproduce(
     path = experiment_path(table, experiment)
     if not path.is_file():
         _fail(f"{path}: no such experiment file")
+    if seeds is not None and seeds < 1:
+        _fail("--seeds must be at least 1")
     try:
         evidence = is_evidence_file(path)
     except (ValueError, *_user_errors()) as exc:
@@ -264,8 +266,6 @@ def reproduce(
     if evidence:
         _evidence(path, out or Path("runs") / "evidence", results, jobs, seeds, models, quick, dry_run)
         return
-    if seeds is not None and seeds < 1:
-        _fail("--seeds must be at least 1")
     if quick:
         _fail("--quick shortens evidence experiments only; this one's steps are in its file")
     try:
@@ -310,7 +310,7 @@ def _evidence(path: Path, out: Path, results: Path | None, jobs: int, seeds: int
     except (ValueError, *_user_errors()) as exc:
         _fail(str(exc))
     if dry_run:
-        stages = evidence_stages(spec, out, echo=typer.echo)
+        stages = evidence_stages(spec, out, echo=typer.echo, write=False)  # a dry run writes nothing
         typer.echo(describe(stages))
         typer.echo(f"{len(chains(stages))} independent chains")
         return

@@ -230,21 +230,26 @@ def shorten(
     return spec
 
 
-def prepare_data(spec: EvidenceSpec, data_root: Path, echo=print) -> dict[float, Path]:
-    """One synthetic data directory per ratio; an existing one is reused only if made the same way."""
+def prepare_data(spec: EvidenceSpec, data_root: Path, echo=print, write: bool = True) -> dict[float, Path]:
+    """One synthetic data directory per ratio; an existing one is reused only if made the same
+    way. ``write=False`` (a dry run) only names the directories."""
     dirs = {}
     for ratio in spec.ratios():
+        if not write:
+            dirs[ratio] = data_root / f"ratio{ratio:g}"
+            continue
         dirs[ratio] = write_once(data_root / f"ratio{ratio:g}", spec.synth_config(ratio), write_synthetic, echo,
                                  f"synthetic data (ratio {ratio_label(ratio)})")  # fmt: skip
     return dirs
 
 
-def prepare_capabilities(spec: EvidenceSpec, data_root: Path, echo=print) -> dict[str, str]:
+def prepare_capabilities(spec: EvidenceSpec, data_root: Path, echo=print, write: bool = True) -> dict[str, str]:
     """``${CAP}``: the curriculum's capability data in the task's world, when a recipe needs it."""
     if not spec.capabilities or not set(spec.recipes) & set(spec.configurations):
         return {}
     folder = data_root / "capabilities"
-    write_once(folder, spec.capability_config(), write_capability_data, echo, "capability data")
+    if write:
+        write_once(folder, spec.capability_config(), write_capability_data, echo, "capability data")
     return {"CAP": str(folder)}
 
 
@@ -311,11 +316,13 @@ def curve_evaluations(spec: EvidenceSpec, stages: list[Stage]) -> list[Stage]:
     return curves
 
 
-def evidence_stages(spec: EvidenceSpec, out: Path, echo=print) -> list[Stage]:
-    """The data for every ratio (written if missing), then every stage of the experiment."""
+def evidence_stages(spec: EvidenceSpec, out: Path, echo=print, write: bool = True) -> list[Stage]:
+    """The data for every ratio (written if missing; named only when ``write`` is False, as a
+    dry run writes nothing), then every stage of the experiment."""
     out = Path(out).resolve()
-    data_dirs = prepare_data(spec, out / "data", echo=echo)
-    return plan_evidence(spec, out, data_dirs, prepare_capabilities(spec, out / "data", echo=echo))
+    data_dirs = prepare_data(spec, out / "data", echo=echo, write=write)
+    capabilities = prepare_capabilities(spec, out / "data", echo=echo, write=write)
+    return plan_evidence(spec, out, data_dirs, capabilities)
 
 
 def environment() -> dict[str, Any]:

@@ -54,10 +54,10 @@ def training_chain(model: str | Path) -> list[dict[str, Any]]:
     chain = []
     while Path(str(model)).is_dir():
         manifest = read_manifest(model)
-        if not manifest or manifest.get("stage") not in ("sft", "grpo"):
+        if not manifest or manifest.get("stage") not in ("sft", "grpo") or not isinstance(manifest.get("config"), dict):
             break
         chain.append(manifest)
-        model = str(manifest.get("config", {}).get("model", ""))
+        model = str(manifest["config"].get("model", ""))
     return chain
 
 
@@ -97,6 +97,9 @@ def collect(runs: str | Path, skipped: list[dict[str, str]] | None = None) -> li
             skipped.append({"dir": str(run), "reason": f"manifest unreadable ({str(exc).split(';')[0]})"})
             continue
         if not manifest or manifest.get("stage") != "eval":
+            continue
+        if not isinstance(manifest.get("config"), dict):
+            skipped.append({"dir": str(run), "reason": "manifest unreadable (no config in it)"})
             continue
         labels = {**derived_labels(manifest), **(manifest.get("config", {}).get("labels") or {})}
         record = {"labels": labels, "status": manifest.get("status"), "dir": str(run)}
@@ -213,7 +216,7 @@ def timing_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(records: list[dict[str, Any]], runs: Path, out: Path) -> list[str]:
+def plot(records: list[dict[str, Any]], runs: Path, out: Path, skipped: list[dict[str, str]]) -> list[str]:
     """Weight schedule, THINK/ANSWER loss curves (vanilla vs SCALe), accuracy and invalid rate."""
     import matplotlib
 
@@ -222,7 +225,7 @@ def plot(records: list[dict[str, Any]], runs: Path, out: Path) -> list[str]:
 
     from scale_repro.config import LossConfig
     from scale_repro.loss import cosine_weight
-    from scale_repro.training import read_train_log
+    from scale_repro.rundir import read_train_log
 
     written = []
     c = LossConfig()
@@ -248,8 +251,14 @@ def plot(records: list[dict[str, Any]], runs: Path, out: Path) -> list[str]:
     for manifest_path in sorted(Path(runs).rglob("manifest.json")):
         manifest = read_manifest(manifest_path.parent)
         if manifest and manifest.get("stage") == "sft" and manifest.get("status") == "finished":
-            mode = manifest["config"]["loss"]["mode"]
-            curves[mode].append(read_train_log(manifest_path.parent))
+            problems: list[str] = []
+            mode = ((manifest.get("config") or {}).get("loss") or {}).get("mode")
+            entries = read_train_log(manifest_path.parent, problems)
+            if mode and not problems:
+                curves[mode].append(entries)
+            else:
+                skipped.append({"dir": str(manifest_path.parent),
+                                "reason": problems[0] if problems else "manifest has no loss mode"})  # fmt: skip
     if curves:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharex=True)
         for mode, logs in sorted(curves.items()):
@@ -290,6 +299,7 @@ def write_report(runs: str | Path, out: str | Path, paper_path: Path = PAPER_TAB
     paper = json.loads(paper_path.read_text()) if paper_path.is_file() else {}
     skipped: list[dict[str, str]] = []
     records = collect(runs, skipped)
+    plots = plot(records, runs, out, skipped)
     markdown = [
         f"# SCALe reproduction report\n\nRuns: `{runs}` ({len(records)} evaluations, {len(skipped)} skipped)\n"
     ]
@@ -302,7 +312,6 @@ def write_report(runs: str | Path, out: str | Path, paper_path: Path = PAPER_TAB
         atomic_write_text(out / f"table{table}.tex", tex)
         atomic_write_text(out / f"table{table}.csv", table_csv)
     markdown.append(timing_table(records))
-    plots = plot(records, runs, out)
     markdown.append("\n".join(f"![{p}]({p})" for p in plots) + "\n")
     atomic_write_text(out / "report.md", "\n".join(markdown))
     return {"evaluations": len(records), "skipped": skipped, "plots": plots, "report": str(out / "report.md")}

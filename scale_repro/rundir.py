@@ -170,6 +170,30 @@ def publishing(out: str | Path):
     shutil.rmtree(aside, ignore_errors=True)
 
 
+TRAIN_LOG = "train_log.jsonl"
+
+
+def read_train_log(run_dir: str | Path, problems: list[str] | None = None) -> list[dict[str, Any]]:
+    """A training run's log entries (torch-free, for reports). A line that does not decode
+    (the last one, cut by a kill mid-write) is left out and described in ``problems``."""
+    path = Path(run_dir) / TRAIN_LOG
+    if not path.is_file():
+        return []
+    entries = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            entry = None
+        if isinstance(entry, dict):
+            entries.append(entry)
+        elif problems is not None:
+            problems.append(f"{path}: line {number} is not a log entry")
+    return entries
+
+
 def write_once(folder: Path, config: Any, write, echo=print, what: str = "data") -> Path:
     """``write(folder, config)`` unless ``folder``'s manifest says it was written with this same
     config (a dataclass): generated data is reused only if made the same way. Two processes

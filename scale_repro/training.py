@@ -23,13 +23,12 @@ from scale_repro.data.validate import DataError
 from scale_repro.faults import kill_point
 from scale_repro.lifecycle import run_stage
 from scale_repro.models import MERGED_DIR, resolve_model
-from scale_repro.rundir import Manifest, atomic_write_text, fingerprint, publishing
+from scale_repro.rundir import TRAIN_LOG, Manifest, atomic_write_text, fingerprint, publishing, read_train_log
 
 log = logging.getLogger("scale_repro")
 
 CHECKPOINTS_DIR = "checkpoints"
 ADAPTER_DIR = "adapter"
-TRAIN_LOG = "train_log.jsonl"
 # Vision towers of the three families; LoRA never targets them.
 VISION_MODULE_PATTERN = r"(visual|vision_tower|vision_model|multi_modal_projector|merger)"
 
@@ -291,13 +290,6 @@ class DivergenceGuard(TrainerCallback):
 def nonfinite_weights(model) -> list[str]:
     """Names of the parameters holding NaN or inf."""
     return [name for name, weight in model.named_parameters() if not torch.isfinite(weight).all()]
-
-
-def read_train_log(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / TRAIN_LOG
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def export_final(trainer, processor, run_dir: Path) -> dict[str, str]:

@@ -29,6 +29,11 @@ def test_evidence_dry_run_prints_the_plan(tmp_path):
     assert result.exit_code == 0, result.output
     assert "tiny-llava-next-seeing-quick/ratio80/seed1/1-sft-scale/eval-80x" in result.output
     assert "18 independent chains" in result.output  # SFT runs: 6 at 20x, 4 at 5x, 8 at 80x (4 cut)
+    assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
+    result = runner.invoke(
+        app, ["reproduce", "--experiment", "synthetic", "--dry-run", "--seeds", "0", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 1 and "--seeds must be at least 1" in result.output
     result = runner.invoke(
         app, ["reproduce", "--experiment", "synthetic", "--jobs", "0", "--out", str(tmp_path)]
     )

@@ -99,13 +99,18 @@ def test_unreadable_runs_are_listed_with_the_reason(runs, tmp_path):
         runs, "broken-metrics", {"model": "m", "dataset": "IconQA", "configuration": "SFT", "seed": 0}, 0.5
     )
     atomic_write_text(runs / "broken-metrics" / "metrics.json", "{not json")
+    atomic_write_json(runs / "null-config" / "manifest.json", {"stage": "eval", "status": "finished", "config": None})
+    # A finished SFT run whose log was cut mid-line by a kill.
+    atomic_write_text(runs / "train-sft" / "train_log.jsonl", '{"step": 1, "loss_think": 2.0}\n{"step": 2, "lo')
     summary = write_report(runs, tmp_path / "out")
     reasons = {Path(s["dir"]).name: s["reason"] for s in summary["skipped"]}
-    assert set(reasons) == {"broken-manifest", "broken-metrics"}
+    assert set(reasons) == {"broken-manifest", "broken-metrics", "null-config", "train-sft"}
     assert reasons["broken-manifest"].startswith("manifest unreadable")
     assert reasons["broken-metrics"].startswith("metrics.json unreadable (JSONDecodeError")
+    assert reasons["null-config"] == "manifest unreadable (no config in it)"
+    assert reasons["train-sft"].endswith("train_log.jsonl: line 2 is not a log entry")
     text = (tmp_path / "out" / "report.md").read_text()
-    assert "2 skipped" in text and "broken-metrics" in text
+    assert "4 skipped" in text and "broken-metrics" in text and "null-config" in text
 
 
 def test_plain_eval_runs_get_labels_from_their_manifests(tmp_path):
