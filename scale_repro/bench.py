@@ -97,9 +97,8 @@ def run_bench(model: str | None = None, steps: int = 6, batch: int = 2, image_si
     from scale_repro.grpo import run_grpo, vllm_available
     from scale_repro.models import resolve_model
     from scale_repro.plan import shape_of
-    from scale_repro.rundir import package_versions, read_manifest
+    from scale_repro.rundir import package_versions, read_manifest, read_train_log
     from scale_repro.sft import run_sft
-    from scale_repro.rundir import read_train_log
 
     on_gpu = torch.cuda.is_available()
     model = model or ("qwen2.5-vl-3b" if on_gpu else "tiny-qwen2.5-vl")

@@ -243,7 +243,9 @@ def prepare_data(spec: EvidenceSpec, data_root: Path, echo=print, write: bool = 
     return dirs
 
 
-def prepare_capabilities(spec: EvidenceSpec, data_root: Path, echo=print, write: bool = True) -> dict[str, str]:
+def prepare_capabilities(
+    spec: EvidenceSpec, data_root: Path, echo=print, write: bool = True
+) -> dict[str, str]:
     """``${CAP}``: the curriculum's capability data in the task's world, when a recipe needs it."""
     if not spec.capabilities or not set(spec.recipes) & set(spec.configurations):
         return {}

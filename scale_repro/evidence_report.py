@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from scale_repro.report import collect
-from scale_repro.rundir import atomic_write_json, atomic_write_text
-from scale_repro.rundir import read_train_log
+from scale_repro.rundir import atomic_write_json, atomic_write_text, read_train_log
 
 # ``spec`` below is an evidence.EvidenceSpec (typed Any: evidence imports this module, not the reverse).
 EvidenceSpec = Any

@@ -54,7 +54,11 @@ def training_chain(model: str | Path) -> list[dict[str, Any]]:
     chain = []
     while Path(str(model)).is_dir():
         manifest = read_manifest(model)
-        if not manifest or manifest.get("stage") not in ("sft", "grpo") or not isinstance(manifest.get("config"), dict):
+        if (
+            not manifest
+            or manifest.get("stage") not in ("sft", "grpo")
+            or not isinstance(manifest.get("config"), dict)
+        ):
             break
         chain.append(manifest)
         model = str(manifest["config"].get("model", ""))

@@ -37,7 +37,9 @@ def test_a_failed_write_leaves_the_old_folder_and_no_staging(tmp_path):
 def test_staging_left_by_a_killed_process_is_cleaned_up(tmp_path):
     import platform
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     stale = tmp_path / f".data.partial-{platform.node()}-{dead.stdout.strip()}"
     stale.mkdir()
     with publishing(tmp_path / "data") as staging:
@@ -69,7 +71,9 @@ def test_two_processes_asking_for_the_same_data_write_it_once(tmp_path):
     Now the second waits for the first and reuses its folder."""
     folder, log = tmp_path / "synth", tmp_path / "writes.log"
     procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(folder), str(log)], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(folder), str(log)], stdout=subprocess.PIPE, text=True
+        )
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=300)[0].strip() for p in procs]

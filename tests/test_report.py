@@ -99,9 +99,13 @@ def test_unreadable_runs_are_listed_with_the_reason(runs, tmp_path):
         runs, "broken-metrics", {"model": "m", "dataset": "IconQA", "configuration": "SFT", "seed": 0}, 0.5
     )
     atomic_write_text(runs / "broken-metrics" / "metrics.json", "{not json")
-    atomic_write_json(runs / "null-config" / "manifest.json", {"stage": "eval", "status": "finished", "config": None})
+    atomic_write_json(
+        runs / "null-config" / "manifest.json", {"stage": "eval", "status": "finished", "config": None}
+    )
     # A finished SFT run whose log was cut mid-line by a kill.
-    atomic_write_text(runs / "train-sft" / "train_log.jsonl", '{"step": 1, "loss_think": 2.0}\n{"step": 2, "lo')
+    atomic_write_text(
+        runs / "train-sft" / "train_log.jsonl", '{"step": 1, "loss_think": 2.0}\n{"step": 2, "lo'
+    )
     summary = write_report(runs, tmp_path / "out")
     reasons = {Path(s["dir"]).name: s["reason"] for s in summary["skipped"]}
     assert set(reasons) == {"broken-manifest", "broken-metrics", "null-config", "train-sft"}
