@@ -29,7 +29,7 @@ from scale_repro.config import EvalConfig
 from scale_repro.data.sources import TEST_TASKS, load_test_examples, synth_manifest
 from scale_repro.formats import FORMATS
 from scale_repro.lifecycle import run_stage
-from scale_repro.models import resolve_model
+from scale_repro.models import PROCESSOR_FILES, resolve_model
 from scale_repro.rundir import (
     Manifest,
     atomic_write_json,
@@ -45,7 +45,6 @@ BASE_TASK = {"scienceqa": "scienceqa_img_cot", "iconqa": "iconqa_cot"}
 # The task variant of each answer format (lmms_tasks/*_boxed.yaml: think, then \boxed{}).
 FORMAT_SUFFIX = {"tags": "", "think_boxed": "_boxed"}
 LMMS_MODEL = {"qwen2_5_vl": "qwen2_5_vl", "gemma3": "gemma3", "llava_next": "llava_hf"}
-PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
 
 class EvalError(RuntimeError):

@@ -34,6 +34,10 @@ class ResolvedModel:
     kind: str  # paper | tiny | hub | local | run
 
 
+# What a local checkpoint needs beside its weights to be trained or evaluated.
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+
+
 class ModelNotFound(ValueError):
     pass
 
@@ -78,6 +82,10 @@ def resolve_model(name: str, seed: int = 0) -> ResolvedModel:
             return ResolvedModel(name, str(merged), "run")
         if not (path / "config.json").is_file():
             raise ModelNotFound(f"{path}: not a checkpoint directory (no config.json) nor a run directory")
+        if not any((path / file).is_file() for file in PROCESSOR_FILES):
+            raise ModelNotFound(
+                f"{path}: no processor (processor_config.json / preprocessor_config.json) beside the weights"
+            )
         return ResolvedModel(name, str(path), "local")
     if name.count("/") == 1 and not name.startswith((".", "/")):
         return ResolvedModel(name, name, "hub")

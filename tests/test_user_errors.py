@@ -263,3 +263,21 @@ def test_a_run_that_diverges_stops_and_exports_nothing(tmp_path, synth_dir, logg
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "failed" and "TrainingDiverged" in manifest["error"]
     assert not (out / "merged").exists() and not (out / "adapter").exists()
+
+
+def test_a_checkpoint_without_its_processor_is_one_line(tmp_path, synth_dir, tiny_paths, no_model_load):
+    """`sft --model DIR` with config.json and weights but no processor: refused before loading."""
+    import shutil
+
+    checkpoint = tmp_path / "weights-only"
+    checkpoint.mkdir()
+    for file in tiny_paths["tiny-qwen2.5-vl"].iterdir():
+        if file.name == "config.json" or file.suffix == ".safetensors":
+            shutil.copy(file, checkpoint / file.name)
+    out = tmp_path / "run"
+    line = one_line_error(["sft", "--model", checkpoint, "--data", synth_dir, "--output-dir", out])
+    assert (
+        line
+        == f"error: {checkpoint}: no processor (processor_config.json / preprocessor_config.json) beside the weights"
+    )
+    assert not out.exists()
