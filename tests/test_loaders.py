@@ -132,3 +132,93 @@ def test_every_reason_is_exercised_by_the_fixtures(scienceqa, iconqa):
     seen |= set(scienceqa_examples(scienceqa, "f").report.rejected)
     seen |= set(iconqa_examples(iconqa, "f").report.rejected)
     assert seen == set(REASONS)
+
+
+def _png_bytes(size=(8, 8)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _rechunk(png: bytes, chunk: bytes, data: bytes) -> bytes:
+    """``png`` with the first ``chunk``'s data replaced by ``data`` and its CRC recomputed, so
+    the file's structure stays valid (Pillow's verify() passes)."""
+    import struct
+    import zlib
+
+    at = png.index(chunk) - 4
+    length = struct.unpack(">I", png[at : at + 4])[0]
+    end = at + 8 + length + 4
+    crc = struct.pack(">I", zlib.crc32(chunk + data) & 0xFFFFFFFF)
+    return png[:at] + struct.pack(">I", len(data)) + chunk + data + crc + png[end:]
+
+
+def bad_images(folder: Path) -> dict[str, Path]:
+    """Real bad images: a header claiming 20000x20000 pixels, valid chunks around pixel data
+    that does not decompress, and a truncated file."""
+    import struct
+
+    png = _png_bytes()
+    ihdr = png[png.index(b"IHDR") + 4 : png.index(b"IHDR") + 17]
+    bomb = _rechunk(png, b"IHDR", struct.pack(">II", 20000, 20000) + ihdr[8:])
+    idat = png[png.index(b"IDAT") + 4 : png.index(b"IEND") - 8]
+    corrupt = _rechunk(png, b"IDAT", idat[:2] + bytes(b ^ 0x5A for b in idat[2:]))
+    files = {"bomb": bomb, "corrupt": corrupt, "truncated": png[: len(png) // 2]}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / f"{name}.png").write_bytes(data)
+    return {name: folder / f"{name}.png" for name in files}
+
+
+def test_bad_images_are_counted_by_what_is_wrong_with_them(tmp_path):
+    from PIL import Image
+
+    from scale_repro.data.validate import check_image
+
+    images = bad_images(tmp_path / "images")
+    with Image.open(images["corrupt"]) as image:
+        image.verify()  # the structure is fine: only decoding finds the damage
+    assert check_image(images["bomb"])[0] == "image_too_large"
+    assert check_image(images["corrupt"])[0] == "unreadable_image"
+    assert check_image(images["truncated"])[0] == "unreadable_image"
+    conversations = [{"from": "human", "value": "<image>How many?"},
+                     {"from": "gpt", "value": "<think>one</think><answer>1</answer>"}]  # fmt: skip
+    records = [{"id": name, "image": f"images/{name}.png", "conversations": conversations} for name in images]
+    records += [{"id": "typed", "image": 7, "conversations": conversations},
+                {"id": "typed-list", "images": [{"path": "a.png"}], "conversations": conversations}]  # fmt: skip
+    (tmp_path / "data.json").write_text(json.dumps(records))
+    result = load_vision_r1(tmp_path / "data.json", tmp_path)
+    assert result.examples == []
+    assert dict(result.report.rejected) == {"image_too_large": 1, "unreadable_image": 2, "bad_field": 2}
+    assert result.report.first_rejected["bad_field"][0]["record"] == "typed"
+    assert "an image must be a file path, got 7" in result.report.first_rejected["bad_field"][0]["message"]
+
+
+def test_validate_decodes_what_training_will_decode(tmp_path):
+    """`scale data validate` rejects a PNG whose pixels do not decode, with the record named;
+    `scale sft` on the same file stops before any model loads."""
+    from typer.testing import CliRunner
+
+    from scale_repro.cli import app
+
+    images = bad_images(tmp_path / "images")
+    conversations = [{"from": "human", "value": "<image>How many?"},
+                     {"from": "gpt", "value": "<think>one</think><answer>1</answer>"}]  # fmt: skip
+    (tmp_path / "data.json").write_text(
+        json.dumps([{"id": "corrupt-1", "image": "images/corrupt.png", "conversations": conversations}])
+    )
+    result = CliRunner().invoke(app, ["data", "validate", str(tmp_path / "data.json")])
+    assert result.exit_code != 0
+    assert "rejected unreadable_image: 1 (first: corrupt-1; cannot read image" in result.output
+    assert images["corrupt"].name in result.output
+    result = CliRunner().invoke(app, ["sft", "--model", "tiny-qwen2.5-vl", "--data", str(tmp_path / "data.json"),
+                                      "--output-dir", str(tmp_path / "run")])  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'data.json'}: no valid training examples (1 records, 1 selected; unreadable_image: 1)"
+    )
+    assert not (tmp_path / "run").exists()

@@ -206,12 +206,12 @@ def load_vision_r1(
     return LoadResult(examples, report)
 
 
-def _image_paths(record: dict[str, Any]) -> list[str]:
-    if "images" in record and record["images"] is not None:
-        images = record["images"]
-        return [images] if isinstance(images, str) else list(images)
-    if "image" in record and record["image"] is not None:
-        return [record["image"]] if isinstance(record["image"], str) else list(record["image"])
+def _image_paths(record: dict[str, Any]) -> list[Any]:
+    """The record's image field as a list (one path or several); its items are checked later."""
+    for key in ("images", "image"):
+        value = record.get(key)
+        if value is not None:
+            return list(value) if isinstance(value, list | tuple) else [value]
     return []
 
 
@@ -268,6 +268,9 @@ def _vision_r1_record(record: Any, record_id: str, roots: list[Path], check_imag
     paths = _image_paths(record)
     if not paths:
         return Rejection("missing_field", record_id, "image", "no image path")
+    if not all(isinstance(p, str) for p in paths):
+        wrong = next(p for p in paths if not isinstance(p, str))
+        return Rejection("bad_field", record_id, "image", f"an image must be a file path, got {wrong!r}")
     resolved = []
     for p in paths:
         candidates = _resolve_image(str(p), roots)

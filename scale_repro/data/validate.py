@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from scale_repro.segments import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 
@@ -22,7 +22,9 @@ REASONS = (
     "missing_field",
     "empty_question",
     "missing_image_file",
-    "unreadable_image",
+    "unreadable_image",  # the file does not decode (truncated, corrupt pixel data, not an image)
+    "image_too_large",  # more pixels than Pillow decodes safely (a decompression bomb)
+    "bad_field",  # a field of the wrong type (an image that is not a file path)
     "missing_tag",
     "repeated_tag",
     "misordered_tags",
@@ -164,13 +166,20 @@ def check_completion(text: str) -> tuple[str, str] | None:
 
 
 def check_image(path: Path) -> tuple[str, str] | None:
+    """Why an image cannot be trained on, or None. The pixels are decoded, as training will
+    decode them: ``verify()`` alone checks only the file's structure, so a PNG with valid chunks
+    but corrupt pixel data would pass it and stop training after the model has loaded."""
     if not path.is_file():
         return "missing_image_file", f"image file not found: {path}"
     try:
         with Image.open(path) as image:
             image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        return "unreadable_image", f"cannot read image {path}: {exc}"
+        with Image.open(path) as image:
+            image.load()
+    except Image.DecompressionBombError as exc:
+        return "image_too_large", f"image {path} is too large to decode safely ({exc})"
+    except Exception as exc:  # noqa: BLE001 - zlib, struct and codec errors all mean "cannot decode"
+        return "unreadable_image", f"cannot read image {path}: {type(exc).__name__}: {exc}"
     return None
 
 
