@@ -49,7 +49,7 @@ def test_validate_writes_a_report_and_fails_on_rejections(tmp_path):
                                  "--image-root", str(fixtures / "images"), "--report", str(report)])  # fmt: skip
     assert result.exit_code == 1
     data = json.loads(report.read_text())
-    assert (data["total"], data["selected"], data["valid"]) == (13, 13, 2)
+    assert (data["total"], data["selected"], data["valid"]) == (15, 15, 2)
     assert data["rejected"]["missing_image_file"] == 1
 
 

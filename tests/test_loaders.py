@@ -42,8 +42,10 @@ def test_vision_r1_shape_a_keeps_valid_and_counts_every_rejection():
     assert first.reasoning == "The square fills the picture and it is red."
     assert first.answer == "A"
     assert first.images == [str(FIXTURES / "images" / "ScienceQA" / "red.png")]
-    assert (result.report.total, result.report.selected, result.report.valid) == (13, 13, 2)
+    assert (result.report.total, result.report.selected, result.report.valid) == (15, 15, 2)
     assert dict(result.report.rejected) == {
+        "image_too_large": 1,  # a PNG whose header claims 20000 x 20000 pixels
+        "bad_field": 1,  # "image": 7
         "missing_tag": 1,
         "repeated_tag": 1,
         "misordered_tags": 1,
@@ -73,7 +75,7 @@ def test_subset_rule_selects_by_source_folder():
     )
     assert [e.id for e in result.examples] == ["icon-1"]
     # Records outside the subset are read but neither selected, kept nor rejected.
-    assert (result.report.total, result.report.selected, dict(result.report.rejected)) == (13, 1, {})
+    assert (result.report.total, result.report.selected, dict(result.report.rejected)) == (15, 1, {})
     assert dict(result.report.sources) == {"iconqa": 1}
 
 
