@@ -43,7 +43,7 @@ def _user_errors():
     from scale_repro.config import ConfigError
     from scale_repro.data.validate import DataError
     from scale_repro.models import ModelNotFound
-    from scale_repro.rundir import RunDirError
+    from scale_repro.rundir import RunDirError, StageInterrupted
 
     return (
         ConfigError,
@@ -52,6 +52,7 @@ def _user_errors():
         RunDirError,
         ResumeError,
         FileNotFoundError,
+        StageInterrupted,
         *_stage_errors(),
     )
 

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from scale_repro.config import ConfigError, to_dict
 from scale_repro.rundir import (
     Manifest,
+    StageInterrupted,
     StageSkipped,
     check_output_dir,
     claimed_run_dir,
@@ -46,6 +47,23 @@ def stage_finished(config: Any) -> bool:
     return is_finished(Path(config.output_dir), config_hash(config))
 
 
+_process_clock_used = False
+
+
+def _stage_clock_start() -> float:
+    """Where a stage's wall clock starts: the process's start for the first stage a process
+    runs (its imports and start-up are that stage's cost), the stage's own call after that."""
+    import time
+
+    from scale_repro.rundir import process_started_at
+
+    global _process_clock_used
+    if _process_clock_used:
+        return time.time()
+    _process_clock_used = True
+    return process_started_at()
+
+
 def run_stage(
     stage: str,
     config: Any,
@@ -61,6 +79,7 @@ def run_stage(
     ``manifest.finish(...)``. ``checkpoints`` names the subfolder whose complete checkpoints
     mean progress a changed config must not overwrite.
     """
+    started = _stage_clock_start()
     if not config.output_dir:
         raise ConfigError("--output-dir is required")
     run_dir = Path(config.output_dir)
@@ -75,9 +94,17 @@ def run_stage(
         if not to_run:
             log.info("%s: finished meanwhile by another process", run_dir)
             return run_dir
-        manifest = Manifest(run_dir, stage, manifest_config(config))
+        manifest = Manifest(run_dir, stage, manifest_config(config), started=started)
         try:
             work(manifest, prepared)
+        except StageInterrupted as exc:
+            manifest.interrupt(str(exc))
+            raise
+        except KeyboardInterrupt:
+            manifest.interrupt("interrupted (SIGINT)")
+            raise StageInterrupted(
+                f"{run_dir}: interrupted; run the same command to resume from its newest checkpoint"
+            ) from None
         except BaseException as exc:
             manifest.fail(f"{type(exc).__name__}: {exc}")
             raise

@@ -251,10 +251,10 @@ class Manifest:
     counts; ``wall_clock_s`` is their sum.
     """
 
-    def __init__(self, run_dir: str | Path, stage: str, config: dict[str, Any]):
+    def __init__(self, run_dir: str | Path, stage: str, config: dict[str, Any], started: float | None = None):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / MANIFEST
-        self._started = time.time()
+        self._started = started or time.time()
         key = config_hash(config)
         previous = read_manifest(self.run_dir) or {}
         attempts = list(previous.get("attempts") or []) if previous.get("config_hash") == key else []
@@ -304,6 +304,27 @@ class Manifest:
     def fail(self, error: str) -> None:
         self.attempt["status"] = "failed"
         self.update(status="failed", error=error)
+
+    def interrupt(self, reason: str) -> None:
+        """A stop asked for from outside (SIGTERM at a time limit, Ctrl-C): the run resumes."""
+        self.attempt["status"] = "interrupted"
+        self.update(status="interrupted", error=reason)
+
+
+class StageInterrupted(Exception):
+    """The stage was stopped from outside (SIGTERM, SIGINT); what it saved lets a rerun resume."""
+
+
+def process_started_at() -> float:
+    """When this process started (Linux: from /proc), so a stage's clock includes the start-up
+    and the checks before its manifest exists; now, where that cannot be read."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))  # fmt: skip
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
 
 
 class StageSkipped(Exception):

@@ -7,6 +7,8 @@ import json
 import logging
 import math
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +25,15 @@ from scale_repro.data.validate import DataError
 from scale_repro.faults import kill_point
 from scale_repro.lifecycle import run_stage
 from scale_repro.models import MERGED_DIR, resolve_model
-from scale_repro.rundir import TRAIN_LOG, Manifest, atomic_write_text, fingerprint, publishing, read_train_log
+from scale_repro.rundir import (
+    TRAIN_LOG,
+    Manifest,
+    StageInterrupted,
+    atomic_write_text,
+    fingerprint,
+    publishing,
+    read_train_log,
+)
 
 log = logging.getLogger("scale_repro")
 
@@ -287,6 +297,33 @@ class DivergenceGuard(TrainerCallback):
                 )
 
 
+class StopOnSigterm(TrainerCallback):
+    """SIGTERM (what Slurm sends at a job's time limit, and what a preemption sends) ends the
+    current step, saves a checkpoint and stops training; the stage then marks its attempt
+    interrupted, so running the same command again resumes and loses no step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._request)
+
+    def _request(self, signum, frame):
+        self.requested = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
 def nonfinite_weights(model) -> list[str]:
     """Names of the parameters holding NaN or inf."""
     return [name for name, weight in model.named_parameters() if not torch.isfinite(weight).all()]
@@ -331,7 +368,7 @@ class ManifestHeartbeat(TrainerCallback):
     """Keeps the manifest's wall-clock time current while training, so a killed attempt
     still counts in the run's total time."""
 
-    def __init__(self, manifest: Manifest, every_s: float = 10.0):
+    def __init__(self, manifest: Manifest, every_s: float = 2.0):
         self.manifest, self.every_s, self._last = manifest, every_s, time.time()
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -408,10 +445,12 @@ def _train(
     model, processor = load_model_and_processor(resolved.path, bf16, config.trust_remote_code)
     if not config.lora.enabled and config.lora.freeze_vision:
         freeze_vision_tower(model)
+    stop = StopOnSigterm()
     callbacks = [
         JsonlLogCallback(run_dir / TRAIN_LOG),
         DivergenceGuard(),
         ManifestHeartbeat(manifest),
+        stop,
         *(callbacks or []),
     ]
     trainer = build(model, processor, examples, run_dir, bf16, callbacks, manifest)
@@ -424,6 +463,12 @@ def _train(
         if resume:
             log.info("resuming from %s", resume.path)
         train_loss = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None).training_loss
+        if stop.requested:
+            step = trainer.state.global_step
+            raise StageInterrupted(
+                f"{run_dir}: stopped by SIGTERM after step {step}, checkpoint saved; "
+                "run the same command to resume"
+            )
     outputs = export_final(trainer, processor, run_dir)
     manifest.finish(
         outputs=outputs,

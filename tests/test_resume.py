@@ -162,3 +162,38 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     lock = RunLock(tmp_path / "run").acquire()  # the kernel released the dead holder's lock
     assert f"process {os.getpid()}" in (tmp_path / "run" / ".lock").read_text()
     lock.release()
+
+
+@pytest.mark.parametrize(
+    ("sent", "message", "resumed_from"),
+    [
+        # Slurm's time limit: the step ends, a checkpoint is saved, nothing is lost.
+        (
+            "TERM",
+            "stopped by SIGTERM after step 3, checkpoint saved; run the same command to resume",
+            "checkpoint-3",
+        ),
+        # Ctrl-C: one line; the rerun resumes from the last regular checkpoint.
+        ("INT", "interrupted; run the same command to resume from its newest checkpoint", "checkpoint-2"),
+    ],
+)
+def test_a_signalled_run_says_so_in_one_line_and_resumes(tmp_path, synth_dir, straight_sft, sent, message,
+                                                         resumed_from):  # fmt: skip
+    run = tmp_path / "sft"
+    command = ["sft", "--model", "tiny-llava-next", "--data", synth_dir, "--output-dir", run, *SFT_ARGS]
+    stopped = scale(*command, kill_at=f"step:3:{sent}")
+    assert stopped.returncode == 1, stopped.stderr[-2000:]
+    assert "Traceback" not in stopped.stderr
+    errors = [line[line.index("error: ") :] for line in stopped.stderr.splitlines() if "error: " in line]
+    assert errors == [f"error: {run}: {message}"]
+    manifest = read_manifest(run)
+    assert manifest["status"] == "interrupted" and manifest["attempts"][0]["status"] == "interrupted"
+    assert (run / "checkpoints" / resumed_from).is_dir()
+
+    rerun = scale(*command)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    manifest = read_manifest(run)
+    assert manifest["status"] == "finished" and manifest["resumed_from"].endswith(resumed_from)
+    assert [a["status"] for a in manifest["attempts"]] == ["interrupted", "finished"]
+    assert_same_weights(run, straight_sft)
+    assert logged_steps(run) == [1, 2, 3, 4]
