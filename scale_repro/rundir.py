@@ -399,6 +399,10 @@ def clear_run_dir(run_dir: Path) -> None:
             shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
+class RunDirInUse(RunDirError):
+    """Another live process holds the run directory's lock."""
+
+
 class RunLock:
     """An exclusive lock on a run directory, held for the life of the process that took it.
 
@@ -422,7 +426,7 @@ class RunLock:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise RunDirError(
+            raise RunDirInUse(
                 f"{self.path.parent} is in use by {holder}; wait for it to end or choose another --output-dir"
             ) from None
         handle.seek(0)
@@ -432,6 +436,14 @@ class RunLock:
         handle.flush()
         self._handle = handle
         return self
+
+    @classmethod
+    def wait(cls, run_dir: str | Path) -> None:
+        """Block until no process holds ``run_dir``'s lock (its holder ended or died)."""
+        path = Path(run_dir) / cls.NAME
+        with open(path, "a+", encoding="utf-8") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def release(self) -> None:
         if self._handle is not None:

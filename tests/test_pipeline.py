@@ -157,3 +157,40 @@ def test_no_import_cycle_between_modules():
     for module in sorted(graph):
         if module not in state:
             visit(module, [module])
+
+
+@pytest.mark.slow
+def test_two_experiments_over_one_runs_directory_both_end_well(tmp_path, synth_dir, tiny_paths):
+    """Two `scale reproduce` over one --out, a moment apart: neither fails; a stage the other
+    holds is waited for and taken as finished, so every stage is trained once."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from scale_repro.rundir import read_manifest
+
+    experiment = tmp_path / "race.yaml"
+    experiment.write_text(yaml.safe_dump({
+        "name": "race", "models": ["tiny-qwen2.5-vl"],
+        "datasets": [{"name": "ScienceQA", "train": str(synth_dir), "task": "synthetic-scienceqa", "data": str(synth_dir)}],
+        "recipes_from": "configs/recipes/balanced-thinking.yaml", "recipes": ["SCALe-SFT"], "seeds": [0],
+        "sft": {"set": ["max_steps=12", "per_device_train_batch_size=2", "save_steps=1000"]},
+        "eval": {"set": ["max_new_tokens=16", "limit=3"]},
+    }))  # fmt: skip
+    command = [sys.executable, "-m", "scale_repro.cli", "reproduce", "--experiment", str(experiment),
+               "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "report")]  # fmt: skip
+    first = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ
+    )
+    time.sleep(2.0)
+    second = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ
+    )
+    outputs = [p.communicate(timeout=900)[0] for p in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], outputs[1][-3000:] + outputs[0][-3000:]
+    assert not any("FAILED" in o or "Traceback" in o for o in outputs)
+    sft = next((tmp_path / "runs").rglob("1-sft-scale"))
+    manifest = read_manifest(sft)
+    assert manifest["status"] == "finished" and len(manifest["attempts"]) == 1  # trained once
+    assert any("running elsewhere, waiting" in o for o in outputs), outputs
