@@ -406,9 +406,7 @@ def execute(stages: list[Stage], echo=print) -> dict[str, list[str]]:
             continue
         echo(f"{prefix} {stage.kind:<9} running: {stage.run_dir}")
         try:
-            ran_here = _run_or_wait(
-                runners[stage.kind], stage, lambda m: echo(f"{prefix} {stage.kind:<9} {m}")
-            )
+            ran_here = _run_or_wait(runners[stage.kind], stage, echo, f"{prefix} {stage.kind:<9}")
             summary["ran" if ran_here else "skipped"].append(str(stage.run_dir))
         except Exception as exc:  # noqa: BLE001 - one failed cell must not stop the matrix
             log.exception("stage failed: %s", stage.name)
@@ -418,7 +416,7 @@ def execute(stages: list[Stage], echo=print) -> dict[str, list[str]]:
     return summary
 
 
-def _run_or_wait(run, stage: Stage, echo) -> bool:
+def _run_or_wait(run, stage: Stage, echo, prefix: str) -> bool:
     """Run the stage; when another live process holds its run directory (a second
     ``scale reproduce`` over the same runs), wait for that process, then take the finished run
     as it is (False) or run what it left unfinished. True when this process ran it."""
@@ -429,10 +427,10 @@ def _run_or_wait(run, stage: Stage, echo) -> bool:
             run(stage.config)
             return True
         except RunDirInUse as exc:
-            echo(f"running elsewhere, waiting ({str(exc).split('; ')[0]}): {stage.run_dir}")
+            echo(f"{prefix} running elsewhere, waiting ({str(exc).split('; ')[0]}): {stage.run_dir}")
             RunLock.wait(stage.run_dir)
             if stage.finished():
-                echo(f"finished elsewhere: {stage.run_dir}")
+                echo(f"{prefix} finished elsewhere: {stage.run_dir}")
                 return False
 
 
