@@ -668,7 +668,15 @@ def data_validate(
 
 def main() -> None:  # pragma: no cover - the `scale` console script
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    app()
+    from scale_repro.rundir import disk_full_cause, disk_full_message
+
+    try:
+        app()
+    except Exception as exc:
+        if disk_full_cause(exc) is None:
+            raise
+        typer.secho(f"error: {disk_full_message(exc, 'the output folder')}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,12 +23,15 @@ from typing import Any, TypeVar
 
 from scale_repro.config import ConfigError, to_dict
 from scale_repro.rundir import (
+    DiskFull,
     Manifest,
     StageInterrupted,
     StageSkipped,
     check_output_dir,
     claimed_run_dir,
     config_hash,
+    disk_full_cause,
+    disk_full_message,
     is_finished,
 )
 
@@ -106,7 +109,12 @@ def run_stage(
                 f"{run_dir}: interrupted; run the same command to resume from its newest checkpoint"
             ) from None
         except BaseException as exc:
-            manifest.fail(f"{type(exc).__name__}: {exc}")
+            try:
+                manifest.fail(f"{type(exc).__name__}: {exc}")
+            except OSError as unwritable:  # a full disk takes the manifest's update too
+                log.warning("%s: could not record the failure (%s)", manifest.path, unwritable)
+            if disk_full_cause(exc):
+                raise DiskFull(disk_full_message(exc, run_dir)) from None
             raise
         if manifest.data.get("status") != "finished":
             manifest.fail("the stage ended without marking its run finished")

@@ -399,6 +399,32 @@ def clear_run_dir(run_dir: Path) -> None:
             shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
+class DiskFull(RunDirError):
+    """The disk filled up while a stage wrote its run directory."""
+
+
+def disk_full_cause(exc: BaseException) -> BaseException | None:
+    """The "no space left on device" error behind ``exc``, if that is what it is: an OSError
+    with ENOSPC, or a library's own error that says so (safetensors, torch.save)."""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return exc
+        if "No space left on device" in str(exc) or "os error 28" in str(exc):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def disk_full_message(exc: BaseException, where: str | Path) -> str:
+    cause = disk_full_cause(exc) or exc
+    target = getattr(cause, "filename", None) or where
+    return f"disk full while writing {target}; free space, then run the same command to resume"
+
+
 class RunDirInUse(RunDirError):
     """Another live process holds the run directory's lock."""
 

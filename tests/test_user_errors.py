@@ -281,3 +281,43 @@ def test_a_checkpoint_without_its_processor_is_one_line(tmp_path, synth_dir, tin
         == f"error: {checkpoint}: no processor (processor_config.json / preprocessor_config.json) beside the weights"
     )
     assert not out.exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 600 KB filesystem (tmpfs), where the machine lets us mount one."""
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:  # fmt: skip
+        pytest.skip("mounting a small tmpfs needs root")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line(small_disk, synth_dir, tiny_paths):
+    """A checkpoint save that fills the disk: one line naming the run directory, the manifest
+    says failed, no traceback; generated data that fills it: the same."""
+    import subprocess
+    import sys
+
+    def scale(*args):
+        return subprocess.run([sys.executable, "-m", "scale_repro.cli", *map(str, args)], capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+
+    run = small_disk / "run"
+    result = scale("sft", "--model", "tiny-qwen2.5-vl", "--data", synth_dir, "--max-steps", "3",
+                   "--set", "save_steps=2", "--output-dir", run)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: disk full while writing {run}; free space, then run the same command to resume"
+    ]
+    assert json.loads((run / "manifest.json").read_text())["status"] == "failed"
+
+    result = scale("data", "synth", "--out", small_disk / "synth")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: disk full while writing ")
