@@ -32,7 +32,6 @@ from scale_repro.data.capabilities import CapabilityConfig, write_capability_dat
 from scale_repro.data.synth import SynthConfig, write_synthetic
 from scale_repro.evidence_report import COMPARISONS, ratio_label, write_evidence_report
 from scale_repro.perceiving import PERCEIVING_MODELS, perceiving_record
-from scale_repro.perception_base import ensure_perceiving
 from scale_repro.pipeline import (
     Experiment,
     Stage,
@@ -43,8 +42,7 @@ from scale_repro.pipeline import (
     plan,
     run_stages,
 )
-from scale_repro.rundir import package_versions, read_manifest, write_once
-from scale_repro.training import CHECKPOINTS_DIR
+from scale_repro.rundir import CHECKPOINTS_DIR, package_versions, read_manifest, write_once
 
 EVIDENCE_KIND = "evidence"
 QUICK_OVERRIDES = {
@@ -345,6 +343,8 @@ def run_evidence(
 ) -> dict[str, Any]:
     started = time.time()
     out, results = Path(out).resolve(), Path(results).resolve()
+    from scale_repro.perception_base import ensure_perceiving  # trains: imports torch
+
     # Perceiving bases are built here, once, before any worker needs them.
     bases = {
         m: perceiving_record(ensure_perceiving(m, echo=echo)) for m in spec.models if m in PERCEIVING_MODELS

@@ -171,6 +171,7 @@ def publishing(out: str | Path):
 
 
 TRAIN_LOG = "train_log.jsonl"
+CHECKPOINTS_DIR = "checkpoints"  # under a training run directory: checkpoint-STEP/ folders
 
 
 def read_train_log(run_dir: str | Path, problems: list[str] | None = None) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from scale_repro.faults import kill_point
 from scale_repro.lifecycle import run_stage
 from scale_repro.models import MERGED_DIR, resolve_model
 from scale_repro.rundir import (
+    CHECKPOINTS_DIR,
     TRAIN_LOG,
     Manifest,
     StageInterrupted,
@@ -37,7 +38,6 @@ from scale_repro.rundir import (
 
 log = logging.getLogger("scale_repro")
 
-CHECKPOINTS_DIR = "checkpoints"
 ADAPTER_DIR = "adapter"
 # Vision towers of the three families; LoRA never targets them.
 VISION_MODULE_PATTERN = r"(visual|vision_tower|vision_model|multi_modal_projector|merger)"
