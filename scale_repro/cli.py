@@ -97,6 +97,8 @@ def _train(stage: str, config_cls, recipes, overrides, force: bool, fields: dict
         run_dir = getattr(module, f"run_{stage}")(config, force=force)
     except (*_user_errors(), *module.USER_ERRORS) as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail(f"{config.output_dir}: interrupted; run the same command to resume from its newest checkpoint")
     typer.echo(f"{stage} run: {run_dir}")
 
 
@@ -672,6 +674,9 @@ def main() -> None:  # pragma: no cover - the `scale` console script
 
     try:
         app()
+    except KeyboardInterrupt:
+        typer.secho("error: interrupted; run the same command to resume", fg=typer.colors.RED, err=True)
+        sys.exit(130)
     except Exception as exc:
         if disk_full_cause(exc) is None:
             raise

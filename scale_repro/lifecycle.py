@@ -105,9 +105,7 @@ def run_stage(
             raise
         except KeyboardInterrupt:
             manifest.interrupt("interrupted (SIGINT)")
-            raise StageInterrupted(
-                f"{run_dir}: interrupted; run the same command to resume from its newest checkpoint"
-            ) from None
+            raise
         except BaseException as exc:
             try:
                 manifest.fail(f"{type(exc).__name__}: {exc}")
