@@ -177,8 +177,9 @@ class GRPOConfig(TrainConfig):
     # How completions state their answer: the paper's <think>/<answer> tags, or the staged
     # curriculum's <think> then \boxed{} (the instruction and the parser follow; see formats.py).
     answer_format: Literal["tags", "think_boxed"] = "tags"
-    # Rewards by name (rewards.REWARDS) and their weights: the paper's 4-tag format and answer
-    # accuracy, equally weighted; the curriculum uses think_boxed_format 0.1 and accuracy 0.9.
+    # Rewards by name (rewards.REWARDS, or MODULE:FUNCTION for a reward of your own with TRL's
+    # signature) and their weights: the paper's 4-tag format and answer accuracy, equally
+    # weighted; the curriculum uses think_boxed_format 0.1 and accuracy 0.9.
     reward_funcs: list[str] = field(default_factory=lambda: ["format", "accuracy"])
     reward_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])
     use_vllm: bool | None = None  # None: when vLLM is installed and CUDA is present
@@ -214,13 +215,21 @@ class GRPOConfig(TrainConfig):
             ("vllm_max_model_length", _at_least(self.vllm_max_model_length, 1)),
             ("generation_batch_size", _at_least(self.generation_batch_size, 1)),
         ]
-        from scale_repro.rewards import REWARDS
+        from scale_repro.rewards import REWARDS, reward_function
 
-        unknown = [name for name in self.reward_funcs if name not in REWARDS]
+        unknown = [name for name in self.reward_funcs if name not in REWARDS and ":" not in name]
         if unknown:
-            found.append(("reward_funcs", f"unknown reward(s) {unknown}; known: {sorted(REWARDS)}"))
+            found.append(
+                ("reward_funcs", f"unknown reward(s) {unknown}; known: {sorted(REWARDS)}, or MODULE:FUNCTION")
+            )
         elif not self.reward_funcs:
             found.append(("reward_funcs", "name at least one reward"))
+        for name in self.reward_funcs:
+            if ":" in name:
+                try:
+                    reward_function(name)
+                except ValueError as exc:
+                    found.append(("reward_funcs", str(exc)))
         if len(self.reward_weights) != len(self.reward_funcs):
             found.append(("reward_weights", f"one weight per reward: {len(self.reward_funcs)} rewards, "
                                             f"{len(self.reward_weights)} weights"))  # fmt: skip

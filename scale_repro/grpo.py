@@ -24,7 +24,7 @@ from trl import GRPOTrainer
 from scale_repro.config import ConfigError, GRPOConfig
 from scale_repro.data.records import Example, prompt_text
 from scale_repro.formats import FORMATS
-from scale_repro.rewards import REWARDS, completion_text
+from scale_repro.rewards import completion_text, reward_function
 from scale_repro.segments import THINK_OPEN
 from scale_repro.training import (
     SafeResumeMixin,
@@ -204,7 +204,7 @@ def make_rewards(names: list[str], answer_format: str = "tags", think_prefilled:
     format diagnostics logged through TRL's ``log_metric`` hook: the share of completions with a
     full format score, and the share the evaluator would count as valid."""
     parse = FORMATS[answer_format].parse
-    functions = [REWARDS[name](answer_format, think_prefilled) for name in names]
+    functions = [reward_function(name, answer_format, think_prefilled) for name in names]
     first = functions[0]
 
     def with_diagnostics(completions, **kwargs):

@@ -130,6 +130,28 @@ def make_think_boxed_format_reward(think_prefilled: bool = False) -> Callable[..
     return think_boxed_format_reward
 
 
+def reward_function(
+    name: str, answer_format: str = "tags", think_prefilled: bool = False
+) -> Callable[..., list[float]]:
+    """A reward by its registry name (:data:`REWARDS`), or any TRL-style reward function by its
+    import path (``my_project.rewards:length_reward``, as TRL's GRPO script takes them). A path
+    that does not import is a ValueError naming it."""
+    if name in REWARDS:
+        return REWARDS[name](answer_format, think_prefilled)
+    module_name, _, attribute = name.partition(":")
+    if not attribute:
+        raise ValueError(f"unknown reward {name!r}; known: {sorted(REWARDS)}, or MODULE:FUNCTION")
+    import importlib
+
+    try:
+        function = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"reward {name!r} does not import: {exc}") from None
+    if not callable(function):
+        raise ValueError(f"reward {name!r} is not a function")
+    return function
+
+
 # Reward functions by the name a stage's config gives them (``reward_funcs``), as open-r1 does:
 # each entry builds the function for the stage's answer format and chat template.
 REWARDS: dict[str, Callable[[str, bool], Callable[..., list[float]]]] = {

@@ -28,13 +28,38 @@ def grpo_overrides(synth_dir, out, model, **extra):
             "save_steps=1", "lora.enabled=false"] + [f"{k}={v}" for k, v in extra.items()]  # fmt: skip
 
 
+# A reward that differs within each group (tests/spread_rewards.py): a 1-step SFT model never
+# writes the answer format, so format and accuracy alone give every completion the same reward,
+# zero advantages and no update at all. With it, GRPO must move the weights.
+SPREAD = ["reward_funcs=[format,accuracy,'spread_rewards:vowel_share']", "reward_weights=[1.0,1.0,1.0]"]
+
+
+def changed_tensors(before, after) -> int:
+    """How many of the merged checkpoints' tensors differ."""
+    from safetensors.torch import load_file
+
+    first, second = (
+        load_file(before / "merged" / "model.safetensors"),
+        load_file(after / "merged" / "model.safetensors"),
+    )
+    assert sorted(first) == sorted(second)
+    return sum(not first[key].equal(second[key]) for key in first)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("model", TINY)
 def test_two_step_grpo_from_an_sft_run(tmp_path, synth_dir, sft_runs, model):
-    config = load_config(GRPOConfig, None, grpo_overrides(synth_dir, tmp_path / "grpo", str(sft_runs[model])))
+    config = load_config(
+        GRPOConfig, None, grpo_overrides(synth_dir, tmp_path / "grpo", str(sft_runs[model])) + SPREAD
+    )
     run_dir = run_grpo(config)
     manifest = read_manifest(run_dir)
     assert manifest["status"] == "finished" and manifest["global_step"] == 2
+    # GRPO learned something: rewards differed within groups, the gradient was not zero, and
+    # the weights moved from the SFT run it started from.
+    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert all(e["reward_std"] > 0 and e["grad_norm"] > 0 for e in log if "reward_std" in e)
+    assert changed_tensors(sft_runs[model], run_dir) > 0
     assert manifest["model"]["kind"] == "run"
     assert manifest["rollouts"] == "transformers-generate"
     assert manifest["preflight"]["image_sizes"] == [[64, 64]]

@@ -71,13 +71,18 @@ def test_grpo_with_lora_from_a_merged_lora_sft_run(lora_runs, synth_dir, tmp_pat
     config = load_config(GRPOConfig, None, [
         f"model={lora_runs[model]}", f"data.spec={synth_dir}", f"output_dir={tmp_path / 'grpo'}", "max_steps=1",
         "per_device_train_batch_size=2", "num_generations=2", "max_completion_length=8",
-        "lora.enabled=true", "lora.r=4", "lora.alpha=8"])  # fmt: skip
+        "lora.enabled=true", "lora.r=4", "lora.alpha=8",
+        # A reward that differs within each group (tests/spread_rewards.py), so the adapter trains.
+        "reward_funcs=[format,accuracy,'spread_rewards:vowel_share']", "reward_weights=[1.0,1.0,1.0]"])  # fmt: skip
     run = run_grpo(config)
     manifest = read_manifest(run)
     assert manifest["status"] == "finished" and manifest["model"]["kind"] == "run"
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
     base, merged = weights(lora_runs[model] / "merged"), weights(run / "merged")
     assert sorted(base) == sorted(merged)
+    # The adapter moved the language model's projections it sits on, and nothing else.
+    moved = [k for k in base if not base[k].equal(merged[k])]
+    assert moved and all(re.search(r"_proj\.weight$", k) for k in moved), moved
     assert all(base[k].equal(merged[k]) for k in base if re.search(VISION_MODULE_PATTERN, k))
 
 

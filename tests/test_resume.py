@@ -23,6 +23,7 @@ SFT_ARGS = ["--max-steps", "4", "--set", "save_steps=2", "--set", "per_device_tr
 
 def scale(*args, kill_at: str | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), env.get("PYTHONPATH")]))
     env.pop("SCALE_KILL_AT", None)
     if kill_at:
         env["SCALE_KILL_AT"] = kill_at
@@ -93,11 +94,17 @@ def test_killed_full_finetuning_sft_resumes_to_the_same_weights(tmp_path, synth_
 
 
 def test_killed_grpo_resumes_to_the_same_weights(tmp_path, synth_dir, straight_sft):
+    # The test reward (tests/spread_rewards.py) differs within every group, so each step trains:
+    # the comparison is between runs that moved, not two copies of the starting weights.
     args = ["--model", straight_sft, "--data", synth_dir, "--max-steps", "3", "--set", "save_steps=1",
             "--set", "per_device_train_batch_size=2", "--set", "num_generations=2",
-            "--set", "max_completion_length=8", "--set", "lora.enabled=false"]  # fmt: skip
+            "--set", "max_completion_length=8", "--set", "lora.enabled=false",
+            "--set", "reward_funcs=[format,accuracy,'spread_rewards:vowel_share']",
+            "--set", "reward_weights=[1.0,1.0,1.0]"]  # fmt: skip
     straight = scale("grpo", *args, "--output-dir", tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-2000:]
+    start, trained = weights(straight_sft), weights(tmp_path / "straight")
+    assert sum(not start[k].equal(trained[k]) for k in start) > 0
     killed = scale("grpo", *args, "--output-dir", tmp_path / "run", kill_at="step:2")
     assert killed.returncode == -signal.SIGKILL
     rerun = scale("grpo", *args, "--output-dir", tmp_path / "run")

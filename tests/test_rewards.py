@@ -109,6 +109,15 @@ def test_reward_names_and_weights_are_checked():
         match=r"--set reward_funcs=\[format,lenght\]: reward_funcs unknown reward\(s\) \['lenght'\]",
     ):
         load_config(GRPOConfig, None, ["reward_funcs=[format,lenght]"])
+    with pytest.raises(
+        ConfigError, match=r"reward 'no_such_module:f' does not import: No module named 'no_such_module'"
+    ):
+        load_config(GRPOConfig, None, ["reward_funcs=[format,'no_such_module:f']"])
+    # A reward of one's own, by import path (as TRL's GRPO script takes them).
+    config = load_config(GRPOConfig, None, ["reward_funcs=[format,'spread_rewards:vowel_share']"])
+    from scale_repro.rewards import reward_function
+
+    assert reward_function(config.reward_funcs[1])(["aeb"]) == [2 / 3]
     with pytest.raises(ConfigError, match="one weight per reward: 2 rewards, 1 weights"):
         load_config(GRPOConfig, None, ["reward_weights=[1.0]"])
     config = load_config(GRPOConfig, "configs/grpo/default.yaml", [])
