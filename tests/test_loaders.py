@@ -224,3 +224,17 @@ def test_validate_decodes_what_training_will_decode(tmp_path):
         f"error: {tmp_path / 'data.json'}: no valid training examples (1 records, 1 selected; unreadable_image: 1)"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_damaged_image_is_caught_even_after_lmms_eval_relaxed_pillow(tmp_path):
+    """lmms-eval turns on Pillow's LOAD_TRUNCATED_IMAGES when imported; validation must not."""
+    from PIL import ImageFile
+
+    import lmms_eval.api.task  # noqa: F401 - sets ImageFile.LOAD_TRUNCATED_IMAGES = True
+    from scale_repro.data.validate import check_image
+
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True
+    images = bad_images(tmp_path / "images")
+    assert check_image(images["corrupt"])[0] == "unreadable_image"
+    assert check_image(images["truncated"])[0] == "unreadable_image"
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # left as lmms-eval set it

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageFile
 
 from scale_repro.segments import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 
@@ -171,6 +171,9 @@ def check_image(path: Path) -> tuple[str, str] | None:
     but corrupt pixel data would pass it and stop training after the model has loaded."""
     if not path.is_file():
         return "missing_image_file", f"image file not found: {path}"
+    # lmms-eval sets Pillow's LOAD_TRUNCATED_IMAGES on import (lmms_eval/api/task.py), after
+    # which a damaged file "decodes" to garbage without an error: check with it off.
+    truncated_ok, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
         with Image.open(path) as image:
             image.verify()
@@ -180,6 +183,8 @@ def check_image(path: Path) -> tuple[str, str] | None:
         return "image_too_large", f"image {path} is too large to decode safely ({exc})"
     except Exception as exc:  # noqa: BLE001 - zlib, struct and codec errors all mean "cannot decode"
         return "unreadable_image", f"cannot read image {path}: {type(exc).__name__}: {exc}"
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = truncated_ok
     return None
 
 
