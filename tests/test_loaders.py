@@ -228,9 +228,9 @@ def test_validate_decodes_what_training_will_decode(tmp_path):
 
 def test_a_damaged_image_is_caught_even_after_lmms_eval_relaxed_pillow(tmp_path):
     """lmms-eval turns on Pillow's LOAD_TRUNCATED_IMAGES when imported; validation must not."""
+    import lmms_eval.api.task  # noqa: F401 - sets ImageFile.LOAD_TRUNCATED_IMAGES = True
     from PIL import ImageFile
 
-    import lmms_eval.api.task  # noqa: F401 - sets ImageFile.LOAD_TRUNCATED_IMAGES = True
     from scale_repro.data.validate import check_image
 
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True
