@@ -199,6 +199,39 @@ class ClippedCompletionsWarning(TrainerCallback):
             )  # fmt: skip
 
 
+class LearningSignalWarning(TrainerCallback):
+    """Says, once each, what an RL run with a flat reward curve needs to hear: most groups
+    carry no learning signal (every completion of a prompt earned the same reward, so every
+    advantage is 0 and the step changes nothing), or the policy has collapsed (entropy near
+    0). Read from what TRL logs each step (``frac_reward_zero_std``, ``entropy``)."""
+
+    def __init__(self, window: int = 5, no_signal: float = 0.9, min_entropy: float = 0.05):
+        self.window, self.no_signal, self.min_entropy = window, no_signal, min_entropy
+        self.zero_std: list[float] = []
+        self.warned: set[str] = set()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "frac_reward_zero_std" in logs:
+            self.zero_std = (self.zero_std + [float(logs["frac_reward_zero_std"])])[-self.window :]
+            share = sum(self.zero_std) / len(self.zero_std)
+            if len(self.zero_std) == self.window and share >= self.no_signal and "signal" not in self.warned:
+                self.warned.add("signal")
+                log.warning(
+                    "steps %d-%d: %.0f%% of groups had the same reward for every completion, so GRPO "
+                    "learned nothing from them; sample more or more varied completions (num_generations, "
+                    "temperature) or start from a model that is sometimes right",
+                    state.global_step - self.window + 1, state.global_step, 100 * share,
+                )  # fmt: skip
+        entropy = logs.get("entropy")
+        if entropy is not None and entropy < self.min_entropy and "entropy" not in self.warned:
+            self.warned.add("entropy")
+            log.warning(
+                "step %d: the policy's entropy is %.3f: it has collapsed onto near-deterministic "
+                "completions; lower the learning rate or add a KL penalty (beta)", state.global_step, entropy,
+            )  # fmt: skip
+
+
 def make_rewards(names: list[str], answer_format: str = "tags", think_prefilled: bool = False) -> list:
     """The stage's reward functions by name (``rewards.REWARDS``), the first of them with the
     format diagnostics logged through TRL's ``log_metric`` hook: the share of completions with a
@@ -307,7 +340,7 @@ def run_grpo(config: GRPOConfig, force: bool = False, callbacks: list | None = N
             train_dataset=dataset,
             processing_class=processor,
             peft_config=peft_config(config.lora),
-            callbacks=[*callbacks, ClippedCompletionsWarning()],
+            callbacks=[*callbacks, ClippedCompletionsWarning(), LearningSignalWarning()],
         )
 
     return run_training_stage("grpo", config, build, force=force, callbacks=callbacks)

@@ -219,3 +219,28 @@ def test_grpo_on_pooled_text_only_and_image_data(tmp_path, sft_runs):
         "with_images": 12,
         "filled": 0,
     }
+
+
+def test_a_run_without_learning_signal_or_with_a_collapsed_policy_is_told_so(caplog):
+    """From what TRL logs: most groups with zero reward spread over the window, and entropy near 0."""
+    import logging
+    from types import SimpleNamespace
+
+    from scale_repro.grpo import LearningSignalWarning
+
+    callback = LearningSignalWarning(window=3)
+    caplog.set_level(logging.WARNING, logger="scale_repro")
+    for step, zero_std in enumerate([1.0, 0.5, 1.0, 1.0, 1.0], 1):
+        callback.on_log(
+            None, SimpleNamespace(global_step=step), None, logs={"frac_reward_zero_std": zero_std}
+        )
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["steps 3-5: 100% of groups had the same reward for every completion, so GRPO learned "
+                        "nothing from them; sample more or more varied completions (num_generations, temperature) "
+                        "or start from a model that is sometimes right"]  # fmt: skip
+    callback.on_log(None, SimpleNamespace(global_step=6), None, logs={"entropy": 0.01})
+    callback.on_log(None, SimpleNamespace(global_step=7), None, logs={"entropy": 0.001})  # said once
+    assert [r.getMessage() for r in caplog.records][1:] == [
+        "step 6: the policy's entropy is 0.010: it has collapsed onto near-deterministic completions; "
+        "lower the learning rate or add a KL penalty (beta)"
+    ]
