@@ -129,8 +129,15 @@ def _agreed(answers: list[str]) -> str | None:
     """The one answer several boxes give, or None when they differ."""
     if not answers:
         return None
-    keys = {_plain(a) for a in answers}
+    keys = {_box_key(a) for a in answers}
     return answers[-1].strip() if len(keys) == 1 else None
+
+
+def _box_key(answer: str) -> str:
+    """What must match for two boxes to say the same: case, spaces, ``\\text{}`` and a letter's
+    brackets aside, but signs, operators and brackets kept (``-1`` is not ``1``)."""
+    key = "".join(_LATEX_TEXT.sub(r"\1", answer).lower().split()).rstrip(".")
+    return key[1] if len(key) == 3 and key[0] in "([" and key[2] in ")]" else key
 
 
 def parse_boxed_completion(text: str) -> ParsedCompletion:
@@ -179,8 +186,11 @@ def _unbox(text: str) -> str:
     if "\\" in text:
         text = _DEGREE.sub("°", text)
         text = _SPACING.sub(" ", _LATEX_TEXT.sub(r" \1 ", _MATH_DELIMITERS.sub(" ", text)))
-    if "$" in text:  # "$7$", "$$7$$", but the currency in "$1.75" stays for the number reader
-        text = re.sub(r"^\$++(?=[^$]*+\$++$)|(?<=\S)\$++$", "", text.strip())
+    text = text.strip()
+    if text.startswith("$") and text.endswith("$") and text.strip("$"):  # "$7$", "$$7$$"
+        text = text.strip("$")
+    elif text.endswith("$"):
+        text = text.rstrip("$")  # but the currency in "$1.75" stays for the number reader
     return " ".join(text.strip(_SURROUNDING).split())
 
 
@@ -202,8 +212,10 @@ def _plain(text: str) -> str:
 
 _ARTICLE = re.compile(r"^(?:the|a|an)\s+")
 _HEDGE_WORDS = re.compile(
-    r"\b(?:or|either|and/or|maybe|perhaps|possibly)\b|[^\W\d]\s*+/\s*+[^\W\d]", re.IGNORECASE
+    r"\b(?:or|and/or)\b|\b(?:yes|no|true|false)\s*+/\s*+(?:yes|no|true|false)\b", re.IGNORECASE
 )
+# Disowning an option: "not B", "B is wrong", "isn't Juneau".
+_NEGATION = re.compile(r"\b(?:not|isn'?t|wrong|incorrect|except|never)\b", re.IGNORECASE)
 # Two letters offered anywhere: "A and B", "B, C", "C/D", "(A) & (B)".
 _LETTER_PAIR = re.compile(r"(?<![\w'’])\(?[A-E]\)?\s*+(?:,|/|&|\band\b|\bor\b)\s*+\(?[A-E]\)?(?![\w'’])")
 
@@ -229,21 +241,30 @@ def parse_choices(choices: Sequence[str] | str | None) -> list[str] | None:
 # A letter at the start of an answer: "(B)", "[B]" before anything; a bare "B" at the end or
 # before punctuation ("B.", "B: Juneau", "B - Juneau", "B, because"), never "A dog".
 _LEADING_LETTER = re.compile(
-    r"^(?:[(\[]([A-Ea-e])[)\]]|([A-E])(?=$|[.:)\-–—,;]|\s++[-–—]|\s++(?:because|since|as|is)\b)"
-    r"|([a-e])(?=[.)]?$))"  # a lone lower-case "b" or "b." is the letter too
+    r"^(?:[(\[]([A-Ea-e])[)\]]"
+    r"|([A-E])(?=$|[:),;]|\.(?:\s++[^a-z]|\s*+$)|\s++[-–—]\s|\s++(?:because|since|as|is)\b)"
+    r"|([a-e])(?=[.)]?$))"  # a lone lower-case "b" or "b." is the letter too; "B-cell", "E. coli" are not
 )
 # After a leading letter: another letter offered ("A or B", "A, B", "A. B. C.", "A/B", "A & B").
 _ANOTHER_LETTER = re.compile(
-    r"^[.:)]?\s*+(?:(?:,|/|&|;|\bor\b|\band\b|\band/or\b)\s*+(?:option\s++|choice\s++)?[(\[]?[A-E][)\]]?\b"
+    r"^[.:)]?\s*+(?:(?:,|/|&|;|-|–|—|\bor\b|\band\b|\band/or\b)\s*+(?:option\s++|choice\s++)?[(\[]?[A-E][)\]]?\b"
     r"|[(\[]?[A-E][)\]]?(?:[.,;)]|\s*+$))"
 )
 # A letter named explicitly anywhere: "(B)", "option B", "answer is B", "choose B".
 _NAMED_LETTER = re.compile(
-    r"\(([A-E])\)|\b(?:option|choice|answer\s++is|answer:|choose|pick|go\s++with)\s*+\(?([A-E])\b(?![’'\w])",
-    re.IGNORECASE,
+    r"\(([A-E])\)|\b(?i:option|choice|answer\s++is|answer:|choose|pick|go\s++with)\s*+\(?([A-E])\b(?![’'\w])"
 )
-# A letter that ends the answer: "I'd say B.", "The right one is B".
-_TRAILING_LETTER = re.compile(r"\s\(?([A-E])\)?[.!]?$")
+# A capital letter standing alone ("Juneau C", "A then B"); "A" followed by a lower-case word is
+# the article ("A ball moves"), unless that word is "or"/"and".
+_STANDALONE_LETTER = re.compile(r"(?<![\w'’\\])(?:([B-E])|(A)(?!\s++(?!or\b|and\b|then\b)[a-z]))(?![\w'’])")
+
+
+def _without_options(text: str, options: list[str]) -> str:
+    """``text`` with every option's text taken out (so "Vitamin C" names no letter C)."""
+    for option in sorted(options, key=len, reverse=True):
+        if option.strip():
+            text = re.sub(re.escape(option.strip().rstrip(".")), " ", text, flags=re.IGNORECASE)
+    return text
 
 
 def _option_mentions(text: str, options: list[str]) -> set[int]:
@@ -264,33 +285,37 @@ def _leading_letter(answer: str) -> tuple[str, str] | None:
 
 
 def choice_letter(text: str, choices: Sequence[str] | str | None = None) -> str | None:
-    """The one letter an answer stands for, or None (no choice named, or more than one)."""
+    """The one letter an answer stands for, or None: no choice named, more than one named
+    ("A or Juneau", "A then B"), or one disowned ("not B", "B is wrong")."""
     options = (parse_choices(choices) or [])[: len(LETTERS)]
     unboxed = _unbox(text)
     answer = _unwrap(text)
     if not answer:
         return None
-    # The whole answer is one option's text (also when that text has "or" in it).
+    # The whole answer is one option's text (also when that text has "or" or "not" in it).
     for candidate in (unboxed, answer):
         for index, option in enumerate(options):
             if _words(option) and _words(candidate) == _words(option):
                 return LETTERS[index]
+    if _NEGATION.search(_without_options(answer, options)):
+        return None
     named: set[str] = set()
     leading = _leading_letter(answer)
     if leading:
         letter, rest = leading
         if _ANOTHER_LETTER.match(rest):
-            return None  # "A or B", "A, B, C, D", "A. B."
+            return None  # "A or B", "A, B, C, D", "A. B.", "A - B"
         named.add(letter)
         named |= {LETTERS[i] for i in _option_mentions(rest, options)}
+        named |= {
+            m.group(1) or m.group(2) for m in _STANDALONE_LETTER.finditer(_without_options(rest, options))
+        }
     else:
-        named |= {(m.group(1) or m.group(2)).upper() for m in _NAMED_LETTER.finditer(unboxed)}
+        named |= {m.group(1) or m.group(2) for m in _NAMED_LETTER.finditer(unboxed)}
         named |= {LETTERS[i] for i in _option_mentions(unboxed, options)}
-        if _HEDGE_WORDS.search(answer) and len(named) != 1:
-            return None
-        if not named:
-            trailing = _TRAILING_LETTER.search(answer)
-            named |= {trailing.group(1)} if trailing else set()
+        named |= {
+            m.group(1) or m.group(2) for m in _STANDALONE_LETTER.finditer(_without_options(unboxed, options))
+        }
     if len(named) != 1:
         return None
     letter = named.pop()
@@ -317,6 +342,10 @@ _LATEX_MATH = re.compile(r"\\(?:frac|dfrac|tfrac|sqrt|pi|cdot|times|div|pm|infty
 
 
 def _number_value(token: str) -> float | None:
+    """The value of one number as a person writes it ("1,000", "2/5", "50%"); None for anything
+    else ("7,8" is two numbers, not 78)."""
+    if not _NUMBER.fullmatch(token.strip()):
+        return None
     token = token.replace(",", "").replace("−", "-").replace(" ", "").rstrip("%")
     try:
         if "/" in token:
@@ -349,7 +378,7 @@ def _single_number(answer: str) -> str | None:
 
 # A tuple, interval or set is one answer: "(2, 3)", "[1, 2)", "\\{1, 2\\}".
 _BRACKETED = re.compile(r"^(?:\\left)?[(\[]|^\\\{")
-_UNIT_TAIL = re.compile(r"(?:\s++[A-Za-z]{2,}+\.?(?:\s*+\^\s*+\{?\d\}?)?|\s++in\.)++$")
+_UNIT_WORD = re.compile(r"[A-Za-z°]++(?:/[A-Za-z]++)*+\.?(?:\^\{?\d\}?)?")
 _ROOT = re.compile(r"√\s*+(\d++|[a-z]|\([^()]*+\))")
 
 
@@ -367,7 +396,13 @@ def _is_math(text: str) -> bool:
 def _math_form(answer: str) -> str:
     """An answer as math-verify should read it: without a unit after it ("24 cm^2", "25\\pi cm"),
     with "√2" written as LaTeX."""
-    return _ROOT.sub(r"\\sqrt{\1}", _UNIT_TAIL.sub("", answer)).strip()
+    words = answer.replace(" ^", "^").split()
+    kept = len(words)
+    while kept > 1 and _UNIT_WORD.fullmatch(words[kept - 1]):  # one pass from the end: linear
+        kept -= 1
+    if kept < len(words) and re.search(r"[\d})]$|\\pi$", words[kept - 1]):  # a quantity, then its unit
+        words = words[:kept]
+    return _ROOT.sub(r"\\sqrt{\1}", " ".join(words)).strip()
 
 
 def _numbers_equal(predicted: str, reference: str) -> bool:
@@ -383,47 +418,65 @@ def _numbers_equal(predicted: str, reference: str) -> bool:
 
 
 def _reference_letter(reference: str, options: list[str] | None) -> str | None:
+    """The letter a reference names. With choices, any form an answer may take; without, only
+    a capital letter in its own right ("B", "(B)", "Final Answer:option B", "B: Juneau"), so
+    "Vitamin C", "B-cell", "E. coli" and a free-form "a" stay words."""
     ref = reference.strip()
-    if len(ref) == 1 and ref.upper() in LETTERS:
-        return ref.upper()
-    return choice_letter(ref, options)
+    if len(ref) == 1 and ref in LETTERS:
+        return ref
+    if options:
+        return choice_letter(ref, options)
+    unwrapped = _unwrap(ref)
+    leading = _leading_letter(unwrapped)
+    return leading[0] if leading and unwrapped.lstrip("([")[:1] in LETTERS else None
 
 
 def is_hedge(text: str, choices: Sequence[str] | str | None = None) -> bool:
     """Whether an answer offers several answers ("A or B", "A, B, C, D", "Juneau or Denver",
-    "7 or 8", "7,8", "yes/no", two different boxes); such an answer never scores. One option's
-    own text ("rain or snow") is no hedge."""
+    "7 or 8", "yes/no", two different boxes); such an answer never scores, and a training
+    reference like it is rejected. One option's own text ("rain or snow") is no hedge; several
+    numbers are the grader's business ("7,8" states no single number; "1:2" may be the answer)."""
     unboxed = _unbox(text)
     if not unboxed:
         return bool(text.strip())  # only conflicting boxes unwrap to nothing
     options = parse_choices(choices) or []
-    if any(_words(candidate) == _words(o) for o in options for candidate in (unboxed, _unwrap(text))):
-        return False
     answer = _unwrap(text)
+    if any(_words(candidate) == _words(o) for o in options for candidate in (unboxed, answer)):
+        return False
     leading = _leading_letter(answer)
-    if leading and _ANOTHER_LETTER.match(leading[1]):
-        return True
+    if leading:
+        letter, rest = leading
+        if _ANOTHER_LETTER.match(rest):
+            return True
+        index = LETTERS.index(letter)
+        if index < len(options) and _words(rest.lstrip(" .:)-–—,;")) == _words(options[index]):
+            return False  # "D: both A and B" is option D's own text
     if _HEDGE_WORDS.search(answer) and len(_option_mentions(answer, options)) != 1:
         return True
-    if _LETTER_PAIR.search(answer):
-        return True
-    if options:
-        return False  # numbers inside an option's text ("B: 7 cats and 8 dogs") are no hedge
-    if "=" in answer or _is_math(answer) or _EXPRESSION.search(answer):
-        return False  # "y = 2x + 1", "(2, 3)", "2/5": one mathematical answer with several numbers
-    return len({_number_value(n) for n in _numbers_in(answer)}) > 1
+    return bool(_LETTER_PAIR.search(_without_options(answer, options)))
 
 
 def _words_match(answer: str, reference: str) -> bool:
     """A worded answer against a worded reference: equal as words, or the reference is what the
-    answer's first clause says ("No, because ...", "It is a triangle.")."""
+    answer's first clause says and the rest gives a reason, not another answer ("No, because
+    ...", "It is a triangle."; not "yes, no" or "triangle (square)")."""
     target = _words(reference)
     if not target:
         return False
     if _words(answer) == target:
         return True
-    first_clause = re.split(r"[,;:.!?(]|\s[-–—]\s|\bbecause\b|\bsince\b|\bas\b", answer, maxsplit=1)[0]
-    return _words(_unwrap(first_clause)) == target
+    first, *rest = re.split(r"[,;:.!?(]|\s[-–—]\s|\b(?=because\b|since\b)", answer, maxsplit=1)
+    rest_words = _plain(rest[0]).split() if rest else []
+    names_another = len(rest_words) == 1 or (rest_words[:1] and rest_words[0] in _ANSWER_WORDS)
+    return _words(_unwrap(first)) == target and not names_another and not _HEDGE_WORDS.search(answer)
+
+
+# Words that start another answer rather than a reason.
+_ANSWER_WORDS = {"yes", "no", "true", "false", "or", "and", "maybe"}
+
+
+def _exact_key(text: str) -> str:
+    return " ".join(text.lower().split()).rstrip(".")
 
 
 def is_correct(answer_text: str | None, reference: str, choices: Sequence[str] | str | None = None) -> bool:
@@ -437,6 +490,8 @@ def is_correct(answer_text: str | None, reference: str, choices: Sequence[str] |
         return False
     reference = str(reference)
     options = parse_choices(choices)
+    if _exact_key(_unwrap(answer_text)) == _exact_key(_unwrap(reference)) and _unwrap(reference):
+        return True  # the reference itself, whatever its shape ("1:2", "60 km/h", "3 and 4")
     if is_hedge(answer_text, options):
         return False
     ref_letter = _reference_letter(reference, options)
@@ -447,6 +502,8 @@ def is_correct(answer_text: str | None, reference: str, choices: Sequence[str] |
         return False
     if _number_value(ref) is not None or _is_math(ref) or "=" in ref or _EXPRESSION.search(ref):
         answer = _math_form(answer)
+        if _number_value(answer) is not None and _number_value(ref) is not None:
+            return _numbers_equal(answer, ref)
         if "=" in ref or _is_math(answer) or (_is_math(ref) and _single_number(answer) is None):
             return math_equal(answer, _math_form(ref))
         number = _single_number(answer)

@@ -306,6 +306,45 @@ GRADED = [
     ("B", "The ball moves slower.", SENTENCES, True),
     ("B. The ball moves slower.", "B", SENTENCES, True),
     ("The ball moves faster.", "B", SENTENCES, False),
+    # A reference of any shape matches itself (ratios, times, units with a slash, lists).
+    ("1:2", "1:2", None, True),
+    ("7:00 A.M.", "7:00 A.M.", None, True),
+    ("1, 2, 3", "1, 2, 3", None, True),
+    ("60 km/h", "60 km/h", None, True),
+    ("60 km/h", "60", None, True),
+    ("9.8 m/s^2", "9.8", None, True),
+    ("1 hour 30 minutes", "1 hour 30 minutes", None, True),
+    ("D: both A and B", "D", ["x", "y", "z", "both A and B"], True),
+    # Boxes agree only when they say the same, sign and brackets included.
+    ("\\boxed{1} or \\boxed{-1}", "-1", None, False),
+    ("\\boxed{x > 2} or \\boxed{x < 2}", "x<2", None, False),
+    ("\\boxed{(1,2)} \\boxed{[1,2]}", "[1,2]", None, False),
+    ("-3", "3", None, False),
+    # A letter and another option, letters apart, a disowned option: never credited.
+    ("A or Juneau", "B", CITIES, False),
+    ("Juneau, A", "B", CITIES, False),
+    ("Juneau C", "B", CITIES, False),
+    ("Denver or B", "A", CITIES, False),
+    ("A - B", "A", None, False),
+    ("A, but B is possible", "A", None, False),
+    ("A B", "B", None, False),
+    ("A then B", "B", None, False),
+    ("not B", "B", None, False),
+    ("not Juneau", "B", CITIES, False),
+    ("B is wrong", "B", ["red", "blue", "green"], False),
+    ("The ball does not move.", "C", SENTENCES, True),  # "not" inside the option's own text
+    ("B. The ball does not move.", "C", SENTENCES, False),
+    ("yes, no", "yes", None, False),
+    ("Yes. No.", "yes", None, False),
+    ("triangle (square)", "triangle", None, False),
+    # Free-form references are words, not option letters.
+    ("vitamin c", "Vitamin C", None, True),
+    ("C", "Vitamin C", None, False),
+    ("B", "B-cell", None, False),
+    ("E", "E. coli", None, False),
+    ("e. coli", "E. coli", None, True),
+    ("I would pick a red one", "B", ["blue", "red"], True),  # "a" is the article
+    ("The answer is a cat.", "A", ["cat", "dog"], True),
 ]
 
 
@@ -418,6 +457,19 @@ def test_every_reward_and_parser_is_linear_on_a_megabyte(name):
         for answer_format in ("tags", "think_boxed"):
             REWARDS[reward](answer_format, False)([text], answer=["B"], choices=[CITIES])
     assert time.perf_counter() - started < 10.0  # a super-linear pattern takes minutes here
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["7" + " ab" * 200_000 + " c", "a" + "$" * 1_000_000 + "x", "answer is " * 100_000, "A " * 500_000],
+)
+def test_the_grader_is_linear_on_a_megabyte_answer(answer):
+    import time
+
+    started = time.perf_counter()
+    is_correct(answer, "7")
+    is_correct(answer, "B", CITIES)
+    assert time.perf_counter() - started < 10.0
 
 
 def test_math_equivalence_is_bounded_and_never_raises():
