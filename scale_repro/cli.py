@@ -93,6 +93,9 @@ def _train(stage: str, config_cls, recipes, overrides, force: bool, fields: dict
     except _user_errors() as exc:
         _fail(str(exc))
     module = importlib.import_module(f"scale_repro.{stage}")
+    from scale_repro.lifecycle import charge_process_start
+
+    charge_process_start()
     try:
         run_dir = getattr(module, f"run_{stage}")(config, force=force)
     except (*_user_errors(), *module.USER_ERRORS) as exc:
@@ -189,6 +192,9 @@ def evaluate(
                 raise ConfigError(f"--label {item}: a label must look like key=value")
         cfg = load_config(EvalConfig, config, [*(overrides or []), *labels], model=model, task=task, data=data, limit=limit,
                           output_dir=output_dir, max_new_tokens=max_new_tokens, use_vllm=use_vllm or None)  # fmt: skip
+        from scale_repro.lifecycle import charge_process_start
+
+        charge_process_start()
         out = run_eval(cfg, force=force)
     except (*_user_errors(), EvalError) as exc:
         _fail(str(exc))

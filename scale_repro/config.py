@@ -374,7 +374,10 @@ def _coerce(value: Any, hint: Any) -> Any:
         raise _Mismatch
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an integer of 400 digits
+                raise _NotFinite from None
         elif isinstance(value, str) and _FLOAT.match(value.strip()):
             number = float(value)
         else:

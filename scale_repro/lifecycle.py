@@ -50,20 +50,26 @@ def stage_finished(config: Any) -> bool:
     return is_finished(Path(config.output_dir), config_hash(config))
 
 
-_process_clock_used = False
+_charge_process_start = False
+
+
+def charge_process_start() -> None:
+    """Count the next stage's wall clock from this process's start: what `scale sft`, `scale
+    grpo` and `scale eval` call, since their start-up (imports, checks) is that stage's cost.
+    Experiments, notebooks and tests leave it off: their processes did other work first."""
+    global _charge_process_start
+    _charge_process_start = True
 
 
 def _stage_clock_start() -> float:
-    """Where a stage's wall clock starts: the process's start for the first stage a process
-    runs (its imports and start-up are that stage's cost), the stage's own call after that."""
     import time
 
     from scale_repro.rundir import process_started_at
 
-    global _process_clock_used
-    if _process_clock_used:
+    global _charge_process_start
+    if not _charge_process_start:
         return time.time()
-    _process_clock_used = True
+    _charge_process_start = False
     return process_started_at()
 
 

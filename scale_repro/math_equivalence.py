@@ -27,6 +27,7 @@ import re
 import select
 import subprocess
 import sys
+import threading
 from functools import lru_cache
 
 MAX_ANSWER_CHARS = 160
@@ -62,7 +63,17 @@ class _Helper:
 
     def __init__(self) -> None:
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-        self.process = subprocess.Popen(
+        try:
+            self.process = self._start(env)
+        except OSError as error:
+            raise OSError(f"the math-verify helper did not start ({error})") from None
+        if self.ask("1", "1", STARTUP_LIMIT_S) is not True:
+            self.close()
+            raise OSError("the math-verify helper did not start")
+
+    @staticmethod
+    def _start(env):
+        return subprocess.Popen(
             [sys.executable, "-m", "scale_repro.math_equivalence"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -71,9 +82,6 @@ class _Helper:
             text=True,
             bufsize=1,
         )
-        if self.ask("1", "1", STARTUP_LIMIT_S) is not True:
-            self.close()
-            raise OSError("the math-verify helper did not start")
 
     def ask(self, predicted: str, reference: str, limit: float) -> bool | None:
         """The verdict, or None when the helper overran ``limit`` or died (it is then closed)."""
@@ -92,26 +100,36 @@ class _Helper:
     def close(self) -> None:
         self.process.kill()
         self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
 
 
 _helper: _Helper | None = None
 _helper_pid: int | None = None  # a forked child must start its own helper
+_no_helper_in: int | None = None  # the process where no helper could start: never tried again
+_lock = threading.Lock()  # one request at a time on the helper's pipes
 
 
 def _ask_helper(predicted: str, reference: str) -> bool | None:
-    global _helper, _helper_pid
-    if _helper is None or _helper_pid != os.getpid() or _helper.process.poll() is not None:
-        try:
-            _helper, _helper_pid = _Helper(), os.getpid()
-        except OSError as error:
-            logger.warning("math equivalence runs in-process: %s", error)
-            _helper = None
+    global _helper, _helper_pid, _no_helper_in
+    with _lock:
+        if _no_helper_in == os.getpid():
             return None
-    verdict = _helper.ask(predicted, reference, TIME_LIMIT_S)
-    if verdict is None:
-        _helper = None  # overran or died: the next comparison starts a fresh one
-        return False
-    return verdict
+        if _helper is None or _helper_pid != os.getpid() or _helper.process.poll() is not None:
+            try:
+                _helper, _helper_pid = _Helper(), os.getpid()
+            except OSError as error:
+                logger.warning("math equivalence runs in-process from now on: %s", error)
+                _helper, _no_helper_in = None, os.getpid()
+                return None
+        verdict = _helper.ask(predicted, reference, TIME_LIMIT_S)
+        if verdict is None:
+            _helper = None  # overran or died: the next comparison starts a fresh one
+            return False
+        return verdict
 
 
 @lru_cache(maxsize=65536)

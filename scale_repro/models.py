@@ -43,10 +43,15 @@ class ModelNotFound(ValueError):
 
 
 def tiny_model_path(name: str, seed: int = 0) -> Path:
-    """The tiny model's directory, built on first use."""
+    """The tiny model's directory, built on first use: once, when several processes ask at
+    once (the others wait, then load it), and never replaced under a process loading it."""
+    from scale_repro.rundir import exclusive
+
     path = cache_dir() / "tiny" / f"{name}-seed{seed}-v{TINY_BUILD_VERSION}"
     if not (path / "config.json").is_file():
-        build_tiny(name, path, seed=seed)
+        with exclusive(path.with_name(f".{path.name}.lock")):
+            if not (path / "config.json").is_file():
+                build_tiny(name, path, seed=seed)
     return path
 
 

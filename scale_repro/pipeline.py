@@ -53,7 +53,7 @@ from scale_repro.config import (
 )
 from scale_repro.data.difficulty import RATED_FILE
 from scale_repro.lifecycle import stage_finished
-from scale_repro.rundir import config_hash
+from scale_repro.rundir import StageInterrupted, config_hash
 
 log = logging.getLogger("scale_repro")
 
@@ -408,6 +408,8 @@ def execute(stages: list[Stage], echo=print) -> dict[str, list[str]]:
         try:
             ran_here = _run_or_wait(runners[stage.kind], stage, echo, f"{prefix} {stage.kind:<9}")
             summary["ran" if ran_here else "skipped"].append(str(stage.run_dir))
+        except StageInterrupted:
+            raise  # SIGTERM: the whole experiment stops; the same command resumes it
         except Exception as exc:  # noqa: BLE001 - one failed cell must not stop the matrix
             log.exception("stage failed: %s", stage.name)
             failed.add(stage.run_dir)

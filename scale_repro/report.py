@@ -258,9 +258,9 @@ def plot(records: list[dict[str, Any]], runs: Path, out: Path, skipped: list[dic
             problems: list[str] = []
             mode = ((manifest.get("config") or {}).get("loss") or {}).get("mode")
             entries = read_train_log(manifest_path.parent, problems)
-            if mode and not problems:
-                curves[mode].append(entries)
-            else:
+            if mode:
+                curves[mode].append(entries)  # the lines that decode
+            if problems or not mode:
                 skipped.append({"dir": str(manifest_path.parent),
                                 "reason": problems[0] if problems else "manifest has no loss mode"})  # fmt: skip
     if curves:
@@ -268,10 +268,14 @@ def plot(records: list[dict[str, Any]], runs: Path, out: Path, skipped: list[dic
         for mode, logs in sorted(curves.items()):
             for segment, ax in zip(("think", "answer"), axes, strict=True):
                 for i, entries in enumerate(logs):
-                    points = [(e["step"], e[f"loss_{segment}"]) for e in entries if f"loss_{segment}" in e]
+                    points = [
+                        (e["step"], e[f"loss_{segment}"])
+                        for e in entries
+                        if f"loss_{segment}" in e and "step" in e
+                    ]
                     if points:
                         xs, ys = zip(*points, strict=True)
-                        ax.plot(xs, ys, color={"vanilla": "C0", "fixed": "C2", "scale": "C1"}[mode], alpha=0.6,
+                        ax.plot(xs, ys, color={"vanilla": "C0", "fixed": "C2", "scale": "C1"}.get(mode, "C3"), alpha=0.6,
                                 label=mode if i == 0 else None)  # fmt: skip
                 ax.set_title(f"L_{segment} (mean CE)"), ax.set_xlabel("step")
         if axes[0].get_legend_handles_labels()[0]:

@@ -119,7 +119,7 @@ def think_boxed_score(text: str, think_prefilled: bool = False) -> float:
     ``.*`` also takes super-linear time on long degenerate completions; this does not.
     """
     text = normalize_tags(text).strip()
-    starts_right = not text.startswith(THINK_OPEN) if think_prefilled else text.startswith(THINK_OPEN)
+    starts_right = think_prefilled or text.startswith(THINK_OPEN)  # a prefilled <think> may be repeated
     return float(starts_right and parse_boxed_completion(text).valid)
 
 
@@ -145,8 +145,8 @@ def reward_function(
 
     try:
         function = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"reward {name!r} does not import: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module: any error in it is "does not import"
+        raise ValueError(f"reward {name!r} does not import: {type(exc).__name__}: {exc}") from None
     if not callable(function):
         raise ValueError(f"reward {name!r} is not a function")
     return function

@@ -143,14 +143,18 @@ def _alive(pid: int) -> bool:
 @contextmanager
 def publishing(out: str | Path):
     """A staging folder of this process's own beside ``out``; when the block ends without
-    error it replaces ``out`` in one rename (the old folder is moved aside first, then
-    deleted), so a reader sees the old folder or the new one and never half of either, and two
-    processes writing the same folder never share or delete each other's staging. On error
-    the staging folder is removed and ``out`` is left as it was."""
+    error it takes ``out``'s place (the old folder is moved aside, the new one renamed in, the
+    old one deleted), so ``out`` is never half written, and two processes writing the same
+    folder never share or delete each other's staging. Replacing a folder that another
+    process is reading is the caller's to prevent (``write_once`` and the tiny-model cache do,
+    with a lock). On error the staging folder is removed and ``out`` is left as it was."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     host = platform.node()
-    for stale in out.parent.glob(f".{out.name}.partial-{host}-*"):  # left by a killed process
+    for stale in [
+        *out.parent.glob(f".{out.name}.partial-{host}-*"),
+        *out.parent.glob(f".{out.name}.old-{host}-*"),
+    ]:
         pid = stale.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)

@@ -3,6 +3,7 @@ resuming, the per-step log file and the merged checkpoint the next stage loads."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -286,6 +287,17 @@ class DivergenceGuard(TrainerCallback):
 
     WATCHED = ("loss", "grad_norm")
 
+    def on_save(self, args, state, control, model=None, **kwargs):
+        """A checkpoint saved between logged steps could hold NaN weights and become the resume
+        point: check what was saved, and remove it if it is not finite."""
+        broken = nonfinite_weights(model) if model is not None else []
+        if broken:
+            shutil.rmtree(Path(args.output_dir) / f"checkpoint-{state.global_step}", ignore_errors=True)
+            raise TrainingDiverged(
+                f"training diverged by step {state.global_step}: {len(broken)} weight tensors are NaN or inf "
+                f"(first: {broken[0]}); that checkpoint was removed and nothing was exported"
+            )
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         for key in self.WATCHED:
             value = (logs or {}).get(key)
@@ -300,28 +312,39 @@ class DivergenceGuard(TrainerCallback):
 class StopOnSigterm(TrainerCallback):
     """SIGTERM (what Slurm sends at a job's time limit, and what a preemption sends) ends the
     current step, saves a checkpoint and stops training; the stage then marks its attempt
-    interrupted, so running the same command again resumes and loses no step."""
+    interrupted, so running the same command again resumes and loses no step. Under several
+    processes the request is shared at each step end, so every rank stops at the same step
+    (one rank leaving while the others wait in the next all-reduce would hang the job)."""
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.stopped_early = False
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._request)
+    @contextlib.contextmanager
+    def listening(self):
+        """The SIGTERM handler, installed for the block and restored however it ends."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGTERM, self._request)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     def _request(self, signum, frame):
         self.requested = True
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.requested:
+        requested = self.requested
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            flag = torch.tensor([float(requested)], device=args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            requested = bool(flag.item())
+        if requested and state.global_step < state.max_steps:  # after the last step: just finish
             control.should_save = True
             control.should_training_stop = True
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
+            self.stopped_early = True
 
 
 def nonfinite_weights(model) -> list[str]:
@@ -462,8 +485,11 @@ def _train(
     else:
         if resume:
             log.info("resuming from %s", resume.path)
-        train_loss = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None).training_loss
-        if stop.requested:
+        with stop.listening():
+            train_loss = trainer.train(
+                resume_from_checkpoint=str(resume.path) if resume else None
+            ).training_loss
+        if stop.stopped_early:
             step = trainer.state.global_step
             raise StageInterrupted(
                 f"{run_dir}: stopped by SIGTERM after step {step}, checkpoint saved; "

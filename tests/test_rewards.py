@@ -110,7 +110,8 @@ def test_reward_names_and_weights_are_checked():
     ):
         load_config(GRPOConfig, None, ["reward_funcs=[format,lenght]"])
     with pytest.raises(
-        ConfigError, match=r"reward 'no_such_module:f' does not import: No module named 'no_such_module'"
+        ConfigError,
+        match=r"reward 'no_such_module:f' does not import: ModuleNotFoundError: No module named 'no_such_module'",
     ):
         load_config(GRPOConfig, None, ["reward_funcs=[format,'no_such_module:f']"])
     # A reward of one's own, by import path (as TRL's GRPO script takes them).
