@@ -114,6 +114,9 @@ class TrainConfig:
     save_total_limit: int = 2
     deepspeed: str | None = None
     dataloader_num_workers: int = 0
+    # A step whose gradients hold NaN or inf: "stop" the run there (one line naming the step), or
+    # "skip" it (no optimizer update; counted in the manifest and the log) and train on.
+    nonfinite_steps: Literal["stop", "skip"] = "stop"
     report_to: list[str] = field(default_factory=list)
     trust_remote_code: bool = False
     # Free-form tags the report groups by (model, configuration, data set, seed).
@@ -141,6 +144,10 @@ class TrainConfig:
         ]  # fmt: skip
         if self.deepspeed and not Path(self.deepspeed).is_file():
             found.append(("deepspeed", f"config file {self.deepspeed} not found"))
+        if self.deepspeed and self.nonfinite_steps == "skip":
+            found.append(
+                ("nonfinite_steps", "skip needs the gradients in this process; under DeepSpeed use stop")
+            )
         return [(k, v) for k, v in found if v]
 
 

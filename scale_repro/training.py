@@ -280,12 +280,32 @@ class TrainingDiverged(RuntimeError):
     """The loss, the gradient norm or the weights are no longer finite numbers."""
 
 
+class SkipNonfiniteSteps(TrainerCallback):
+    """``nonfinite_steps: skip``: a step whose gradients hold NaN or inf makes no update (its
+    gradients are dropped before the optimizer runs, so AdamW leaves weights and moments as
+    they were), is logged with its step and counted for the manifest."""
+
+    def __init__(self):
+        self.skipped: list[int] = []
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        gradients = [p.grad for p in model.parameters() if p.grad is not None]
+        if gradients and not all(torch.isfinite(g).all() for g in gradients):
+            model.zero_grad(set_to_none=True)
+            self.skipped.append(state.global_step + 1)
+            log.warning("step %d: gradients are NaN or inf; the step is skipped (nonfinite_steps: skip)",
+                        state.global_step + 1)  # fmt: skip
+
+
 class DivergenceGuard(TrainerCallback):
     """Stops the run at the first logged step whose loss or gradient norm is NaN or inf, with the
     step in the message: a diverged run must never finish and export NaN weights. The
     checkpoints saved before it stay, so a rerun with other settings can resume from them."""
 
     WATCHED = ("loss", "grad_norm")
+
+    def __init__(self, skipping: bool = False):
+        self.skipping = skipping  # NaN steps are skipped, not fatal: only the weights are checked
 
     def on_save(self, args, state, control, model=None, **kwargs):
         """A checkpoint saved between logged steps could hold NaN weights and become the resume
@@ -299,6 +319,8 @@ class DivergenceGuard(TrainerCallback):
             )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.skipping:
+            return
         for key in self.WATCHED:
             value = (logs or {}).get(key)
             if isinstance(value, (int, float)) and not math.isfinite(value):
@@ -468,13 +490,14 @@ def _train(
     model, processor = load_model_and_processor(resolved.path, bf16, config.trust_remote_code)
     if not config.lora.enabled and config.lora.freeze_vision:
         freeze_vision_tower(model)
-    stop = StopOnSigterm()
+    stop, skip = StopOnSigterm(), SkipNonfiniteSteps()
     callbacks = [
         JsonlLogCallback(run_dir / TRAIN_LOG),
-        DivergenceGuard(),
+        DivergenceGuard(skipping=config.nonfinite_steps == "skip"),
         ManifestHeartbeat(manifest),
         stop,
         *(callbacks or []),
+        *([skip] if config.nonfinite_steps == "skip" else []),  # last: it sees the final gradients
     ]
     trainer = build(model, processor, examples, run_dir, bf16, callbacks, manifest)
     resume = resume_point(run_dir)
@@ -502,4 +525,5 @@ def _train(
         train_runtime_s=time.time() - started,
         global_step=trainer.state.global_step,
         train_loss=train_loss,
+        skipped_nonfinite_steps=skip.skipped,
     )

@@ -140,3 +140,40 @@ def test_killed_run_resumes_with_the_same_command(tmp_path, tiny_paths, synth_di
     finished_at = manifest["finished_at"]
     run_sft(config)  # finished with the same config: not retrained
     assert read_manifest(tmp_path / "run")["finished_at"] == finished_at
+
+
+def nan_gradients_at(step: int):
+    """A callback that turns every gradient of ``step`` into NaN, as an overflow would."""
+    from transformers import TrainerCallback
+
+    class NaNGradients(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            if state.global_step + 1 == step:
+                for weight in model.parameters():
+                    if weight.grad is not None:
+                        weight.grad.fill_(float("nan"))
+
+    return NaNGradients()
+
+
+@pytest.mark.slow
+def test_nonfinite_gradients_stop_the_run_or_are_skipped_when_asked(tmp_path, tiny_paths, synth_dir):
+    from safetensors.torch import load_file
+
+    from scale_repro.training import TrainingDiverged
+
+    base = [f"data.spec={synth_dir}", "model=tiny-qwen2.5-vl", "max_steps=4", "save_steps=100",
+            "per_device_train_batch_size=2", "lora.enabled=false"]  # fmt: skip
+    stopping = load_config(SFTConfig, None, [*base, f"output_dir={tmp_path / 'stop'}"])
+    with pytest.raises(TrainingDiverged, match="training diverged at step 3: loss is nan"):
+        run_sft(stopping, callbacks=[nan_gradients_at(2)])
+    assert read_manifest(tmp_path / "stop")["status"] == "failed"
+
+    skipping = load_config(
+        SFTConfig, None, [*base, "nonfinite_steps=skip", f"output_dir={tmp_path / 'skip'}"]
+    )
+    run = run_sft(skipping, callbacks=[nan_gradients_at(2)])
+    manifest = read_manifest(run)
+    assert manifest["status"] == "finished" and manifest["skipped_nonfinite_steps"] == [2]
+    weights = load_file(run / "merged" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())

@@ -76,6 +76,10 @@ SFT = ["sft", "--model", "tiny-llava-next"]
         ),
         (["--set", "num_train_epochs=.inf"], "num_train_epochs must be a finite number, got inf"),
         (["--set", "loss.think_start=-.inf"], "loss.think_start must be a finite number, got -inf"),
+        (
+            ["--set", "nonfinite_steps=skip", "--set", "deepspeed=configs/deepspeed/zero2.json"],
+            "--set nonfinite_steps=skip: nonfinite_steps skip needs the gradients in this process; under DeepSpeed use stop",
+        ),
         (["--set", "learning_rate=-1e-4"], "--set learning_rate=-1e-4: learning_rate must be positive"),
         (["--set", "lr_scheduler_type=cosin"], "lr_scheduler_type must be 'linear' | 'cosine'"),
     ],
