@@ -127,3 +127,15 @@ def test_reward_names_and_weights_are_checked():
         ["format", "accuracy"],
         [1.0, 1.0],
     )
+
+
+def test_a_prefilled_think_may_be_repeated_in_the_boxed_format():
+    """With a template that opens <think>, the completion may or may not repeat it; the format
+    reward and the parser agree either way."""
+    from scale_repro.answers import parse_boxed_completion
+    from scale_repro.rewards import think_boxed_score
+
+    for completion in ("a</think> \\boxed{B}", "<think>a</think> \\boxed{B}"):
+        assert think_boxed_score(completion, think_prefilled=True) == 1.0
+        assert parse_boxed_completion(completion).valid
+    assert think_boxed_score("a</think> \\boxed{B}", think_prefilled=False) == 0.0

@@ -77,6 +77,10 @@ SFT = ["sft", "--model", "tiny-llava-next"]
         (["--set", "num_train_epochs=.inf"], "num_train_epochs must be a finite number, got inf"),
         (["--set", "loss.think_start=-.inf"], "loss.think_start must be a finite number, got -inf"),
         (
+            ["--set", "learning_rate=1" + "0" * 400],
+            "learning_rate must be a finite number",
+        ),  # overflows a float
+        (
             ["--set", "nonfinite_steps=skip", "--set", "deepspeed=configs/deepspeed/zero2.json"],
             "--set nonfinite_steps=skip: nonfinite_steps skip needs the gradients in this process; under DeepSpeed use stop",
         ),
