@@ -196,7 +196,10 @@ def _unbox(text: str) -> str:
 
 def _unwrap(text: str) -> str:
     """The answer itself: :func:`_unbox`, then without "Final Answer:"-style lead-ins."""
-    text = _unbox(text)
+    return _without_lead_in(_unbox(text))
+
+
+def _without_lead_in(text: str) -> str:
     for _ in range(3):  # "Therefore, the final answer is: option (B)"
         stripped = _OPTION_WORD.sub("", _LEAD_IN.sub("", text)).strip(_SURROUNDING)
         if stripped == text:
@@ -289,7 +292,7 @@ def choice_letter(text: str, choices: Sequence[str] | str | None = None) -> str 
     ("A or Juneau", "A then B"), or one disowned ("not B", "B is wrong")."""
     options = (parse_choices(choices) or [])[: len(LETTERS)]
     unboxed = _unbox(text)
-    answer = _unwrap(text)
+    answer = _without_lead_in(unboxed)
     if not answer:
         return None
     # The whole answer is one option's text (also when that text has "or" or "not" in it).
@@ -356,16 +359,12 @@ def _number_value(token: str) -> float | None:
         return None
 
 
-def _numbers_in(text: str) -> list[str]:
-    return _NUMBER.findall(text)
-
-
 def _single_number(answer: str) -> str | None:
     """The one number an answer states ("7 cars", "There are 7 cars.", "x = 7", "$1.75"), or None
     when it states none or several ("7 or 8", "7,8", "7-8")."""
     if "=" in answer:  # "2 + 5 = 7", "x = 7": the value after the last equals sign
         answer = answer.rsplit("=", 1)[1]
-    numbers = _numbers_in(answer.replace("$", " "))
+    numbers = _NUMBER.findall(answer.replace("$", " "))
     values = {_number_value(n) for n in numbers}
     if len(numbers) == 1 or (numbers and len(values) == 1 and None not in values):
         return numbers[-1]
@@ -440,7 +439,7 @@ def is_hedge(text: str, choices: Sequence[str] | str | None = None) -> bool:
     if not unboxed:
         return bool(text.strip())  # only conflicting boxes unwrap to nothing
     options = parse_choices(choices) or []
-    answer = _unwrap(text)
+    answer = _without_lead_in(unboxed)
     if any(_words(candidate) == _words(o) for o in options for candidate in (unboxed, answer)):
         return False
     leading = _leading_letter(answer)
@@ -490,14 +489,14 @@ def is_correct(answer_text: str | None, reference: str, choices: Sequence[str] |
         return False
     reference = str(reference)
     options = parse_choices(choices)
-    if _exact_key(_unwrap(answer_text)) == _exact_key(_unwrap(reference)) and _unwrap(reference):
+    answer, ref = _unwrap(answer_text), _unwrap(reference)
+    if ref and _exact_key(answer) == _exact_key(ref):
         return True  # the reference itself, whatever its shape ("1:2", "60 km/h", "3 and 4")
     if is_hedge(answer_text, options):
         return False
     ref_letter = _reference_letter(reference, options)
     if ref_letter is not None:
         return choice_letter(answer_text, options) == ref_letter
-    answer, ref = _unwrap(answer_text), _unwrap(reference)
     if not answer or not ref:
         return False
     if _number_value(ref) is not None or _is_math(ref) or "=" in ref or _EXPRESSION.search(ref):

@@ -17,6 +17,7 @@ evaluation) and for the planner that decides what to skip.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +34,7 @@ from scale_repro.rundir import (
     disk_full_cause,
     disk_full_message,
     is_finished,
+    process_started_at,
 )
 
 log = logging.getLogger("scale_repro")
@@ -62,10 +64,6 @@ def charge_process_start() -> None:
 
 
 def _stage_clock_start() -> float:
-    import time
-
-    from scale_repro.rundir import process_started_at
-
     global _charge_process_start
     if not _charge_process_start:
         return time.time()

@@ -64,24 +64,20 @@ class _Helper:
     def __init__(self) -> None:
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
         try:
-            self.process = self._start(env)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "scale_repro.math_equivalence"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                text=True,
+                bufsize=1,
+            )
         except OSError as error:
             raise OSError(f"the math-verify helper did not start ({error})") from None
         if self.ask("1", "1", STARTUP_LIMIT_S) is not True:
             self.close()
             raise OSError("the math-verify helper did not start")
-
-    @staticmethod
-    def _start(env):
-        return subprocess.Popen(
-            [sys.executable, "-m", "scale_repro.math_equivalence"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            text=True,
-            bufsize=1,
-        )
 
     def ask(self, predicted: str, reference: str, limit: float) -> bool | None:
         """The verdict, or None when the helper overran ``limit`` or died (it is then closed)."""
