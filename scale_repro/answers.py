@@ -338,9 +338,20 @@ _NUMBER = re.compile(
     r"|(?<![\w.])[-+]?\.\d++"
 )
 _WORD_NUMBERS = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12,
-}  # fmt: skip
+    "zero": 0,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+}
 _LATEX_MATH = re.compile(r"\\(?:frac|dfrac|tfrac|sqrt|pi|cdot|times|div|pm|infty|circ|le|ge|neq)|\^|_\{")
 
 

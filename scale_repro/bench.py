@@ -86,9 +86,16 @@ def _warm(times: list[float]) -> list[float]:
     return times[WARMUP_STEPS:] or times
 
 
-def run_bench(model: str | None = None, steps: int = 6, batch: int = 2, image_size: int = 448,
-              random_init: bool = False, generations: int = 4, completion_tokens: int = 64,
-              work_dir: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+def run_bench(
+    model: str | None = None,
+    steps: int = 6,
+    batch: int = 2,
+    image_size: int = 448,
+    random_init: bool = False,
+    generations: int = 4,
+    completion_tokens: int = 64,
+    work_dir: str | Path | None = None,
+) -> dict[str, Any]:
     """Benchmark SFT and GRPO steps; returns the figures (see the module docstring)."""
     import torch
 
@@ -106,8 +113,10 @@ def run_bench(model: str | None = None, steps: int = 6, batch: int = 2, image_si
     work = Path(work_dir or tempfile.mkdtemp(prefix="scale-bench-"))
     try:
         path = random_init_copy(resolve_model(model).path, work / "random-init") if random_init else model
-        data = write_synthetic(work / "data", SynthConfig(seed=0, n_train=batch * (steps + 1) * 2, n_test=2,
-                                                           image_size=image_size))  # fmt: skip
+        data = write_synthetic(
+            work / "data",
+            SynthConfig(seed=0, n_train=batch * (steps + 1) * 2, n_test=2, image_size=image_size),
+        )
         common = [
             f"model={path}",
             f"data.spec={data}",
@@ -116,8 +125,17 @@ def run_bench(model: str | None = None, steps: int = 6, batch: int = 2, image_si
             "logging_steps=1",
         ]
         timer = StepTimer()
-        sft = load_config(SFTConfig, None, [*common, f"output_dir={work / 'sft'}", f"per_device_train_batch_size={batch}",
-                                            "gradient_accumulation_steps=1", "cut_answers=keep"])  # fmt: skip
+        sft = load_config(
+            SFTConfig,
+            None,
+            [
+                *common,
+                f"output_dir={work / 'sft'}",
+                f"per_device_train_batch_size={batch}",
+                "gradient_accumulation_steps=1",
+                "cut_answers=keep",
+            ],
+        )
         run_sft(sft, callbacks=[timer])
         manifest = read_manifest(work / "sft")
         tokens_per_sample = manifest["data"]["preflight"]["tokens"]["median"]
@@ -148,10 +166,18 @@ def run_bench(model: str | None = None, steps: int = 6, batch: int = 2, image_si
                 continue
             timer = StepTimer()
             out = work / f"grpo-{engine}"
-            grpo = load_config(GRPOConfig, None, [*common, f"output_dir={out}", f"per_device_train_batch_size={generations}",
-                                                  f"num_generations={generations}",
-                                                  f"max_completion_length={completion_tokens}",
-                                                  f"use_vllm={'true' if engine == 'vllm' else 'false'}"])  # fmt: skip
+            grpo = load_config(
+                GRPOConfig,
+                None,
+                [
+                    *common,
+                    f"output_dir={out}",
+                    f"per_device_train_batch_size={generations}",
+                    f"num_generations={generations}",
+                    f"max_completion_length={completion_tokens}",
+                    f"use_vllm={'true' if engine == 'vllm' else 'false'}",
+                ],
+            )
             run_grpo(grpo, callbacks=[timer])
             lengths = [
                 e["completions/mean_length"] for e in read_train_log(out) if "completions/mean_length" in e
@@ -161,8 +187,10 @@ def run_bench(model: str | None = None, steps: int = 6, batch: int = 2, image_si
             pairs = pairs[WARMUP_STEPS:] or pairs
             tokens = sum(generations * length for _, length in pairs)
             seconds = sum(t for t, _ in pairs)
-            result["rollouts"][engine] = {"step_s": statistics.median(t for t, _ in pairs),
-                                          "rollout_tokens_per_s": tokens / seconds}  # fmt: skip
+            result["rollouts"][engine] = {
+                "step_s": statistics.median(t for t, _ in pairs),
+                "rollout_tokens_per_s": tokens / seconds,
+            }
         fastest = result["rollouts"].get("vllm") or result["rollouts"]["transformers"]
         result["rollout_tokens_per_s"] = fastest["rollout_tokens_per_s"]
         result["versions"] = package_versions()

@@ -78,9 +78,13 @@ class ImageCost:
             from PIL import Image
 
             probe = render(
-                {"prompt": [{"role": "user", "content": "?"}], "completion": [{"role": "assistant", "content": "."}],
-                 "images": ["placeholder"]}, self.processor,
-            )["prompt"]  # fmt: skip
+                {
+                    "prompt": [{"role": "user", "content": "?"}],
+                    "completion": [{"role": "assistant", "content": "."}],
+                    "images": ["placeholder"],
+                },
+                self.processor,
+            )["prompt"]
             with_image = self.processor(
                 images=[Image.new("RGB", size)], text=[probe], add_special_tokens=False
             )["input_ids"][0]

@@ -11,8 +11,11 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="SCALe reproduction: segment-aware SFT, GRPO, lmms-eval evaluation and reports.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+app = typer.Typer(
+    help="SCALe reproduction: segment-aware SFT, GRPO, lmms-eval evaluation and reports.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 models_app = typer.Typer(help="Model names and tiny offline models.", no_args_is_help=True)
 data_app = typer.Typer(help="Synthetic data and data validation.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
@@ -124,8 +127,16 @@ def sft(
     """Supervised fine-tuning with the SCALe, fixed-weight or vanilla loss."""
     from scale_repro.config import SFTConfig
 
-    fields = {"model": model, "output_dir": output_dir, "max_steps": max_steps, "seed": seed, "loss.mode": loss,
-              "data.spec": data, "data.image_root": image_root, "data.strict": strict or None}  # fmt: skip
+    fields = {
+        "model": model,
+        "output_dir": output_dir,
+        "max_steps": max_steps,
+        "seed": seed,
+        "loss.mode": loss,
+        "data.spec": data,
+        "data.image_root": image_root,
+        "data.strict": strict or None,
+    }
     _train("sft", SFTConfig, config, overrides, force, fields)
 
 
@@ -147,8 +158,15 @@ def grpo(
     """GRPO with the format and accuracy rewards (vLLM colocated rollouts on GPU machines)."""
     from scale_repro.config import GRPOConfig
 
-    fields = {"model": model, "output_dir": output_dir, "max_steps": max_steps, "seed": seed,
-              "data.spec": data, "data.image_root": image_root, "data.strict": strict or None}  # fmt: skip
+    fields = {
+        "model": model,
+        "output_dir": output_dir,
+        "max_steps": max_steps,
+        "seed": seed,
+        "data.spec": data,
+        "data.image_root": image_root,
+        "data.strict": strict or None,
+    }
     _train("grpo", GRPOConfig, config, overrides, force, fields)
 
 
@@ -190,8 +208,18 @@ def evaluate(
         for item in label or []:
             if "=" not in item:
                 raise ConfigError(f"--label {item}: a label must look like key=value")
-        cfg = load_config(EvalConfig, config, [*(overrides or []), *labels], model=model, task=task, data=data, limit=limit,
-                          output_dir=output_dir, max_new_tokens=max_new_tokens, use_vllm=use_vllm or None)  # fmt: skip
+        cfg = load_config(
+            EvalConfig,
+            config,
+            [*(overrides or []), *labels],
+            model=model,
+            task=task,
+            data=data,
+            limit=limit,
+            output_dir=output_dir,
+            max_new_tokens=max_new_tokens,
+            use_vllm=use_vllm or None,
+        )
         from scale_repro.lifecycle import charge_process_start
 
         charge_process_start()
@@ -199,8 +227,10 @@ def evaluate(
     except (*_user_errors(), EvalError) as exc:
         _fail(str(exc))
     metrics = json.loads((out / "metrics.json").read_text())
-    typer.echo(f"{metrics['task']}: n={metrics['n']} accuracy={metrics['accuracy']:.4f} "
-               f"invalid_rate={metrics['invalid_rate']:.4f} -> {out}")  # fmt: skip
+    typer.echo(
+        f"{metrics['task']}: n={metrics['n']} accuracy={metrics['accuracy']:.4f} "
+        f"invalid_rate={metrics['invalid_rate']:.4f} -> {out}"
+    )
 
 
 @app.command()
@@ -303,14 +333,24 @@ def reproduce(
         return
     summary = run_stages(stages, jobs=jobs, echo=typer.echo)
     result = write_report(out, out / "report")
-    typer.echo(f"ran {len(summary['ran'])}, skipped {len(summary['skipped'])}, failed {len(summary['failed'])}, "
-               f"blocked {len(summary['blocked'])}; report: {result['report']}")  # fmt: skip
+    typer.echo(
+        f"ran {len(summary['ran'])}, skipped {len(summary['skipped'])}, failed {len(summary['failed'])}, "
+        f"blocked {len(summary['blocked'])}; report: {result['report']}"
+    )
     if summary["failed"] or summary["blocked"]:
         raise typer.Exit(1)
 
 
-def _evidence(path: Path, out: Path, results: Path | None, jobs: int, seeds: int | None,
-              models: list[str] | None, quick: bool, dry_run: bool) -> None:  # fmt: skip
+def _evidence(
+    path: Path,
+    out: Path,
+    results: Path | None,
+    jobs: int,
+    seeds: int | None,
+    models: list[str] | None,
+    quick: bool,
+    dry_run: bool,
+) -> None:
     from scale_repro.evidence import evidence_stages, load_evidence, run_evidence, shorten
     from scale_repro.pipeline import chains, describe
 
@@ -587,8 +627,10 @@ def data_pass_rate(
         target,
     )
     n = len(rates)
-    typer.echo(f"{n} examples, mean pass rate {sum(rates) / n:.3f}; {sum(r == 0 for r in rates)} never solved, "
-               f"{sum(r == 1 for r in rates)} always solved -> {target}")  # fmt: skip
+    typer.echo(
+        f"{n} examples, mean pass rate {sum(rates) / n:.3f}; {sum(r == 0 for r in rates)} never solved, "
+        f"{sum(r == 1 for r in rates)} always solved -> {target}"
+    )
 
 
 @data_app.command("perception-filter")
@@ -629,8 +671,10 @@ def data_perception_filter(
     write_records([easyr1_record(e, description=described[e.id]) for e in kept], target)
     right_image = sum(image for image, _ in verdicts)
     right_text = sum(text for _, text in verdicts)
-    typer.echo(f"{len(examples)} questions: {right_image} right from the image, {right_text} right from the "
-               f"description; kept {len(kept)} (wrong from the image, right from the description) -> {target}")  # fmt: skip
+    typer.echo(
+        f"{len(examples)} questions: {right_image} right from the image, {right_text} right from the "
+        f"description; kept {len(kept)} (wrong from the image, right from the description) -> {target}"
+    )
 
 
 @data_app.command("validate")

@@ -28,9 +28,18 @@ class ConfigError(ValueError):
 
 # transformers' scheduler names (transformers.SchedulerType), checked before anything loads.
 SchedulerName = Literal[
-    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
-]  # fmt: skip
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+]
 
 
 def _at_least(value: float | None, low: float, what: str = "") -> str | None:
@@ -127,10 +136,20 @@ class TrainConfig:
 
     def problems(self) -> list[tuple[str, str]]:
         found = [
-            ("learning_rate", None if self.learning_rate > 0 else f"must be positive, got {self.learning_rate}"),
-            ("num_train_epochs", None if self.num_train_epochs > 0 else f"must be positive, got {self.num_train_epochs}"),
-            ("max_steps", None if self.max_steps == -1 or self.max_steps > 0
-             else f"must be a positive number of steps, or -1 for num_train_epochs; got {self.max_steps}"),
+            (
+                "learning_rate",
+                None if self.learning_rate > 0 else f"must be positive, got {self.learning_rate}",
+            ),
+            (
+                "num_train_epochs",
+                None if self.num_train_epochs > 0 else f"must be positive, got {self.num_train_epochs}",
+            ),
+            (
+                "max_steps",
+                None
+                if self.max_steps == -1 or self.max_steps > 0
+                else f"must be a positive number of steps, or -1 for num_train_epochs; got {self.max_steps}",
+            ),
             ("per_device_train_batch_size", _at_least(self.per_device_train_batch_size, 1)),
             ("gradient_accumulation_steps", _at_least(self.gradient_accumulation_steps, 1)),
             ("warmup_steps", _at_least(self.warmup_steps, 0)),
@@ -139,9 +158,12 @@ class TrainConfig:
             ("max_length", _at_least(self.max_length, 1)),
             ("logging_steps", _at_least(self.logging_steps, 1)),
             ("save_steps", _at_least(self.save_steps, 1)),
-            ("save_total_limit", _at_least(self.save_total_limit, 1, " (the newest checkpoint is what a rerun resumes from)")),
+            (
+                "save_total_limit",
+                _at_least(self.save_total_limit, 1, " (the newest checkpoint is what a rerun resumes from)"),
+            ),
             ("dataloader_num_workers", _at_least(self.dataloader_num_workers, 0)),
-        ]  # fmt: skip
+        ]
         if self.deepspeed and not Path(self.deepspeed).is_file():
             found.append(("deepspeed", f"config file {self.deepspeed} not found"))
         if self.deepspeed and self.nonfinite_steps == "skip":
@@ -238,8 +260,13 @@ class GRPOConfig(TrainConfig):
                 except ValueError as exc:
                     found.append(("reward_funcs", str(exc)))
         if len(self.reward_weights) != len(self.reward_funcs):
-            found.append(("reward_weights", f"one weight per reward: {len(self.reward_funcs)} rewards, "
-                                            f"{len(self.reward_weights)} weights"))  # fmt: skip
+            found.append(
+                (
+                    "reward_weights",
+                    f"one weight per reward: {len(self.reward_funcs)} rewards, "
+                    f"{len(self.reward_weights)} weights",
+                )
+            )
         if not 0.0 < self.top_p <= 1.0:
             found.append(("top_p", f"must be in (0, 1], got {self.top_p}"))
         if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
@@ -544,8 +571,13 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> list[str]:
     return keys
 
 
-def load_config(cls, recipes: str | Path | list[str | Path] | None = None, overrides: list[str] | None = None,
-                inherit: dict[str, Any] | None = None, **fields: Any):  # fmt: skip
+def load_config(
+    cls,
+    recipes: str | Path | list[str | Path] | None = None,
+    overrides: list[str] | None = None,
+    inherit: dict[str, Any] | None = None,
+    **fields: Any,
+):
     """Recipes in order (later keys win), then ``--set`` overrides, then explicit fields (not None).
 
     First of all come the settings a training stage inherits from the run it starts from

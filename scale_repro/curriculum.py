@@ -29,8 +29,10 @@ def prepare_data(spec: Experiment, root: Path, echo=print, write: bool = True) -
     from scale_repro.data.capabilities import CapabilityConfig, write_capability_data
     from scale_repro.data.synth import SynthConfig, write_synthetic
 
-    known = {"capabilities": ("CAP", CapabilityConfig, write_capability_data),
-             "synth": ("SYNTH", SynthConfig, write_synthetic)}  # fmt: skip
+    known = {
+        "capabilities": ("CAP", CapabilityConfig, write_capability_data),
+        "synth": ("SYNTH", SynthConfig, write_synthetic),
+    }
     unknown = sorted(set(spec.data) - set(known))
     if unknown:
         raise ValueError(f"{spec.name}: unknown data section(s) {unknown}; known: {sorted(known)}")
@@ -58,9 +60,15 @@ def _rows(stages: list[Stage]) -> list[dict[str, Any]]:
         if not metrics_path.is_file():
             continue
         metrics = json.loads(metrics_path.read_text())
-        rows.append({**stage.config.labels, "accuracy": metrics["accuracy"], "invalid_rate": metrics["invalid_rate"],
-                     "mean_completion_tokens": metrics.get("mean_completion_tokens"),
-                     "eval_dir": str(stage.run_dir)})  # fmt: skip
+        rows.append(
+            {
+                **stage.config.labels,
+                "accuracy": metrics["accuracy"],
+                "invalid_rate": metrics["invalid_rate"],
+                "mean_completion_tokens": metrics.get("mean_completion_tokens"),
+                "eval_dir": str(stage.run_dir),
+            }
+        )
     return rows
 
 
@@ -70,8 +78,12 @@ def summarise(spec: Experiment, rows: list[dict[str, Any]]) -> dict[str, Any]:
     from scale_repro.evidence_report import mean_sd, paired_interval
 
     def per_seed(model, dataset, recipe, metric) -> dict[int, float]:
-        return {r["seed"]: r[metric] for r in rows if (r["model"], r["dataset"], r["configuration"]) == (model, dataset, recipe)
-                and r[metric] is not None}  # fmt: skip
+        return {
+            r["seed"]: r[metric]
+            for r in rows
+            if (r["model"], r["dataset"], r["configuration"]) == (model, dataset, recipe)
+            and r[metric] is not None
+        }
 
     cells, comparisons = [], []
     for model in spec.models:
@@ -81,46 +93,83 @@ def summarise(spec: Experiment, rows: list[dict[str, Any]]) -> dict[str, Any]:
                 accuracy = per_seed(model, dataset, recipe, "accuracy")
                 length = per_seed(model, dataset, recipe, "mean_completion_tokens")
                 mean, sd = mean_sd(list(accuracy.values()))
-                cells.append({"model": model, "dataset": dataset, "recipe": recipe, "seeds": len(accuracy),
-                              "accuracy": mean, "accuracy_sd": sd,
-                              "mean_completion_tokens": mean_sd(list(length.values()))[0]})  # fmt: skip
+                cells.append(
+                    {
+                        "model": model,
+                        "dataset": dataset,
+                        "recipe": recipe,
+                        "seeds": len(accuracy),
+                        "accuracy": mean,
+                        "accuracy_sd": sd,
+                        "mean_completion_tokens": mean_sd(list(length.values()))[0],
+                    }
+                )
                 if spec.baseline and recipe != spec.baseline:
                     acc = paired_interval(accuracy, per_seed(model, dataset, spec.baseline, "accuracy"))
                     tokens = paired_interval(
                         length, per_seed(model, dataset, spec.baseline, "mean_completion_tokens")
                     )
-                    comparisons.append({
-                        "model": model, "dataset": dataset, "recipe": recipe, "baseline": spec.baseline,
-                        "accuracy": None if acc is None else {"n": acc.n, "mean": acc.mean, "low": acc.low,
-                                                              "high": acc.high, "text": acc.text(),
-                                                              "verdict": acc.verdict()},
-                        "completion_tokens": None if tokens is None else {"mean": tokens.mean, "low": tokens.low,
-                                                                          "high": tokens.high},
-                    })  # fmt: skip
+                    comparisons.append(
+                        {
+                            "model": model,
+                            "dataset": dataset,
+                            "recipe": recipe,
+                            "baseline": spec.baseline,
+                            "accuracy": None
+                            if acc is None
+                            else {
+                                "n": acc.n,
+                                "mean": acc.mean,
+                                "low": acc.low,
+                                "high": acc.high,
+                                "text": acc.text(),
+                                "verdict": acc.verdict(),
+                            },
+                            "completion_tokens": None
+                            if tokens is None
+                            else {"mean": tokens.mean, "low": tokens.low, "high": tokens.high},
+                        }
+                    )
     return {"cells": cells, "comparisons": comparisons}
 
 
 def render(spec: Experiment, summary: dict[str, Any], info: dict[str, Any]) -> str:
     lines = [f"# {spec.name}", "", spec.description.strip(), "", "## Recipes", ""]
     lines += [f"- {line}" for line in describe_recipes(spec).splitlines()]
-    lines += ["", "## Accuracy (%) and mean completion length (tokens), mean over seeds", "",
-              "| model | evaluation | recipe | seeds | accuracy | tokens |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "## Accuracy (%) and mean completion length (tokens), mean over seeds",
+        "",
+        "| model | evaluation | recipe | seeds | accuracy | tokens |",
+        "|---|---|---|---|---|---|",
+    ]
     for c in summary["cells"]:
-        accuracy = "not run" if c["accuracy"] is None else f"{100 * c['accuracy']:.1f}" + (
-            f" ± {100 * c['accuracy_sd']:.1f}" if c["accuracy_sd"] is not None else "")  # fmt: skip
+        accuracy = (
+            "not run"
+            if c["accuracy"] is None
+            else f"{100 * c['accuracy']:.1f}"
+            + (f" ± {100 * c['accuracy_sd']:.1f}" if c["accuracy_sd"] is not None else "")
+        )
         tokens = "" if c["mean_completion_tokens"] is None else f"{c['mean_completion_tokens']:.1f}"
         lines.append(
             f"| {c['model']} | {c['dataset']} | {c['recipe']} | {c['seeds']} | {accuracy} | {tokens} |"
         )
     if summary["comparisons"]:
-        lines += ["", f"## Each recipe minus {spec.baseline}, paired by seed (95% t interval)", "",
-                  "| model | evaluation | recipe | accuracy (points) | verdict | tokens |", "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"## Each recipe minus {spec.baseline}, paired by seed (95% t interval)",
+            "",
+            "| model | evaluation | recipe | accuracy (points) | verdict | tokens |",
+            "|---|---|---|---|---|---|",
+        ]
         for c in summary["comparisons"]:
             acc = c["accuracy"]
             tokens = c["completion_tokens"]
             token_text = "" if tokens is None else f"{tokens['mean']:+.1f}"
-            lines.append(f"| {c['model']} | {c['dataset']} | {c['recipe']} | {acc['text'] if acc else 'not run'} | "
-                         f"{acc['verdict'] if acc else ''} | {token_text} |")  # fmt: skip
+            lines.append(
+                f"| {c['model']} | {c['dataset']} | {c['recipe']} | {acc['text'] if acc else 'not run'} | "
+                f"{acc['verdict'] if acc else ''} | {token_text} |"
+            )
     lines += render_published(spec, summary)
     lines += [
         "",
@@ -135,9 +184,14 @@ def render_published(spec: Experiment, summary: dict[str, Any]) -> list[str]:
     published = spec.published
     if not published:
         return []
-    lines = ["", f"## Published figures ({published.get('source', 'the paper')}), beside this run", "",
-             "These are the paper's numbers for its own models and benchmarks, shown where a real run's "
-             "results will stand; this run's model and data are not those.", ""]  # fmt: skip
+    lines = [
+        "",
+        f"## Published figures ({published.get('source', 'the paper')}), beside this run",
+        "",
+        "These are the paper's numbers for its own models and benchmarks, shown where a real run's "
+        "results will stand; this run's model and data are not those.",
+        "",
+    ]
     accuracy = published.get("accuracy") or {}
     if accuracy:
         first = spec.evaluate[0]["name"] if spec.evaluate else None
@@ -151,15 +205,18 @@ def render_published(spec: Experiment, summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run_curriculum(spec: Experiment, out: Path, results: Path, jobs: int = 1, dry_run: bool = False,
-                   echo=print) -> dict[str, Any]:  # fmt: skip
+def run_curriculum(
+    spec: Experiment, out: Path, results: Path, jobs: int = 1, dry_run: bool = False, echo=print
+) -> dict[str, Any]:
     started = time.time()
     out, results = Path(out).resolve(), Path(results).resolve()
     variables = prepare_data(spec, out / "data", echo=echo, write=not dry_run)
     stages = plan(spec, out / "runs", variables)
     training = sum(s.kind != "eval" for s in stages)
-    echo(f"{len(stages)} stages ({training} training or rating, {len(stages) - training} evaluations) for "
-         f"{len(spec.recipes)} recipes x {len(spec.models)} model(s) x {len(spec.seeds)} seed(s); runs under {out / 'runs'}")  # fmt: skip
+    echo(
+        f"{len(stages)} stages ({training} training or rating, {len(stages) - training} evaluations) for "
+        f"{len(spec.recipes)} recipes x {len(spec.models)} model(s) x {len(spec.seeds)} seed(s); runs under {out / 'runs'}"
+    )
     if dry_run:
         echo(describe_recipes(spec))
         echo(describe(stages, relative_to=out))

@@ -59,11 +59,18 @@ def run_demo(
     echo(table1)
 
     # From the plain tiny model: the demo shows the chain; the perceiving base is make evidence's.
-    evidence = shorten(load_evidence(experiment_path(name="synthetic")), seeds=1, quick=quick,
-                       models=[DEMO_EVIDENCE_MODEL], configurations=["SFT", "SCALe-SFT"], sweep=False)  # fmt: skip
+    evidence = shorten(
+        load_evidence(experiment_path(name="synthetic")),
+        seeds=1,
+        quick=quick,
+        models=[DEMO_EVIDENCE_MODEL],
+        configurations=["SFT", "SCALe-SFT"],
+        sweep=False,
+    )
     echo("shortened evidence experiment (full version: make evidence)")
-    evidence_result = run_evidence(evidence, out / "evidence", out / "evidence" / "report", jobs=jobs,
-                                   command="scale demo", echo=echo)  # fmt: skip
+    evidence_result = run_evidence(
+        evidence, out / "evidence", out / "evidence" / "report", jobs=jobs, command="scale demo", echo=echo
+    )
     for key, items in evidence_result["summary"].items():
         summary[key] = summary.get(key, []) + items
     echo(

@@ -308,8 +308,12 @@ def _evaluate(manifest: Manifest, config: EvalConfig, resolved, family: str, exa
     expected = len(examples) if config.limit is None else min(config.limit, len(examples))
     task_name, tasks_dir = write_task_yaml(config, out)
     model_name, model_args = lmms_model(resolved.path, family, config)
-    manifest.update(model={"name": config.model, "path": resolved.path, "kind": resolved.kind, "family": family},
-                    lmms_model=model_name, lmms_model_args=model_args, lmms_task=task_name)  # fmt: skip
+    manifest.update(
+        model={"name": config.model, "path": resolved.path, "kind": resolved.kind, "family": family},
+        lmms_model=model_name,
+        lmms_model_args=model_args,
+        lmms_task=task_name,
+    )
 
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
@@ -360,8 +364,14 @@ def _evaluate(manifest: Manifest, config: EvalConfig, resolved, family: str, exa
         )
     atomic_write_text(out / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_json(out / "lmms_eval_results.json", {k: v for k, v in results.items() if k != "samples"})
-    metrics = {"task": config.task, **metrics_from_samples(rows), "empty_completions": len(empty),
-               "model": config.model, "model_path": resolved.path, "model_kind": resolved.kind}  # fmt: skip
+    metrics = {
+        "task": config.task,
+        **metrics_from_samples(rows),
+        "empty_completions": len(empty),
+        "model": config.model,
+        "model_path": resolved.path,
+        "model_kind": resolved.kind,
+    }
     lmms_accuracy = results["results"][task_name].get("accuracy,none")
     if lmms_accuracy is not None and abs(lmms_accuracy - metrics["accuracy"]) > 1e-9:
         raise EvalError(

@@ -94,9 +94,16 @@ class EvidenceSpec:
         """The curriculum's data in the same world: grid, shapes, shading, choice order, image
         size and seed of the task, its test scenes reserved."""
         world = self.synth_config(self.ratio)
-        values = {"seed": world.seed, "grid": world.grid, "shapes": world.shapes, "shaded_cells": world.shaded_cells,
-                  "shuffle_choices": world.shuffle_choices, "image_size": world.image_size, **self.capabilities,
-                  "reserve_like": {k: v for k, v in self.data.items() if k != "n_train"}}  # fmt: skip
+        values = {
+            "seed": world.seed,
+            "grid": world.grid,
+            "shapes": world.shapes,
+            "shaded_cells": world.shaded_cells,
+            "shuffle_choices": world.shuffle_choices,
+            "image_size": world.image_size,
+            **self.capabilities,
+            "reserve_like": {k: v for k, v in self.data.items() if k != "n_train"},
+        }
         return CapabilityConfig(**values)
 
     def ratios(self) -> list[float]:
@@ -121,8 +128,12 @@ class EvidenceSpec:
                 (self.sweep.get("configurations", ["SFT", "SCALe-SFT"]), self.sweep.get("seeds", self.seeds))
             )
         if self.truncation and float(ratio) == float(self.truncation["ratio"]):
-            groups.append(([f"{c}-cut" for c in self.truncation["configurations"]],
-                           self.truncation.get("seeds", self.seeds)))  # fmt: skip
+            groups.append(
+                (
+                    [f"{c}-cut" for c in self.truncation["configurations"]],
+                    self.truncation.get("seeds", self.seeds),
+                )
+            )
         return groups
 
     def library(self) -> dict[str, list[StageSpec]]:
@@ -139,11 +150,16 @@ class EvidenceSpec:
             length = self.truncation["max_length"]
             for name in self.truncation["configurations"]:
                 library[f"{name}-cut"] = [
-                    StageSpec(f"{s.name}-cut{length}", s.method, s.data,
-                              [*s.set, f"max_length={length}", "cut_answers=keep"])
-                    if s.method == "sft" else s
+                    StageSpec(
+                        f"{s.name}-cut{length}",
+                        s.method,
+                        s.data,
+                        [*s.set, f"max_length={length}", "cut_answers=keep"],
+                    )
+                    if s.method == "sft"
+                    else s
                     for s in library[name]
-                ]  # fmt: skip
+                ]
         return library
 
     def all_comparisons(self) -> list[tuple[str, str]]:
@@ -172,8 +188,13 @@ def load_evidence(path: str | Path) -> EvidenceSpec:
         known = spec.library()
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
-    named = [*spec.configurations, *spec.seeds_for, *spec.sweep.get("configurations", []), *spec.curves.get("configurations", []),
-             *(c for pair in spec.comparisons for c in pair)]  # fmt: skip
+    named = [
+        *spec.configurations,
+        *spec.seeds_for,
+        *spec.sweep.get("configurations", []),
+        *spec.curves.get("configurations", []),
+        *(c for pair in spec.comparisons for c in pair),
+    ]
     unknown = sorted({c for c in named if c not in known})
     if unknown:
         raise ValueError(f"{path}: unknown configuration(s) {unknown}; known: {list(known)}")
@@ -236,8 +257,13 @@ def prepare_data(spec: EvidenceSpec, data_root: Path, echo=print, write: bool = 
         if not write:
             dirs[ratio] = data_root / f"ratio{ratio:g}"
             continue
-        dirs[ratio] = write_once(data_root / f"ratio{ratio:g}", spec.synth_config(ratio), write_synthetic, echo,
-                                 f"synthetic data (ratio {ratio_label(ratio)})")  # fmt: skip
+        dirs[ratio] = write_once(
+            data_root / f"ratio{ratio:g}",
+            spec.synth_config(ratio),
+            write_synthetic,
+            echo,
+            f"synthetic data (ratio {ratio_label(ratio)})",
+        )
     return dirs
 
 
@@ -295,8 +321,12 @@ def curve_evaluations(spec: EvidenceSpec, stages: list[Stage]) -> list[Stage]:
     curves = []
     for final in stages:
         labels = getattr(final.config, "labels", {}) or {}
-        if (final.kind != "eval" or labels.get("dataset") != main or labels.get("seed") not in wanted_seeds
-                or labels.get("configuration") not in spec.curves["configurations"]):  # fmt: skip
+        if (
+            final.kind != "eval"
+            or labels.get("dataset") != main
+            or labels.get("seed") not in wanted_seeds
+            or labels.get("configuration") not in spec.curves["configurations"]
+        ):
             continue
         training = by_dir[final.needs[0]].config
         steps = list(range(training.save_steps, training.max_steps, training.save_steps))
@@ -309,8 +339,11 @@ def curve_evaluations(spec: EvidenceSpec, stages: list[Stage]) -> list[Stage]:
         target = Path(final.config.output_dir).name.removeprefix("eval-")
         for step in steps:
             run_dir = Path(training.output_dir) / CURVE_EVAL.format(target=target, step=step)
-            config = replace(final.config, model=str(Path(training.output_dir) / CHECKPOINTS_DIR / f"checkpoint-{step}"),
-                             output_dir=str(run_dir))  # fmt: skip
+            config = replace(
+                final.config,
+                model=str(Path(training.output_dir) / CHECKPOINTS_DIR / f"checkpoint-{step}"),
+                output_dir=str(run_dir),
+            )
             config.labels = {**labels, "step": step}
             curves.append(Stage("eval", run_dir, config, needs=[Path(training.output_dir)]))
     return curves
@@ -350,8 +383,10 @@ def run_evidence(
         m: perceiving_record(ensure_perceiving(m, echo=echo)) for m in spec.models if m in PERCEIVING_MODELS
     }
     stages = evidence_stages(spec, out, echo=echo)
-    echo(f"{len(stages)} stages ({len(chains(stages))} independent chains) for {', '.join(spec.models)}, "
-         f"ratios {', '.join(ratio_label(r) for r in spec.ratios())}; {jobs} worker(s); runs under {out / 'runs'}")  # fmt: skip
+    echo(
+        f"{len(stages)} stages ({len(chains(stages))} independent chains) for {', '.join(spec.models)}, "
+        f"ratios {', '.join(ratio_label(r) for r in spec.ratios())}; {jobs} worker(s); runs under {out / 'runs'}"
+    )
     summary = run_stages(stages, jobs=jobs, echo=echo)
     elapsed = time.time() - started
     # A rerun that finds every stage done only rewrites the report: keep the wall clock of the

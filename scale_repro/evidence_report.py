@@ -41,8 +41,14 @@ def ratio_label(ratio: float) -> str:
     return f"{ratio:g}x"
 
 
-METRICS = ("accuracy", "invalid_rate", "inconsistent_rate", "accuracy_multiple_choice", "accuracy_fill_in",
-           "mean_completion_tokens")  # fmt: skip
+METRICS = (
+    "accuracy",
+    "invalid_rate",
+    "inconsistent_rate",
+    "accuracy_multiple_choice",
+    "accuracy_fill_in",
+    "mean_completion_tokens",
+)
 COMPARED = ("accuracy", "invalid_rate", "inconsistent_rate", "mean_completion_tokens")
 RATES = ("invalid_rate", "inconsistent_rate")  # lower is better
 SFT_CONFIGURATIONS = {"SFT": "vanilla", "SFT-FW": "fixed", "SCALe-SFT": "scale"}
@@ -204,16 +210,29 @@ def summarise(
                         by_seed(rows, model, ratio, control, metric),
                     )
                     if interval:
-                        per_model["comparisons"].append({"ratio": ratio, "treatment": treatment, "control": control,
-                                                         "metric": metric, **asdict(interval)})  # fmt: skip
+                        per_model["comparisons"].append(
+                            {
+                                "ratio": ratio,
+                                "treatment": treatment,
+                                "control": control,
+                                "metric": metric,
+                                **asdict(interval),
+                            }
+                        )
         per_model["configurations"] = per_model["ratios"].get(main, {})
         for ratio in sorted(ratios, key=_ratio_value):
             sft = by_seed(rows, model, ratio, "SFT", "accuracy")
             scale = by_seed(rows, model, ratio, "SCALe-SFT", "accuracy")
             interval = paired_interval(scale, sft)
             if interval:
-                per_model["sweep"].append({"ratio": _ratio_value(ratio), "sft": mean_sd(list(sft.values())),
-                                           "scale": mean_sd(list(scale.values())), **asdict(interval)})  # fmt: skip
+                per_model["sweep"].append(
+                    {
+                        "ratio": _ratio_value(ratio),
+                        "sft": mean_sd(list(sft.values())),
+                        "scale": mean_sd(list(scale.values())),
+                        **asdict(interval),
+                    }
+                )
         per_model["curves"] = learning_curves(rows, curve_rows, model, main, library)
         summary["models"][model] = per_model
     return summary
@@ -233,16 +252,32 @@ def learning_curves(
             if (r["model"], r["ratio"], r["configuration"]) == (model, ratio, configuration)
         ]
         seeds = {r["seed"] for r in mine}
-        finals = [r for r in rows if (r["model"], r["ratio"], r["configuration"]) == (model, ratio, configuration)
-                  and r["seed"] in seeds]  # fmt: skip
+        finals = [
+            r
+            for r in rows
+            if (r["model"], r["ratio"], r["configuration"]) == (model, ratio, configuration)
+            and r["seed"] in seeds
+        ]
         points = []
         for step in sorted({r["step"] for r in mine}):
             at = [r for r in mine if r["step"] == step]
-            points.append({"step": step, "n": len(at), "accuracy": statistics.fmean(r["accuracy"] for r in at),
-                           "invalid_rate": statistics.fmean(r["invalid_rate"] for r in at)})  # fmt: skip
+            points.append(
+                {
+                    "step": step,
+                    "n": len(at),
+                    "accuracy": statistics.fmean(r["accuracy"] for r in at),
+                    "invalid_rate": statistics.fmean(r["invalid_rate"] for r in at),
+                }
+            )
         if finals:
-            points.append({"step": None, "n": len(finals), "accuracy": statistics.fmean(r["accuracy"] for r in finals),
-                           "invalid_rate": statistics.fmean(r["invalid_rate"] for r in finals)})  # fmt: skip
+            points.append(
+                {
+                    "step": None,
+                    "n": len(finals),
+                    "accuracy": statistics.fmean(r["accuracy"] for r in finals),
+                    "invalid_rate": statistics.fmean(r["invalid_rate"] for r in finals),
+                }
+            )
         curves[configuration] = points
     return curves
 
@@ -271,8 +306,10 @@ def verdicts(summary: dict[str, Any]) -> list[str]:
             if c["metric"] != "accuracy":
                 continue
             interval = _interval(c)
-            sentence = (f"{model}, {c['ratio']}: {c['treatment']} − {c['control']} accuracy {interval.text()} points "
-                        f"over {c['n']} seed{'s' if c['n'] != 1 else ''}: {interval.verdict()}")  # fmt: skip
+            sentence = (
+                f"{model}, {c['ratio']}: {c['treatment']} − {c['control']} accuracy {interval.text()} points "
+                f"over {c['n']} seed{'s' if c['n'] != 1 else ''}: {interval.verdict()}"
+            )
             sized = (c["treatment"], c["control"], c["ratio"]) == ("SCALe-SFT", "SFT", main)
             if sized and interval.half_width is not None:
                 half = 100 * interval.half_width
@@ -300,15 +337,21 @@ def render_markdown(
     ]
     for model, base in (run_info.get("bases") or {}).items():
         seen = base["perception"]
-        lines += [f"Base `{model}`: {base['description']}; perception accuracy on {seen['n']} held-out "
-                  f"scenes {_pct(seen['accuracy'])} %.", ""]  # fmt: skip
+        lines += [
+            f"Base `{model}`: {base['description']}; perception accuracy on {seen['n']} held-out "
+            f"scenes {_pct(seen['accuracy'])} %.",
+            "",
+        ]
     lines += ["## Verdicts", "", *(f"- {v}" for v in verdicts(summary)), ""]
     for model, data in summary["models"].items():
         for ratio, cells in data["ratios"].items():
-            lines += [f"## {model}, ratio {ratio}{' (main)' if ratio == main else ''}", "",
-                      "| configuration | seeds | accuracy (%) | multiple choice (%) | fill in (%) | invalid (%) "
-                      "| answer contradicts trace (%) | completion tokens |",
-                      "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            lines += [
+                f"## {model}, ratio {ratio}{' (main)' if ratio == main else ''}",
+                "",
+                "| configuration | seeds | accuracy (%) | multiple choice (%) | fill in (%) | invalid (%) "
+                "| answer contradicts trace (%) | completion tokens |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
             for configuration, cell in cells.items():
                 acc, tokens = cell["accuracy"], cell["mean_completion_tokens"]
                 lines.append(
@@ -320,18 +363,28 @@ def render_markdown(
                     f"| {_tokens(tokens['mean'])} |"
                 )
             lines += ["", "Mean ± standard deviation over seeds.", ""]
-        lines += ["### Paired by seed: treatment minus control, 95 % t interval", "",
-                  "Rates in percentage points; completion length in tokens.", "",
-                  "| ratio | treatment − control | metric | seeds | difference [95 % CI] | reading |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "### Paired by seed: treatment minus control, 95 % t interval",
+            "",
+            "Rates in percentage points; completion length in tokens.",
+            "",
+            "| ratio | treatment − control | metric | seeds | difference [95 % CI] | reading |",
+            "|---|---|---|---|---|---|",
+        ]
         for c in data["comparisons"]:
             scale = 1.0 if c["metric"] == "mean_completion_tokens" else 100.0
-            lines.append(f"| {c['ratio']} | {c['treatment']} − {c['control']} | {c['metric']} | {c['n']} "
-                         f"| {_interval(c).text(scale)} | {_reading(c)} |")  # fmt: skip
+            lines.append(
+                f"| {c['ratio']} | {c['treatment']} − {c['control']} | {c['metric']} | {c['n']} "
+                f"| {_interval(c).text(scale)} | {_reading(c)} |"
+            )
         if data["sweep"]:
-            lines += ["", "### Ratio sweep: SCALe-SFT − SFT accuracy by reasoning-to-answer ratio", "",
-                      "| ratio | seeds | SFT (%) | SCALe-SFT (%) | difference [95 % CI] | reading |",
-                      "|---|---|---|---|---|---|"]  # fmt: skip
+            lines += [
+                "",
+                "### Ratio sweep: SCALe-SFT − SFT accuracy by reasoning-to-answer ratio",
+                "",
+                "| ratio | seeds | SFT (%) | SCALe-SFT (%) | difference [95 % CI] | reading |",
+                "|---|---|---|---|---|---|",
+            ]
             for s in data["sweep"]:
                 interval = _interval(s)
                 lines.append(
@@ -341,22 +394,39 @@ def render_markdown(
             means = [s["mean"] for s in data["sweep"]]
             growing = len(means) > 1 and all(later > earlier for earlier, later in pairwise(means))
             steps = ", ".join(f"{s['ratio']:g}x {signed(s['mean'])}" for s in data["sweep"])
-            lines += ["", f"The paper's argument predicts the gain grows with the ratio. Measured mean gain (pp): "
-                      f"{steps}; it {'does' if growing else 'does not'} grow with the ratio here."]  # fmt: skip
+            lines += [
+                "",
+                f"The paper's argument predicts the gain grows with the ratio. Measured mean gain (pp): "
+                f"{steps}; it {'does' if growing else 'does not'} grow with the ratio here.",
+            ]
         if data["curves"]:
-            lines += ["", f"### Learning curves at {main}: accuracy / invalid (%) of the saved checkpoints", "",
-                      "| configuration | seeds | " + " | ".join(_step(p["step"]) for p in next(iter(data["curves"].values())))
-                      + " |", "|---|---|" + "---|" * len(next(iter(data["curves"].values())))]  # fmt: skip
+            lines += [
+                "",
+                f"### Learning curves at {main}: accuracy / invalid (%) of the saved checkpoints",
+                "",
+                "| configuration | seeds | "
+                + " | ".join(_step(p["step"]) for p in next(iter(data["curves"].values())))
+                + " |",
+                "|---|---|" + "---|" * len(next(iter(data["curves"].values()))),
+            ]
             for configuration, points in data["curves"].items():
-                lines.append(f"| {configuration} | {points[0]['n']} | "
-                             + " | ".join(f"{_pct(p['accuracy'])} / {_pct(p['invalid_rate'])}" for p in points) + " |")  # fmt: skip
+                lines.append(
+                    f"| {configuration} | {points[0]['n']} | "
+                    + " | ".join(f"{_pct(p['accuracy'])} / {_pct(p['invalid_rate'])}" for p in points)
+                    + " |"
+                )
         lines.append("")
     lines += [f"![{p}]({p})" for p in plots]
     env = run_info.get("environment", {})
-    lines += ["", "## Environment", "",
-              f"Python {env.get('python')}, {env.get('platform')}, {env.get('cpu_count')} CPUs, "
-              f"CUDA: {env.get('cuda')}. Packages: "
-              + ", ".join(f"{k} {v}" for k, v in sorted(env.get("packages", {}).items())) + "."]  # fmt: skip
+    lines += [
+        "",
+        "## Environment",
+        "",
+        f"Python {env.get('python')}, {env.get('platform')}, {env.get('cpu_count')} CPUs, "
+        f"CUDA: {env.get('cuda')}. Packages: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(env.get("packages", {}).items()))
+        + ".",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -405,8 +475,17 @@ def plot(spec: EvidenceSpec, rows: list[dict[str, Any]], summary: dict[str, Any]
     import matplotlib.pyplot as plt
 
     written = []
-    colours = {"SFT": "C0", "SFT-FW": "C2", "SCALe-SFT": "C1", "GRPO": "C4", "SCALe-GRPO": "C3", "Merged": "C5",
-               "Staged": "C6", "SFT-cut": "C7", "SCALe-SFT-cut": "C8"}  # fmt: skip
+    colours = {
+        "SFT": "C0",
+        "SFT-FW": "C2",
+        "SCALe-SFT": "C1",
+        "GRPO": "C4",
+        "SCALe-GRPO": "C3",
+        "Merged": "C5",
+        "Staged": "C6",
+        "SFT-cut": "C7",
+        "SCALe-SFT-cut": "C8",
+    }
     curves = loss_curves(spec, rows)
     if curves:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharex=True)
@@ -430,8 +509,13 @@ def plot(spec: EvidenceSpec, rows: list[dict[str, Any]], summary: dict[str, Any]
                 ax.scatter(
                     [i] * len(values), [100 * v for v in values], color=colours.get(configuration), alpha=0.6
                 )
-                ax.errorbar([i + 0.15], [100 * statistics.fmean(values)], fmt="_", markersize=14,
-                            color=colours.get(configuration))  # fmt: skip
+                ax.errorbar(
+                    [i + 0.15],
+                    [100 * statistics.fmean(values)],
+                    fmt="_",
+                    markersize=14,
+                    color=colours.get(configuration),
+                )
         ax.set_xticks(range(len(spec.configurations)), spec.configurations, fontsize=8)
         ax.set_ylabel("accuracy (%)"), ax.set_title(f"{model}, ratio {main}: one dot per seed", fontsize=9)
         fig.tight_layout(), fig.savefig(out / "accuracy.png", dpi=120), plt.close(fig)
@@ -444,8 +528,10 @@ def plot(spec: EvidenceSpec, rows: list[dict[str, Any]], summary: dict[str, Any]
         for model, sweep in sweeps.items():
             xs = [s["ratio"] for s in sweep]
             ys = [100 * s["mean"] for s in sweep]
-            errors = [[100 * (s["mean"] - s["low"]) if s["low"] is not None else 0 for s in sweep],
-                      [100 * (s["high"] - s["mean"]) if s["high"] is not None else 0 for s in sweep]]  # fmt: skip
+            errors = [
+                [100 * (s["mean"] - s["low"]) if s["low"] is not None else 0 for s in sweep],
+                [100 * (s["high"] - s["mean"]) if s["high"] is not None else 0 for s in sweep],
+            ]
             ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=4, label=model)
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_xscale("log"), ax.set_xlabel("reasoning-to-answer ratio (words)")
@@ -457,15 +543,22 @@ def plot(spec: EvidenceSpec, rows: list[dict[str, Any]], summary: dict[str, Any]
     curves = {m: d["curves"] for m, d in summary["models"].items() if d["curves"]}
     if curves:
         model, by_configuration = next(iter(curves.items()))
-        last = max((p["step"] for points in by_configuration.values() for p in points if p["step"] is not None),
-                   default=0)  # fmt: skip
+        last = max(
+            (p["step"] for points in by_configuration.values() for p in points if p["step"] is not None),
+            default=0,
+        )
         final_step = _final_step(rows, model, main) or last + 1
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharex=True)
         for configuration, points in by_configuration.items():
             xs = [final_step if p["step"] is None else p["step"] for p in points]
             for metric, ax in zip(("accuracy", "invalid_rate"), axes, strict=True):
-                ax.plot(xs, [100 * p[metric] for p in points], marker="o", color=colours.get(configuration),
-                        label=configuration)  # fmt: skip
+                ax.plot(
+                    xs,
+                    [100 * p[metric] for p in points],
+                    marker="o",
+                    color=colours.get(configuration),
+                    label=configuration,
+                )
         axes[0].set_ylabel("accuracy (%)"), axes[1].set_ylabel("invalid (%)")
         for ax in axes:
             ax.set_xlabel("SFT step")
@@ -474,13 +567,23 @@ def plot(spec: EvidenceSpec, rows: list[dict[str, Any]], summary: dict[str, Any]
         fig.tight_layout(), fig.savefig(out / "learning_curves.png", dpi=120), plt.close(fig)
         written.append("learning_curves.png")
 
-    forest = [(m, c) for m, d in summary["models"].items() for c in d["comparisons"]
-              if c["metric"] == "accuracy" and c["low"] is not None]  # fmt: skip
+    forest = [
+        (m, c)
+        for m, d in summary["models"].items()
+        for c in d["comparisons"]
+        if c["metric"] == "accuracy" and c["low"] is not None
+    ]
     if forest:
         fig, ax = plt.subplots(figsize=(7, 0.45 * len(forest) + 1.2))
         for y, (_, c) in enumerate(reversed(forest)):
-            ax.errorbar([100 * c["mean"]], [y], xerr=[[100 * (c["mean"] - c["low"])], [100 * (c["high"] - c["mean"])]],
-                        fmt="o", capsize=3, color="C3" if c["low"] > 0 or c["high"] < 0 else "C0")  # fmt: skip
+            ax.errorbar(
+                [100 * c["mean"]],
+                [y],
+                xerr=[[100 * (c["mean"] - c["low"])], [100 * (c["high"] - c["mean"])]],
+                fmt="o",
+                capsize=3,
+                color="C3" if c["low"] > 0 or c["high"] < 0 else "C0",
+            )
         labels = [
             f"{c['treatment']} − {c['control']} ({c['ratio']}, n={c['n']})" for _, c in reversed(forest)
         ]

@@ -124,8 +124,9 @@ def preflight(examples: list[Example], processor, config: GRPOConfig, sample: in
         content = [{"type": "image"} for _ in images] + [
             {"type": "text", "text": prompt_text(example.question, FORMATS[config.answer_format].instruction)}
         ]
-        text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                             tokenize=False)  # fmt: skip
+        text = processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
         length = processor(images=images or None, text=[text], return_tensors="pt")["input_ids"].shape[1]
         if length > longest:
             longest, longest_id = length, example.id
@@ -141,11 +142,16 @@ def preflight(examples: list[Example], processor, config: GRPOConfig, sample: in
         (w1, h1), (w2, h2) = sorted(sizes)[:2]
         text = processor.apply_chat_template(
             [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "?"}]}],
-            add_generation_prompt=True, tokenize=False,
-        )  # fmt: skip
+            add_generation_prompt=True,
+            tokenize=False,
+        )
         try:
-            processor(images=[[Image.new("RGB", (w1, h1))], [Image.new("RGB", (w2, h2))]], text=[text, text],
-                      return_tensors="pt", padding=True)  # fmt: skip
+            processor(
+                images=[[Image.new("RGB", (w1, h1))], [Image.new("RGB", (w2, h2))]],
+                text=[text, text],
+                return_tensors="pt",
+                padding=True,
+            )
         except Exception as exc:  # noqa: BLE001 - any failure here means mixed sizes cannot be batched
             raise PreflightError(
                 f"images come in {len(sizes)} sizes (e.g. {w1}x{h1} and {w2}x{h2}) and this model's processor "
@@ -157,8 +163,10 @@ def preflight(examples: list[Example], processor, config: GRPOConfig, sample: in
         log.warning(
             "%d of %d reference traces are longer than max_completion_length %d: completions that long are cut, "
             "earn no format reward and teach the model to stop early; raise max_completion_length",
-            over, len(traces), config.max_completion_length,
-        )  # fmt: skip
+            over,
+            len(traces),
+            config.max_completion_length,
+        )
     return {
         "longest_prompt_tokens": longest,
         "image_sizes": sorted(sizes)[:10],
@@ -195,8 +203,11 @@ class ClippedCompletionsWarning(TrainerCallback):
             self.warned = True
             log.warning(
                 "step %d: %.0f%% of completions hit max_completion_length %d and get no format reward; "
-                "raise it if that persists", state.global_step, 100 * clipped, args.max_completion_length,
-            )  # fmt: skip
+                "raise it if that persists",
+                state.global_step,
+                100 * clipped,
+                args.max_completion_length,
+            )
 
 
 class LearningSignalWarning(TrainerCallback):
@@ -221,15 +232,19 @@ class LearningSignalWarning(TrainerCallback):
                     "steps %d-%d: %.0f%% of groups had the same reward for every completion, so GRPO "
                     "learned nothing from them; sample more or more varied completions (num_generations, "
                     "temperature) or start from a model that is sometimes right",
-                    state.global_step - self.window + 1, state.global_step, 100 * share,
-                )  # fmt: skip
+                    state.global_step - self.window + 1,
+                    state.global_step,
+                    100 * share,
+                )
         entropy = logs.get("entropy")
         if entropy is not None and entropy < self.min_entropy and "entropy" not in self.warned:
             self.warned.add("entropy")
             log.warning(
                 "step %d: the policy's entropy is %.3f: it has collapsed onto near-deterministic "
-                "completions; lower the learning rate or add a KL penalty (beta)", state.global_step, entropy,
-            )  # fmt: skip
+                "completions; lower the learning rate or add a KL penalty (beta)",
+                state.global_step,
+                entropy,
+            )
 
 
 def make_rewards(names: list[str], answer_format: str = "tags", think_prefilled: bool = False) -> list:
@@ -310,8 +325,11 @@ def run_grpo(config: GRPOConfig, force: bool = False, callbacks: list | None = N
             log.info("the chat template prefills <think>: the format reward counts it as present")
         checks = preflight(examples, processor, config)
         use_vllm = vllm_available() if config.use_vllm is None else config.use_vllm
-        manifest.update(preflight=checks, think_prefilled=prefilled,
-                        rollouts="vllm-colocate" if use_vllm else "transformers-generate")  # fmt: skip
+        manifest.update(
+            preflight=checks,
+            think_prefilled=prefilled,
+            rollouts="vllm-colocate" if use_vllm else "transformers-generate",
+        )
         args = trl_args(config, run_dir, bf16, use_vllm)
         prompts_per_batch = args.generation_batch_size // args.num_generations
         mixed = len({bool(e.images) for e in examples}) > 1
@@ -321,18 +339,33 @@ def run_grpo(config: GRPOConfig, force: bool = False, callbacks: list | None = N
             examples, filled = group_by_modality(examples, prompts_per_batch)
             args.shuffle_dataset = False
             text_only = sum(not e.images for e in examples)
-            log.info("text-only and image prompts in separate generation batches of %d prompts (%d text-only, "
-                     "%d with images; %d repeated to fill the last groups)", prompts_per_batch, text_only,
-                     len(examples) - text_only, filled)  # fmt: skip
-            manifest.update(modality_groups={"prompts_per_batch": prompts_per_batch, "text_only": text_only,
-                                             "with_images": len(examples) - text_only, "filled": filled})  # fmt: skip
+            log.info(
+                "text-only and image prompts in separate generation batches of %d prompts (%d text-only, "
+                "%d with images; %d repeated to fill the last groups)",
+                prompts_per_batch,
+                text_only,
+                len(examples) - text_only,
+                filled,
+            )
+            manifest.update(
+                modality_groups={
+                    "prompts_per_batch": prompts_per_batch,
+                    "text_only": text_only,
+                    "with_images": len(examples) - text_only,
+                    "filled": filled,
+                }
+            )
         dataset = to_dataset(examples, config.system_prompt, FORMATS[config.answer_format].instruction)
         if "completion" in dataset.column_names:  # GRPO samples its own completions
             dataset = dataset.remove_columns("completion")
         manifest.update(grpo_settings=resolved_grpo_settings(args))
-        log.info("generation batch %d completions (%d prompts x %d), %d optimizer step(s) per generation",
-                 args.generation_batch_size, args.generation_batch_size // args.num_generations,
-                 args.num_generations, args.steps_per_generation)  # fmt: skip
+        log.info(
+            "generation batch %d completions (%d prompts x %d), %d optimizer step(s) per generation",
+            args.generation_batch_size,
+            args.generation_batch_size // args.num_generations,
+            args.num_generations,
+            args.steps_per_generation,
+        )
         return ScaleGRPOTrainer(
             model=model,
             reward_funcs=make_rewards(config.reward_funcs, config.answer_format, prefilled),

@@ -50,36 +50,60 @@ class PerceivingSpec:
 
 # The world the evidence reasons about: 2x2 grids, four colours, three shapes, shaded cells.
 PERCEPTION_WORLD = SynthConfig(
-    seed=0, n_train=40000, n_test=200, grid=2, reasoning_ratio=15.0, shaded_cells=True,
-    train_kinds=("color_at",), scienceqa_kinds=("color_at",), iconqa_kinds=("count_color",),
+    seed=0,
+    n_train=40000,
+    n_test=200,
+    grid=2,
+    reasoning_ratio=15.0,
+    shaded_cells=True,
+    train_kinds=("color_at",),
+    scienceqa_kinds=("color_at",),
+    iconqa_kinds=("count_color",),
     shuffle_choices=False,
-)  # fmt: skip
+)
 # Every base's stage: vanilla loss, full fine-tuning with the vision tower trainable; each spec adds
 # its learning rate and length.
-_SFT = ("loss.mode=vanilla", "lora.enabled=false", "lora.freeze_vision=false",
-        "per_device_train_batch_size=16", "warmup_steps=0.0", "logging_steps=100", "save_steps=500")  # fmt: skip
+_SFT = (
+    "loss.mode=vanilla",
+    "lora.enabled=false",
+    "lora.freeze_vision=false",
+    "per_device_train_batch_size=16",
+    "warmup_steps=0.0",
+    "logging_steps=100",
+    "save_steps=500",
+)
 
 PERCEIVING_MODELS = {
     spec.name: spec
     for spec in (
         PerceivingSpec(
-            "tiny-llava-next-seeing", "tiny-llava-next", PERCEPTION_WORLD, (*_SFT, "learning_rate=0.003", "max_steps=2500"), 0.9,
+            "tiny-llava-next-seeing",
+            "tiny-llava-next",
+            PERCEPTION_WORLD,
+            (*_SFT, "learning_rate=0.003", "max_steps=2500"),
+            0.9,
             "tiny-llava-next after 2,500 steps of perception SFT (colour of a named cell)",
         ),
         PerceivingSpec(
-            "small-llava-next-seeing", "small-llava-next", PERCEPTION_WORLD,
-            (*_SFT, "learning_rate=0.001", "max_steps=3000"), 0.9,
+            "small-llava-next-seeing",
+            "small-llava-next",
+            PERCEPTION_WORLD,
+            (*_SFT, "learning_rate=0.001", "max_steps=3000"),
+            0.9,
             "small-llava-next (tiny-llava-next twice as wide and deep) after 3,000 steps of perception SFT",
         ),
         # For tests and `--quick`: the same recipe for a few steps; it does not see.
         PerceivingSpec(
-            "tiny-llava-next-seeing-quick", "tiny-llava-next",
+            "tiny-llava-next-seeing-quick",
+            "tiny-llava-next",
             replace(PERCEPTION_WORLD, n_train=32, n_test=8),
-            (*_SFT, "learning_rate=0.003", "max_steps=4", "per_device_train_batch_size=4", "logging_steps=1"), 0.0,
-            "the perceiving recipe for 4 steps (plumbing only: it does not see)", quick=None,
+            (*_SFT, "learning_rate=0.003", "max_steps=4", "per_device_train_batch_size=4", "logging_steps=1"),
+            0.0,
+            "the perceiving recipe for 4 steps (plumbing only: it does not see)",
+            quick=None,
         ),
     )
-}  # fmt: skip
+}
 
 
 def perceiving_record(path: str | Path) -> dict[str, Any] | None:

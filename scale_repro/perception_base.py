@@ -41,14 +41,27 @@ def build_perceiving(name: str, out_dir: str | Path, seed: int = 0, echo=print) 
     work = out.with_name(f"{out.name}.build") / recipe
     data = write_once(work / "data", spec.data, write_synthetic, echo, f"{name}: perception data")
     echo(f"{name}: perception stage from {spec.tiny} ({spec.description})")
-    sft = load_config(SFTConfig, None, list(spec.settings), model=spec.tiny, seed=seed,
-                      output_dir=str(work / "perception-sft"), **{"data.spec": str(data)})  # fmt: skip
+    sft = load_config(
+        SFTConfig,
+        None,
+        list(spec.settings),
+        model=spec.tiny,
+        seed=seed,
+        output_dir=str(work / "perception-sft"),
+        **{"data.spec": str(data)},
+    )
     sft.labels = {"model": name, "stage": "perception"}
     run_dir = run_sft(sft)
     evaluation = load_config(
-        EvalConfig, None, ["max_new_tokens=48"], model=str(run_dir), task=PERCEPTION_TASK,
-        data=str(data), output_dir=str(work / "perception-eval"), seed=seed,
-    )  # fmt: skip
+        EvalConfig,
+        None,
+        ["max_new_tokens=48"],
+        model=str(run_dir),
+        task=PERCEPTION_TASK,
+        data=str(data),
+        output_dir=str(work / "perception-eval"),
+        seed=seed,
+    )
     metrics = json.loads((run_eval(evaluation) / "metrics.json").read_text())
     accuracy = metrics["accuracy"]
     echo(f"{name}: perception accuracy on {metrics['n']} held-out scenes {100 * accuracy:.1f}%")
@@ -63,11 +76,17 @@ def build_perceiving(name: str, out_dir: str | Path, seed: int = 0, echo=print) 
         "name": name,
         "built_from": spec.tiny,
         "description": spec.description,
-        "perception": {"task": PERCEPTION_TASK, "n": metrics["n"], "accuracy": accuracy,
-                       "invalid_rate": metrics["invalid_rate"], "data": asdict(spec.data),
-                       "settings": list(spec.settings), "runs": str(work)},
+        "perception": {
+            "task": PERCEPTION_TASK,
+            "n": metrics["n"],
+            "accuracy": accuracy,
+            "invalid_rate": metrics["invalid_rate"],
+            "data": asdict(spec.data),
+            "settings": list(spec.settings),
+            "runs": str(work),
+        },
         "version": PERCEIVING_BUILD_VERSION,
-    }  # fmt: skip
+    }
     with publishing(out) as staging:
         shutil.copytree(run_dir / MERGED_DIR, staging, dirs_exist_ok=True)
         (staging / "scale_tiny.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -168,8 +168,10 @@ def parse_recipes(recipes: Any, where: str) -> dict[str, list[StageSpec]]:
             except TypeError as exc:
                 raise ValueError(f"{where}: recipe {recipe}, stage {index}: {exc}") from exc
             if spec.method not in METHODS:
-                raise ValueError(f"{where}: recipe {recipe}, stage {index}: method must be one of "
-                                 f"{', '.join(METHODS)}, got {spec.method!r}")  # fmt: skip
+                raise ValueError(
+                    f"{where}: recipe {recipe}, stage {index}: method must be one of "
+                    f"{', '.join(METHODS)}, got {spec.method!r}"
+                )
             if not isinstance(spec.set, list) or not all(isinstance(s, str) for s in spec.set):
                 raise ValueError(f"{where}: recipe {recipe}, stage {index}: set must be a list of key=value")
             specs.append(spec)
@@ -251,8 +253,10 @@ def load_experiment(path: str | Path, variables: dict[str, str] | None = None) -
                     f"{path}: evaluation {target} needs a name and a task, one of {', '.join(TEST_TASKS)}"
                 )
             if TEST_TASKS[target["task"]].hub_id is None and not target.get("data"):
-                raise ValueError(f"{path}: evaluation {target['name']}: task {target['task']} has no copy on the hub; "
-                                 "give its data (a `scale data synth` directory, e.g. ${SYNTH})")  # fmt: skip
+                raise ValueError(
+                    f"{path}: evaluation {target['name']}: task {target['task']} has no copy on the hub; "
+                    "give its data (a `scale data synth` directory, e.g. ${SYNTH})"
+                )
     return experiment
 
 
@@ -296,17 +300,32 @@ def plan(experiment: Experiment, out: str | Path, variables: dict[str, str] | No
         identity.setdefault(stage.run_dir, (key, recipe))
         stages.setdefault(stage.run_dir, stage)
 
-    def evaluate(model: str, track: dict[str, Any], recipe: str, seed: int, evaluated: str, where: Path,
-                 needs: list[Path], scope: dict[str, str], answer_format: str | None = None) -> None:  # fmt: skip
+    def evaluate(
+        model: str,
+        track: dict[str, Any],
+        recipe: str,
+        seed: int,
+        evaluated: str,
+        where: Path,
+        needs: list[Path],
+        scope: dict[str, str],
+        answer_format: str | None = None,
+    ) -> None:
         for target in track["evaluate"]:
             eval_dir = where / f"eval-{target['name']}"
             data = target.get("data")
             evaluation = load_config(
-                EvalConfig, recipe_paths(experiment.eval), experiment.eval.get("set", []), model=evaluated,
-                task=target["task"], hub_id=target.get("hub_id"), output_dir=str(eval_dir), seed=seed,
+                EvalConfig,
+                recipe_paths(experiment.eval),
+                experiment.eval.get("set", []),
+                model=evaluated,
+                task=target["task"],
+                hub_id=target.get("hub_id"),
+                output_dir=str(eval_dir),
+                seed=seed,
                 answer_format=answer_format,
                 data=None if data is None else _expanded(str(data), scope, f"evaluate {target['name']}"),
-            )  # fmt: skip
+            )
             evaluation.labels = {
                 "model": model,
                 "dataset": target["name"],
@@ -339,15 +358,28 @@ def plan(experiment: Experiment, out: str | Path, variables: dict[str, str] | No
                         defaults = getattr(experiment, spec.method)
                         inherited = None
                         if last_training is not None:  # not trained yet: inherit from its config
-                            inherited = {k: v for k, v in to_dict(stages[last_training].config).items()
-                                         if k in INHERITED_FROM_RUN}  # fmt: skip
+                            inherited = {
+                                k: v
+                                for k, v in to_dict(stages[last_training].config).items()
+                                if k in INHERITED_FROM_RUN
+                            }
                         config = load_config(
-                            METHODS[spec.method], recipe_paths(defaults), [*defaults.get("set", []), *spec.set],
-                            inherit=inherited, model=current_model, output_dir=str(run_dir), seed=seed,
+                            METHODS[spec.method],
+                            recipe_paths(defaults),
+                            [*defaults.get("set", []), *spec.set],
+                            inherit=inherited,
+                            model=current_model,
+                            output_dir=str(run_dir),
+                            seed=seed,
                             **{"data.spec": _expanded(spec.data, local, where)},
-                        )  # fmt: skip
-                        config.labels = {"model": model, "configuration": recipe, "stage": spec.name, "seed": seed,
-                                         **({"dataset": track["name"]} if track["name"] else {})}  # fmt: skip
+                        )
+                        config.labels = {
+                            "model": model,
+                            "configuration": recipe,
+                            "stage": spec.name,
+                            "seed": seed,
+                            **({"dataset": track["name"]} if track["name"] else {}),
+                        }
                         add(Stage(spec.method, run_dir, config, needs=[previous] if previous else []), recipe)
                         previous = run_dir
                         if spec.method in TRAINING_METHODS:
@@ -356,8 +388,17 @@ def plan(experiment: Experiment, out: str | Path, variables: dict[str, str] | No
                             local["RATED"] = str(run_dir / RATED_FILE)
                     # Asked and parsed as the last training stage answered (a GRPO stage's format).
                     answer_format = getattr(stages[last_training].config, "answer_format", None)
-                    evaluate(model, track, recipe, seed, current_model, Path(current_model), [previous], scope,
-                             answer_format)  # fmt: skip
+                    evaluate(
+                        model,
+                        track,
+                        recipe,
+                        seed,
+                        current_model,
+                        Path(current_model),
+                        [previous],
+                        scope,
+                        answer_format,
+                    )
     order = {"sft": 0, "grpo": 1, "pass_rate": 2, "eval": 3}
     # Earlier stages of a chain first; within a depth, training before rating before evaluation.
     return sorted(stages.values(), key=lambda s: (len(s.run_dir.parts), order[s.kind]))
@@ -507,8 +548,10 @@ def run_stages(stages: list[Stage], jobs: int = 1, echo=print) -> dict[str, list
                     pending.remove(stage)
                     failed.add(stage.run_dir)
                     summary["blocked"].append(str(stage.run_dir))
-                    echo(f"[{time.time() - started:6.0f}s] {stage.kind:<9} blocked (an earlier stage failed): "
-                         f"{stage.run_dir}")  # fmt: skip
+                    echo(
+                        f"[{time.time() - started:6.0f}s] {stage.kind:<9} blocked (an earlier stage failed): "
+                        f"{stage.run_dir}"
+                    )
                 elif len(running) < jobs and all(n in done or n not in planned for n in stage.needs):
                     pending.remove(stage)
                     running[pool.submit(_run_in_worker, stage)] = stage

@@ -54,13 +54,16 @@ class Shape:
 # The paper's three models, from their hub repositories' config.json and parameter counts,
 # so a plan needs no download.
 PAPER_SHAPES = {
-    "Qwen/Qwen2.5-VL-3B-Instruct": Shape(3.75e9, 0.67e9, 2048, 11008, 36, 16, 2, 128, 151936,
-                                         "Qwen/Qwen2.5-VL-3B-Instruct config.json"),
-    "google/gemma-3-4b-it": Shape(4.30e9, 0.42e9, 2560, 10240, 34, 8, 4, 256, 262208,
-                                  "google/gemma-3-4b-it config.json"),
-    "llava-hf/llava-v1.6-mistral-7b-hf": Shape(7.57e9, 0.32e9, 4096, 14336, 32, 32, 8, 128, 32064,
-                                               "llava-hf/llava-v1.6-mistral-7b-hf config.json"),
-}  # fmt: skip
+    "Qwen/Qwen2.5-VL-3B-Instruct": Shape(
+        3.75e9, 0.67e9, 2048, 11008, 36, 16, 2, 128, 151936, "Qwen/Qwen2.5-VL-3B-Instruct config.json"
+    ),
+    "google/gemma-3-4b-it": Shape(
+        4.30e9, 0.42e9, 2560, 10240, 34, 8, 4, 256, 262208, "google/gemma-3-4b-it config.json"
+    ),
+    "llava-hf/llava-v1.6-mistral-7b-hf": Shape(
+        7.57e9, 0.32e9, 4096, 14336, 32, 32, 8, 128, 32064, "llava-hf/llava-v1.6-mistral-7b-hf config.json"
+    ),
+}
 
 
 def shape_of(model_path: str) -> Shape:
@@ -87,18 +90,32 @@ def shape_of(model_path: str) -> Shape:
     text = config.get_text_config()
     heads = text.num_attention_heads
     return Shape(
-        total, vision, text.hidden_size, text.intermediate_size, text.num_hidden_layers, heads,
-        getattr(text, "num_key_value_heads", heads), getattr(text, "head_dim", None) or text.hidden_size // heads,
-        text.vocab_size, f"{model_path}/config.json",
-    )  # fmt: skip
+        total,
+        vision,
+        text.hidden_size,
+        text.intermediate_size,
+        text.num_hidden_layers,
+        heads,
+        getattr(text, "num_key_value_heads", heads),
+        getattr(text, "head_dim", None) or text.hidden_size // heads,
+        text.vocab_size,
+        f"{model_path}/config.json",
+    )
 
 
 def lora_parameters(shape: Shape, r: int, target_modules: list[str]) -> int:
     """Adapter parameters on the language model's projections: r x (in + out) each."""
     q_out, kv_out = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
     h, i = shape.hidden, shape.intermediate
-    sizes = {"q_proj": (h, q_out), "k_proj": (h, kv_out), "v_proj": (h, kv_out), "o_proj": (q_out, h),
-             "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}  # fmt: skip
+    sizes = {
+        "q_proj": (h, q_out),
+        "k_proj": (h, kv_out),
+        "v_proj": (h, kv_out),
+        "o_proj": (q_out, h),
+        "gate_proj": (h, i),
+        "up_proj": (h, i),
+        "down_proj": (i, h),
+    }
     per_layer = sum(r * sum(sizes[m]) for m in target_modules if m in sizes)
     return per_layer * shape.layers
 
@@ -133,13 +150,24 @@ def throughputs(train: float | None, rollout: float | None) -> tuple[float, floa
     if BENCH_RESULT.is_file():
         measured = json.loads(BENCH_RESULT.read_text())
         if measured.get("device", "cpu") != "cpu":
-            return (train or measured["sft_tokens_per_s"], rollout or measured["rollout_tokens_per_s"],
-                    f"measured ({BENCH_RESULT})")  # fmt: skip
+            return (
+                train or measured["sft_tokens_per_s"],
+                rollout or measured["rollout_tokens_per_s"],
+                f"measured ({BENCH_RESULT})",
+            )
     return train or ASSUMED_TRAIN_TOKENS_PER_S, rollout or ASSUMED_ROLLOUT_TOKENS_PER_S, "assumed"
 
 
-def plan_stage(stage, base_model: str, gpus: int, gpu_memory_gib: float, samples: int,
-               tokens_per_sample: float | None, train_tps: float, rollout_tps: float) -> StagePlan:  # fmt: skip
+def plan_stage(
+    stage,
+    base_model: str,
+    gpus: int,
+    gpu_memory_gib: float,
+    samples: int,
+    tokens_per_sample: float | None,
+    train_tps: float,
+    rollout_tps: float,
+) -> StagePlan:
     """One training stage; ``base_model`` is the model its chain starts from (GRPO's SFT run
     has the same architecture)."""
     from scale_repro.models import resolve_model
@@ -176,13 +204,29 @@ def plan_stage(stage, base_model: str, gpus: int, gpu_memory_gib: float, samples
         assumptions.append(f"max_steps {config.max_steps} ignored: one pass over {samples} samples")
     memory = memory * FRAGMENTATION + CONTEXT_BYTES
     return StagePlan(
-        stage.kind, str(stage.run_dir), config.model, shape.parameters, trainable, lora, memory / GIB,
-        memory / GIB <= gpu_memory_gib, steps_tokens, hours, assumptions,
-    )  # fmt: skip
+        stage.kind,
+        str(stage.run_dir),
+        config.model,
+        shape.parameters,
+        trainable,
+        lora,
+        memory / GIB,
+        memory / GIB <= gpu_memory_gib,
+        steps_tokens,
+        hours,
+        assumptions,
+    )
 
 
-def plan_table(table: int, gpus: int, gpu_memory_gib: float, samples: int, tokens_per_sample: float | None = None,
-               train_tps: float | None = None, rollout_tps: float | None = None) -> dict[str, Any]:  # fmt: skip
+def plan_table(
+    table: int,
+    gpus: int,
+    gpu_memory_gib: float,
+    samples: int,
+    tokens_per_sample: float | None = None,
+    train_tps: float | None = None,
+    rollout_tps: float | None = None,
+) -> dict[str, Any]:
     from scale_repro.pipeline import experiment_path, load_experiment
     from scale_repro.pipeline import plan as plan_stages
 
@@ -191,10 +235,18 @@ def plan_table(table: int, gpus: int, gpu_memory_gib: float, samples: int, token
     stages = [s for s in plan_stages(experiment, "runs") if s.kind in ("sft", "grpo")]
     base = {s.run_dir: s.config.model for s in stages if s.kind == "sft"}
     rows = [
-        plan_stage(s, base[s.run_dir] if s.kind == "sft" else base[s.needs[0]], gpus, gpu_memory_gib, samples,
-                   tokens_per_sample, train, rollout)
+        plan_stage(
+            s,
+            base[s.run_dir] if s.kind == "sft" else base[s.needs[0]],
+            gpus,
+            gpu_memory_gib,
+            samples,
+            tokens_per_sample,
+            train,
+            rollout,
+        )
         for s in stages
-    ]  # fmt: skip
+    ]
     return {
         "table": table,
         "gpus": gpus,

@@ -165,8 +165,12 @@ def render(records: list[dict[str, Any]], table: int, paper: dict[str, Any]) -> 
     rows = build_table(records, table)
     header = ["model", "data set", *columns]
     md = [f"### {TITLES[table]}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    tex = [r"\begin{tabular}{ll" + "r" * len(columns) + "}", r"\toprule",
-           " & ".join(header) + r" \\", r"\midrule"]  # fmt: skip
+    tex = [
+        r"\begin{tabular}{ll" + "r" * len(columns) + "}",
+        r"\toprule",
+        " & ".join(header) + r" \\",
+        r"\midrule",
+    ]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(
@@ -193,8 +197,19 @@ def render(records: list[dict[str, Any]], table: int, paper: dict[str, Any]) -> 
                 text += f" ({reference:.2f}, {diff})"
             texts.append(text)
             std = statistics.stdev(cell.values) if len(cell.values) > 1 else None
-            writer.writerow([model, dataset, column, cell.mean, std, len(cell.values), cell.status, reference,
-                             None if reference is None or cell.mean is None else cell.mean - reference])  # fmt: skip
+            writer.writerow(
+                [
+                    model,
+                    dataset,
+                    column,
+                    cell.mean,
+                    std,
+                    len(cell.values),
+                    cell.status,
+                    reference,
+                    None if reference is None or cell.mean is None else cell.mean - reference,
+                ]
+            )
         md.append("| " + " | ".join([model, dataset, *texts]) + " |")
         tex.append(
             " & ".join([model, dataset, *(t.replace("±", r"$\pm$") for t in texts)]).replace("%", r"\%")
@@ -213,8 +228,12 @@ def timing_table(records: list[dict[str, Any]]) -> str:
         if record.get("train_time_s") is not None:
             labels = record["labels"]
             times[(labels["model"], labels["configuration"])].append(record["train_time_s"])
-    lines = ["### Training wall-clock time (s, SFT + GRPO where GRPO ran)", "",
-             "| model | configuration | time (s) |", "|---|---|---|"]  # fmt: skip
+    lines = [
+        "### Training wall-clock time (s, SFT + GRPO where GRPO ran)",
+        "",
+        "| model | configuration | time (s) |",
+        "|---|---|---|",
+    ]
     for (model, configuration), values in sorted(times.items()):
         lines.append(f"| {model} | {configuration} | {statistics.fmean(values):.1f} |")
     return "\n".join(lines) + "\n"
@@ -261,8 +280,12 @@ def plot(records: list[dict[str, Any]], runs: Path, out: Path, skipped: list[dic
             if mode:
                 curves[mode].append(entries)  # the lines that decode
             if problems or not mode:
-                skipped.append({"dir": str(manifest_path.parent),
-                                "reason": problems[0] if problems else "manifest has no loss mode"})  # fmt: skip
+                skipped.append(
+                    {
+                        "dir": str(manifest_path.parent),
+                        "reason": problems[0] if problems else "manifest has no loss mode",
+                    }
+                )
     if curves:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharex=True)
         for mode, logs in sorted(curves.items()):
@@ -275,8 +298,13 @@ def plot(records: list[dict[str, Any]], runs: Path, out: Path, skipped: list[dic
                     ]
                     if points:
                         xs, ys = zip(*points, strict=True)
-                        ax.plot(xs, ys, color={"vanilla": "C0", "fixed": "C2", "scale": "C1"}.get(mode, "C3"), alpha=0.6,
-                                label=mode if i == 0 else None)  # fmt: skip
+                        ax.plot(
+                            xs,
+                            ys,
+                            color={"vanilla": "C0", "fixed": "C2", "scale": "C1"}.get(mode, "C3"),
+                            alpha=0.6,
+                            label=mode if i == 0 else None,
+                        )
                 ax.set_title(f"L_{segment} (mean CE)"), ax.set_xlabel("step")
         if axes[0].get_legend_handles_labels()[0]:
             axes[0].legend()

@@ -27,9 +27,19 @@ from scale_repro.checkpoints import newest_complete
 
 MANIFEST = "manifest.json"
 TRACKED_PACKAGES = (
-    "scale-repro", "torch", "torchvision", "transformers", "trl", "peft", "accelerate",
-    "datasets", "deepspeed", "lmms-eval", "vllm", "tokenizers",
-)  # fmt: skip
+    "scale-repro",
+    "torch",
+    "torchvision",
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "deepspeed",
+    "lmms-eval",
+    "vllm",
+    "tokenizers",
+)
 
 
 class RunDirError(ValueError):
@@ -92,8 +102,11 @@ def git_commit() -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty else "")
@@ -325,8 +338,11 @@ def process_started_at() -> float:
     and the checks before its manifest exists; now, where that cannot be read."""
     try:
         ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime"))  # fmt: skip
+        boot = next(
+            float(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime")
+        )
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
         return time.time()

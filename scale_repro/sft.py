@@ -210,10 +210,12 @@ def answer_budget_preflight(config: SFTConfig):
         untraced = [e.id for e in examples if not e.reasoning]
         if untraced:
             raise DataError(
-                config.data.spec, untraced[0], "reasoning",
+                config.data.spec,
+                untraced[0],
+                "reasoning",
                 f"{len(untraced)} of {len(examples)} examples have no reasoning trace (RL data): SFT needs "
                 "<think>...</think><answer>...</answer> completions; use this data for GRPO",
-            )  # fmt: skip
+            )
 
         processor = AutoProcessor.from_pretrained(resolved.path, trust_remote_code=config.trust_remote_code)
         budgets = measure(to_rows(examples, config.system_prompt), processor)

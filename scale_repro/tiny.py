@@ -116,12 +116,28 @@ def real_chat_template(family: str) -> str:
 
 
 SPECIAL_TOKENS = {
-    "qwen2_5_vl": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                   "<|image_pad|>", "<|video_pad|>"],
-    "gemma3": ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
-               "<end_of_image>", "<image_soft_token>"],
+    "qwen2_5_vl": [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ],
+    "gemma3": [
+        "<pad>",
+        "<eos>",
+        "<bos>",
+        "<unk>",
+        "<start_of_turn>",
+        "<end_of_turn>",
+        "<start_of_image>",
+        "<end_of_image>",
+        "<image_soft_token>",
+    ],
     "llava_next": ["<unk>", "<s>", "</s>", "<image>", "[INST]", "[/INST]"],
-}  # fmt: skip
+}
 
 
 def train_tokenizer(family: str, vocab_size: int = TINY_VOCAB):
@@ -167,8 +183,13 @@ def train_tokenizer(family: str, vocab_size: int = TINY_VOCAB):
             },
         )
     else:
-        kwargs = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>",
-                      extra_special_tokens={"image_token": "<image>"})  # fmt: skip
+        kwargs = dict(
+            bos_token="<s>",
+            eos_token="</s>",
+            unk_token="<unk>",
+            pad_token="<unk>",
+            extra_special_tokens={"image_token": "<image>"},
+        )
     # Left padding, as generation needs; TRL's collators choose the side explicitly for training.
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, padding_side="left", **kwargs)
 
@@ -183,18 +204,35 @@ def _build_qwen(tokenizer, seed: int, vocab_size: int, real: bool):
     patch, window = (14, 112) if real else (8, 32)
     config = Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=vocab_size, hidden_size=hidden, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32768 if real else 4096,
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=32768 if real else 4096,
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-            bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"),
+            bos_token_id=ids("<|endoftext|>"),
+            eos_token_id=ids("<|im_end|>"),
+            pad_token_id=ids("<|endoftext|>"),
         ),
         vision_config=dict(
-            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=patch, spatial_merge_size=2,
-            temporal_patch_size=2, window_size=window, out_hidden_size=hidden, fullatt_block_indexes=[1],
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            patch_size=patch,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=window,
+            out_hidden_size=hidden,
+            fullatt_block_indexes=[1],
         ),
-        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
-    )  # fmt: skip
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+    )
     model = Qwen2_5_VLForConditionalGeneration(config)
     min_pixels, max_pixels = (3136, 12845056) if real else (IMAGE_SIZE * IMAGE_SIZE,) * 2
     image_processor = Qwen2VLImageProcessor(
@@ -223,19 +261,34 @@ def _build_gemma(tokenizer, seed: int, vocab_size: int, real: bool):
     mm_tokens, image_size, patch = (256, 896, 14) if real else (16, IMAGE_SIZE, 8)
     config = Gemma3Config(
         text_config=dict(
-            vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16,
-            max_position_embeddings=4096, sliding_window=512,
-            pad_token_id=ids("<pad>"), eos_token_id=[ids("<eos>"), ids("<end_of_turn>")], bos_token_id=ids("<bos>"),
+            vocab_size=vocab_size,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            query_pre_attn_scalar=16,
+            max_position_embeddings=4096,
+            sliding_window=512,
+            pad_token_id=ids("<pad>"),
+            eos_token_id=[ids("<eos>"), ids("<end_of_turn>")],
+            bos_token_id=ids("<bos>"),
         ),
         vision_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_size=image_size, patch_size=patch, vision_use_head=False,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=patch,
+            vision_use_head=False,
         ),
         mm_tokens_per_image=mm_tokens,
-        boi_token_index=ids("<start_of_image>"), eoi_token_index=ids("<end_of_image>"),
+        boi_token_index=ids("<start_of_image>"),
+        eoi_token_index=ids("<end_of_image>"),
         image_token_index=ids("<image_soft_token>"),
-    )  # fmt: skip
+    )
     model = Gemma3ForConditionalGeneration(config)
     image_processor = Gemma3ImageProcessor(
         size={"height": image_size, "width": image_size}, do_pan_and_scan=False
@@ -262,19 +315,36 @@ def _build_llava(tokenizer, seed: int, vocab_size: int, real: bool, width: int =
         pinpoints = [[tile, tile], [tile, 2 * tile], [2 * tile, tile], [2 * tile, 2 * tile]]
     config = LlavaNextConfig(
         text_config=dict(
-            model_type="mistral", vocab_size=vocab_size, hidden_size=64 * width, intermediate_size=128 * width,
-            num_hidden_layers=2 * width, num_attention_heads=4, num_key_value_heads=2, head_dim=16 * width,
-            max_position_embeddings=32768 if real else 4096, sliding_window=None,
-            bos_token_id=ids("<s>"), eos_token_id=ids("</s>"), pad_token_id=ids("<unk>"),
+            model_type="mistral",
+            vocab_size=vocab_size,
+            hidden_size=64 * width,
+            intermediate_size=128 * width,
+            num_hidden_layers=2 * width,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16 * width,
+            max_position_embeddings=32768 if real else 4096,
+            sliding_window=None,
+            bos_token_id=ids("<s>"),
+            eos_token_id=ids("</s>"),
+            pad_token_id=ids("<unk>"),
         ),
         vision_config=dict(
-            model_type="clip_vision_model", hidden_size=32 * width, intermediate_size=64 * width,
-            num_hidden_layers=2 * width, num_attention_heads=2, image_size=tile, patch_size=patch,
+            model_type="clip_vision_model",
+            hidden_size=32 * width,
+            intermediate_size=64 * width,
+            num_hidden_layers=2 * width,
+            num_attention_heads=2,
+            image_size=tile,
+            patch_size=patch,
             projection_dim=32 * width,
         ),
-        image_token_index=ids("<image>"), image_grid_pinpoints=pinpoints,
-        vision_feature_select_strategy="default", vision_feature_layer=-1, image_seq_length=(tile // patch) ** 2,
-    )  # fmt: skip
+        image_token_index=ids("<image>"),
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        image_seq_length=(tile // patch) ** 2,
+    )
     model = LlavaNextForConditionalGeneration(config)
     image_processor = LlavaNextImageProcessor(
         size={"shortest_edge": tile},
@@ -282,11 +352,13 @@ def _build_llava(tokenizer, seed: int, vocab_size: int, real: bool, width: int =
         image_grid_pinpoints=pinpoints,
     )
     processor = LlavaNextProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch,
         vision_feature_select_strategy="default",
         chat_template=real_chat_template("llava_next") if real else LLAVA_MISTRAL_TEMPLATE,
         num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
-    )  # fmt: skip
+    )
     return model, processor
 
 
@@ -320,8 +392,17 @@ def build_tiny(name: str, out_dir: str | Path, seed: int = 0, vocab_size: int | 
         model.save_pretrained(staging, safe_serialization=True)
         processor.save_pretrained(staging)
         (staging / "scale_tiny.json").write_text(
-            json.dumps({"name": name, "family": spec.family, "geometry": spec.geometry, "seed": seed,
-                        "real_counterpart": spec.real_counterpart,
-                        "parameters": sum(p.numel() for p in model.parameters())}, indent=2) + "\n"
-        )  # fmt: skip
+            json.dumps(
+                {
+                    "name": name,
+                    "family": spec.family,
+                    "geometry": spec.geometry,
+                    "seed": seed,
+                    "real_counterpart": spec.real_counterpart,
+                    "parameters": sum(p.numel() for p in model.parameters()),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return out

@@ -167,8 +167,12 @@ def order_examples(examples: list[Example], order: str, seed: int, where: str) -
 
     missing = next((e for e in examples if "pass_rate" not in e.meta), None)
     if missing is not None:
-        raise DataError(where, missing.id, "pass_rate", f"data.order={order} needs a pass rate for every example; "
-                        "`scale data pass-rate` estimates them")  # fmt: skip
+        raise DataError(
+            where,
+            missing.id,
+            "pass_rate",
+            f"data.order={order} needs a pass rate for every example; `scale data pass-rate` estimates them",
+        )
     shuffled = list(examples)
     random.Random(seed).shuffle(shuffled)
     return sorted(shuffled, key=lambda e: e.meta["pass_rate"], reverse=order == "easy_to_hard")
@@ -293,8 +297,10 @@ class SkipNonfiniteSteps(TrainerCallback):
         if gradients and not all(torch.isfinite(g).all() for g in gradients):
             model.zero_grad(set_to_none=True)
             self.skipped.append(state.global_step + 1)
-            log.warning("step %d: gradients are NaN or inf; the step is skipped (nonfinite_steps: skip)",
-                        state.global_step + 1)  # fmt: skip
+            log.warning(
+                "step %d: gradients are NaN or inf; the step is skipped (nonfinite_steps: skip)",
+                state.global_step + 1,
+            )
 
 
 class DivergenceGuard(TrainerCallback):
@@ -484,8 +490,11 @@ def _train(
     data_info,
     callbacks,
 ) -> None:
-    manifest.update(model={"name": config.model, "path": resolved.path, "kind": resolved.kind},
-                    seed=config.seed, data=data_info)  # fmt: skip
+    manifest.update(
+        model={"name": config.model, "path": resolved.path, "kind": resolved.kind},
+        seed=config.seed,
+        data=data_info,
+    )
     bf16 = resolve_bf16(config)
     model, processor = load_model_and_processor(resolved.path, bf16, config.trust_remote_code)
     if not config.lora.enabled and config.lora.freeze_vision:

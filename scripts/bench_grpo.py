@@ -42,29 +42,51 @@ def main() -> None:
     for model in ("tiny-qwen2.5-vl", "tiny-gemma3", "tiny-llava-next"):
         timer = StepTimer()
         with tempfile.TemporaryDirectory() as tmp:
-            config = load_config(GRPOConfig, None, [
-                f"model={model}", f"data.spec={data}", f"output_dir={tmp}/run", f"max_steps={args.steps}",
-                f"per_device_train_batch_size={args.generations}", f"num_generations={args.generations}",
-                f"max_completion_length={args.completion_tokens}", "save_steps=100000", "logging_steps=1",
-                "lora.enabled=false",
-            ])  # fmt: skip
+            config = load_config(
+                GRPOConfig,
+                None,
+                [
+                    f"model={model}",
+                    f"data.spec={data}",
+                    f"output_dir={tmp}/run",
+                    f"max_steps={args.steps}",
+                    f"per_device_train_batch_size={args.generations}",
+                    f"num_generations={args.generations}",
+                    f"max_completion_length={args.completion_tokens}",
+                    "save_steps=100000",
+                    "logging_steps=1",
+                    "lora.enabled=false",
+                ],
+            )
             run_grpo(config, callbacks=[timer])
             log = [e for e in read_train_log(Path(tmp) / "run") if "completions/mean_length" in e]
         warm = list(zip(timer.times, log, strict=False))[1:]
         tokens = [args.generations * e["completions/mean_length"] for _, e in warm]
         seconds = [t for t, _ in warm]
-        rows.append({"model": model, "median_step_s": statistics.median(seconds),
-                     "rollout_tokens_per_s": sum(tokens) / sum(seconds),
-                     "generations": args.generations, "max_completion_length": args.completion_tokens})  # fmt: skip
+        rows.append(
+            {
+                "model": model,
+                "median_step_s": statistics.median(seconds),
+                "rollout_tokens_per_s": sum(tokens) / sum(seconds),
+                "generations": args.generations,
+                "max_completion_length": args.completion_tokens,
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     out = Path(args.out)
     atomic_write_json(
         out / "grpo.json",
         {"device": "cpu", "cpus": os.cpu_count(), "versions": package_versions(), "rows": rows},
     )
-    lines = ["# GRPO benchmark (CPU, transformers generation)", "",
-             f"{args.steps} steps ({args.generations} generations of up to {args.completion_tokens} tokens per step), "
-             "first step excluded.", "", "| model | median step (s) | rollout tokens/s |", "|---|---|---|"]  # fmt: skip
+    lines = [
+        "# GRPO benchmark (CPU, transformers generation)",
+        "",
+        f"{args.steps} steps ({args.generations} generations of up to {args.completion_tokens} tokens per step), "
+        "first step excluded.",
+        "",
+        "| model | median step (s) | rollout tokens/s |",
+        "|---|---|---|",
+    ]
     lines += [f"| {r['model']} | {r['median_step_s']:.3f} | {r['rollout_tokens_per_s']:.0f} |" for r in rows]
     atomic_write_text(out / "grpo.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

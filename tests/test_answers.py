@@ -151,8 +151,33 @@ def test_ten_thousand_fuzzed_completions_raise_nothing():
 
     from scale_repro.rewards import accuracy_reward, format_reward
 
-    pieces = ["<think>", "</think>", "<answer>", "</answer>", "\\boxed{", "}", "A", "B", " or ", "Final Answer:",
-              "option ", "(", ")", ".", ",", "7", "1e309", "nan", " ", "\n", "é", "\x00", "<", ">", "/"]  # fmt: skip
+    pieces = [
+        "<think>",
+        "</think>",
+        "<answer>",
+        "</answer>",
+        "\\boxed{",
+        "}",
+        "A",
+        "B",
+        " or ",
+        "Final Answer:",
+        "option ",
+        "(",
+        ")",
+        ".",
+        ",",
+        "7",
+        "1e309",
+        "nan",
+        " ",
+        "\n",
+        "é",
+        "\x00",
+        "<",
+        ">",
+        "/",
+    ]
     rng = random.Random(0)
     completions = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 40))) for _ in range(10_000)]
     for text in completions:

@@ -13,8 +13,23 @@ runner = CliRunner()
 @pytest.mark.slow
 def test_bench_times_sft_and_grpo_through_the_real_stages(tmp_path, tiny_paths):
     out = tmp_path / "bench.json"
-    result = runner.invoke(app, ["bench", "--model", "tiny-gemma3", "--random-init", "--steps", "3", "--batch", "2",
-                                 "--image-size", "64", "--out", str(out)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            "--model",
+            "tiny-gemma3",
+            "--random-init",
+            "--steps",
+            "3",
+            "--batch",
+            "2",
+            "--image-size",
+            "64",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     figures = json.loads(out.read_text())
     assert (figures["device"], figures["model"], figures["random_init"], figures["steps"]) == (

@@ -41,12 +41,26 @@ def _rows(tmp_path):
     rows = []
     for i, size in enumerate(sizes):
         Image.new("RGB", size, (60 * i, 90, 0)).save(tmp_path / f"{i}.png")
-        context = [{"role": "user", "content": "How many?"}, {"role": "assistant", "content": "<think>two</think><answer>2</answer>"}]  # fmt: skip
-        rows.append({
-            "id": f"s{i}", "images": [str(tmp_path / f"{i}.png")],
-            "prompt": (context if i == 2 else []) + [{"role": "user", "content": "What is the capital?\nA: Anchorage\nB: Juneau"}],
-            "completion": [{"role": "assistant", "content": "<think>" + "Juneau is. " * (i + 1) + "</think><answer>Final Answer:option B</answer>"}],
-        })  # fmt: skip
+        context = [
+            {"role": "user", "content": "How many?"},
+            {"role": "assistant", "content": "<think>two</think><answer>2</answer>"},
+        ]
+        rows.append(
+            {
+                "id": f"s{i}",
+                "images": [str(tmp_path / f"{i}.png")],
+                "prompt": (context if i == 2 else [])
+                + [{"role": "user", "content": "What is the capital?\nA: Anchorage\nB: Juneau"}],
+                "completion": [
+                    {
+                        "role": "assistant",
+                        "content": "<think>"
+                        + "Juneau is. " * (i + 1)
+                        + "</think><answer>Final Answer:option B</answer>",
+                    }
+                ],
+            }
+        )
     return rows
 
 
@@ -89,19 +103,49 @@ def _long_trace_data(tmp_path):
     Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "b.png")
     question = "<image>\nWhat colour is the picture?\nChoices:\nA: red\nB: green"
     records = [
-        {"id": "long-1", "image": "a.png", "conversations": [{"from": "human", "value": question}, {"from": "gpt",
-         "value": "<think>" + "The picture is green all over. " * 60 + "</think><answer>Final Answer:option B</answer>"}]},
-        {"id": "short-1", "image": "b.png", "conversations": [{"from": "human", "value": question}, {"from": "gpt",
-         "value": "<think>It is red.</think><answer>Final Answer:option A</answer>"}]},
-    ]  # fmt: skip
+        {
+            "id": "long-1",
+            "image": "a.png",
+            "conversations": [
+                {"from": "human", "value": question},
+                {
+                    "from": "gpt",
+                    "value": "<think>"
+                    + "The picture is green all over. " * 60
+                    + "</think><answer>Final Answer:option B</answer>",
+                },
+            ],
+        },
+        {
+            "id": "short-1",
+            "image": "b.png",
+            "conversations": [
+                {"from": "human", "value": question},
+                {"from": "gpt", "value": "<think>It is red.</think><answer>Final Answer:option A</answer>"},
+            ],
+        },
+    ]
     path = tmp_path / "train.json"
     path.write_text(json.dumps(records))
     return path
 
 
 def _sft(data, out, *settings):
-    args = ["sft", "--model", "tiny-qwen2.5-vl-real", "--data", str(data), "--output-dir", str(out),
-            "--max-steps", "1", "--set", "max_length=800", "--set", "per_device_train_batch_size=2"]  # fmt: skip
+    args = [
+        "sft",
+        "--model",
+        "tiny-qwen2.5-vl-real",
+        "--data",
+        str(data),
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        "1",
+        "--set",
+        "max_length=800",
+        "--set",
+        "per_device_train_batch_size=2",
+    ]
     for setting in settings:
         args += ["--set", setting]
     return runner.invoke(app, args)

@@ -8,9 +8,20 @@ runner = CliRunner()
 
 
 def test_every_command_has_help():
-    for args in (["--help"], ["sft", "--help"], ["grpo", "--help"], ["eval", "--help"], ["report", "--help"],
-                 ["demo", "--help"], ["reproduce", "--help"], ["models", "--help"], ["data", "--help"],
-                 ["models", "list", "--help"], ["data", "synth", "--help"], ["data", "validate", "--help"]):  # fmt: skip
+    for args in (
+        ["--help"],
+        ["sft", "--help"],
+        ["grpo", "--help"],
+        ["eval", "--help"],
+        ["report", "--help"],
+        ["demo", "--help"],
+        ["reproduce", "--help"],
+        ["models", "--help"],
+        ["data", "--help"],
+        ["models", "list", "--help"],
+        ["data", "synth", "--help"],
+        ["data", "validate", "--help"],
+    ):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, (args, result.output)
 
@@ -18,14 +29,34 @@ def test_every_command_has_help():
 def test_models_list_names_the_paper_and_tiny_models():
     result = runner.invoke(app, ["models", "list"])
     assert result.exit_code == 0
-    for name in ("gemma-3-4b", "google/gemma-3-4b-it", "qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct",
-                 "llava-v1.6-mistral-7b", "llava-hf/llava-v1.6-mistral-7b-hf", "tiny-gemma3", "tiny-llava-next-seeing"):  # fmt: skip
+    for name in (
+        "gemma-3-4b",
+        "google/gemma-3-4b-it",
+        "qwen2.5-vl-3b",
+        "Qwen/Qwen2.5-VL-3B-Instruct",
+        "llava-v1.6-mistral-7b",
+        "llava-hf/llava-v1.6-mistral-7b-hf",
+        "tiny-gemma3",
+        "tiny-llava-next-seeing",
+    ):
         assert name in result.output
 
 
 def test_evidence_dry_run_prints_the_plan(tmp_path):
-    result = runner.invoke(app, ["reproduce", "--experiment", "synthetic", "--dry-run", "--quick", "--seeds", "2",
-                                 "--out", str(tmp_path)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "reproduce",
+            "--experiment",
+            "synthetic",
+            "--dry-run",
+            "--quick",
+            "--seeds",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "tiny-llava-next-seeing-quick/ratio80/seed1/1-sft-scale/eval-80x" in result.output
     assert "18 independent chains" in result.output  # SFT runs: 6 at 20x, 4 at 5x, 8 at 80x (4 cut)
@@ -45,8 +76,20 @@ def test_validate_writes_a_report_and_fails_on_rejections(tmp_path):
 
     fixtures = Path(__file__).parent / "fixtures"
     report = tmp_path / "report.json"
-    result = runner.invoke(app, ["data", "validate", str(fixtures / "vision_r1_shape_a.json"), "--format", "vision-r1",
-                                 "--image-root", str(fixtures / "images"), "--report", str(report)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "validate",
+            str(fixtures / "vision_r1_shape_a.json"),
+            "--format",
+            "vision-r1",
+            "--image-root",
+            str(fixtures / "images"),
+            "--report",
+            str(report),
+        ],
+    )
     assert result.exit_code == 1
     data = json.loads(report.read_text())
     assert (data["total"], data["selected"], data["valid"]) == (15, 15, 2)
@@ -54,8 +97,18 @@ def test_validate_writes_a_report_and_fails_on_rejections(tmp_path):
 
 
 def test_bad_config_and_missing_data_are_clear_errors(tmp_path):
-    result = runner.invoke(app, ["sft", "--model", "tiny-gemma3", "--data", str(tmp_path / "nowhere"),
-                                 "--output-dir", str(tmp_path / "run")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "sft",
+            "--model",
+            "tiny-gemma3",
+            "--data",
+            str(tmp_path / "nowhere"),
+            "--output-dir",
+            str(tmp_path / "run"),
+        ],
+    )
     assert result.exit_code == 1
     assert "no such file, directory or data preset" in result.output
     result = runner.invoke(app, ["sft", "--set", "lora.rank=4", "--output-dir", str(tmp_path / "run2")])

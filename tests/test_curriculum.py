@@ -22,15 +22,29 @@ def write_released(tmp_path):
     (tmp_path / "images").mkdir()
     Image.new("RGB", (40, 30), (9, 9, 9)).save(tmp_path / "images" / "train_00009.jpg")
     rows = [
-        {"index": "0", "problem": "<image>In the image, what is the colour of the car?\nOptions:\nA: red\nB: blue\nC: green\n"
-         "D: black\nRespond using only the letter corresponding to the correct answer.\n",
-         "images": ["train_00009.jpg"], "answer": "D", "option_A": "red", "option_B": "blue", "option_C": "green",
-         "option_D": "black", "pass_rate": 0.4},
+        {
+            "index": "0",
+            "problem": "<image>In the image, what is the colour of the car?\nOptions:\nA: red\nB: blue\nC: green\n"
+            "D: black\nRespond using only the letter corresponding to the correct answer.\n",
+            "images": ["train_00009.jpg"],
+            "answer": "D",
+            "option_A": "red",
+            "option_B": "blue",
+            "option_C": "green",
+            "option_D": "black",
+            "pass_rate": 0.4,
+        },
         {"id": "orz-17", "problem": "What is $3+4$?", "answer": "7", "pass_rate": 1.0},
-        {"id": "geo-3", "problem": "<image>Find x.", "images": ["missing.png"], "answer": "\\boxed{12}", "pass_rate": 0.2},
+        {
+            "id": "geo-3",
+            "problem": "<image>Find x.",
+            "images": ["missing.png"],
+            "answer": "\\boxed{12}",
+            "pass_rate": 0.2,
+        },
         {"id": "bad-rate", "problem": "What is 1+1?", "answer": "2", "pass_rate": 3},
         {"id": "no-answer", "problem": "What is 2+2?"},
-    ]  # fmt: skip
+    ]
     path = tmp_path / "stage.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -86,8 +100,20 @@ def test_difficulty_order_reaches_grpo_unshuffled_and_is_refused_for_sft(tmp_pat
 
 def test_sft_on_rl_data_is_one_clear_line(tmp_path, tiny_paths):
     data = write_released(tmp_path)
-    result = runner.invoke(app, ["sft", "--model", "tiny-gemma3", "--data", str(data), "--image-root",
-                                 str(tmp_path / "images"), "--output-dir", str(tmp_path / "run")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "sft",
+            "--model",
+            "tiny-gemma3",
+            "--data",
+            str(data),
+            "--image-root",
+            str(tmp_path / "images"),
+            "--output-dir",
+            str(tmp_path / "run"),
+        ],
+    )
     assert result.exit_code == 1
     assert "2 of 2 examples have no reasoning trace (RL data)" in result.output
     assert not (tmp_path / "run").exists()
@@ -98,10 +124,15 @@ def test_capability_data_separates_seeing_from_reasoning(tmp_path):
 
     result = runner.invoke(app, ["data", "capabilities", "--out", str(tmp_path / "cap"), "--n", "12"])
     assert result.exit_code == 0, result.output
-    loaded = {name: load_training_examples(str(tmp_path / "cap" / f"{name}.jsonl")).examples
-              for name in ("perception", "text_reasoning", "visual_reasoning")}  # fmt: skip
+    loaded = {
+        name: load_training_examples(str(tmp_path / "cap" / f"{name}.jsonl")).examples
+        for name in ("perception", "text_reasoning", "visual_reasoning")
+    }
     assert {name: len(examples) for name, examples in loaded.items()} == {
-        "perception": 12, "text_reasoning": 12, "visual_reasoning": 12}  # fmt: skip
+        "perception": 12,
+        "text_reasoning": 12,
+        "visual_reasoning": 12,
+    }
     assert all(e.choices and len(e.images) == 1 for e in loaded["perception"])  # what is in a cell: a letter
     assert all(not e.images and "A 3x3 grid." in e.question for e in loaded["text_reasoning"])  # no image
     assert all(len(e.images) == 1 and "grid." not in e.question for e in loaded["visual_reasoning"])
@@ -178,17 +209,27 @@ def test_sampling_runs_the_model_on_image_and_text_only_examples(tmp_path, tiny_
     from scale_repro.data.difficulty import sample_completions
 
     runner.invoke(app, ["data", "capabilities", "--out", str(tmp_path / "cap"), "--n", "2"])
-    examples = (load_training_examples(str(tmp_path / "cap" / "text_reasoning.jsonl")).examples
-                + load_training_examples(str(tmp_path / "cap" / "visual_reasoning.jsonl")).examples)  # fmt: skip
+    examples = (
+        load_training_examples(str(tmp_path / "cap" / "text_reasoning.jsonl")).examples
+        + load_training_examples(str(tmp_path / "cap" / "visual_reasoning.jsonl")).examples
+    )
     completions = sample_completions(
         str(tiny_paths["tiny-qwen2.5-vl"]), examples, k=3, max_new_tokens=4, progress=False
     )
     assert [len(row) for row in completions] == [3, 3, 3, 3]
     assert all(isinstance(c, str) for row in completions for c in row)
-    greedy = sample_completions(str(tiny_paths["tiny-qwen2.5-vl"]), examples, k=1, max_new_tokens=4,
-                                temperature=0.0, progress=False)  # fmt: skip
-    again = sample_completions(str(tiny_paths["tiny-qwen2.5-vl"]), examples, k=1, max_new_tokens=4,
-                               temperature=0.0, batch_size=1, progress=False)  # fmt: skip
+    greedy = sample_completions(
+        str(tiny_paths["tiny-qwen2.5-vl"]), examples, k=1, max_new_tokens=4, temperature=0.0, progress=False
+    )
+    again = sample_completions(
+        str(tiny_paths["tiny-qwen2.5-vl"]),
+        examples,
+        k=1,
+        max_new_tokens=4,
+        temperature=0.0,
+        batch_size=1,
+        progress=False,
+    )
     assert greedy == again  # batching does not change greedy answers
 
 
@@ -196,8 +237,11 @@ def test_released_layout_presets_and_the_merged_pool(tmp_path, monkeypatch):
     """$CAPCURRICULUM_DIR laid out as the curriculum's training/_env.sh expects: one folder per
     capability, each file's images in its own folder; the merged preset pools all three."""
     root = tmp_path / "capcurriculum"
-    for folder, name, with_image in (("Perception", "perception", True), ("TextReasoning", "textual_reasoning", False),
-                                     ("VisualReasoning", "visual_reasoning", True)):  # fmt: skip
+    for folder, name, with_image in (
+        ("Perception", "perception", True),
+        ("TextReasoning", "textual_reasoning", False),
+        ("VisualReasoning", "visual_reasoning", True),
+    ):
         (root / folder / "images").mkdir(parents=True)
         row = {"id": f"{folder}-0", "problem": "What is 3+4?", "answer": "7", "pass_rate": 0.5}
         if with_image:
@@ -217,6 +261,9 @@ def test_released_layout_presets_and_the_merged_pool(tmp_path, monkeypatch):
         ("VisualReasoning-0", [str(root / "VisualReasoning" / "images" / "a.png")]),
     ]
     assert merged.report.valid == 3
-    for name, expected in (("perception", "Perception-0"), ("text-reasoning", "TextReasoning-0"),
-                           ("visual-reasoning", "VisualReasoning-0")):  # fmt: skip
+    for name, expected in (
+        ("perception", "Perception-0"),
+        ("text-reasoning", "TextReasoning-0"),
+        ("visual-reasoning", "VisualReasoning-0"),
+    ):
         assert [e.id for e in load_training_examples(f"capcurriculum-{name}").examples] == [expected]

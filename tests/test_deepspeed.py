@@ -22,11 +22,29 @@ def test_zero2_sft_with_two_cpu_processes(tmp_path, tiny_paths, synth_dir):
     """The ZeRO-2 config drives a real 2-process DeepSpeed run (gloo on CPU), as on 8 GPUs."""
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-        "-m", "scale_repro.cli", "sft", "--model", "tiny-qwen2.5-vl", "--data", str(synth_dir),
-        "--output-dir", str(tmp_path / "run"), "--max-steps", "2",
-        "--set", f"deepspeed={ROOT / 'configs' / 'deepspeed' / 'zero2.json'}", "--set", "per_device_train_batch_size=2",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "scale_repro.cli",
+        "sft",
+        "--model",
+        "tiny-qwen2.5-vl",
+        "--data",
+        str(synth_dir),
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--max-steps",
+        "2",
+        "--set",
+        f"deepspeed={ROOT / 'configs' / 'deepspeed' / 'zero2.json'}",
+        "--set",
+        "per_device_train_batch_size=2",
+    ]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = read_manifest(tmp_path / "run")

@@ -13,8 +13,18 @@ from scale_repro.rewards import accuracy_reward
 @pytest.mark.parametrize("model", TINY)
 @pytest.mark.parametrize("task", ["synthetic-scienceqa", "synthetic-iconqa"])
 def test_eval_on_each_tiny_architecture(tmp_path, tiny_paths, synth_dir, model, task):
-    config = load_config(EvalConfig, None, [f"model={model}", f"task={task}", f"data={synth_dir}",
-                                            f"output_dir={tmp_path / 'eval'}", "max_new_tokens=8", "limit=4"])  # fmt: skip
+    config = load_config(
+        EvalConfig,
+        None,
+        [
+            f"model={model}",
+            f"task={task}",
+            f"data={synth_dir}",
+            f"output_dir={tmp_path / 'eval'}",
+            "max_new_tokens=8",
+            "limit=4",
+        ],
+    )
     out = run_eval(config)
     metrics = json.loads((out / "metrics.json").read_text())
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
@@ -25,8 +35,11 @@ def test_eval_on_each_tiny_architecture(tmp_path, tiny_paths, synth_dir, model, 
     # Counted on the decoded text: a random model's stray bytes re-tokenise longer, so no upper bound here.
     assert all(isinstance(r["completion_tokens"], int) and r["completion_tokens"] >= 0 for r in rows)
     # The evaluator and the GRPO accuracy reward agree on the same completions.
-    rewards = accuracy_reward([r["completion"] for r in rows], answer=[r["target"] for r in rows],
-                              choices=[r["choices"] for r in rows])  # fmt: skip
+    rewards = accuracy_reward(
+        [r["completion"] for r in rows],
+        answer=[r["target"] for r in rows],
+        choices=[r["choices"] for r in rows],
+    )
     assert sum(rewards) / 4 == metrics["accuracy"]
     results = json.loads((out / "lmms_eval_results.json").read_text())
     assert any(name.startswith("scale_synthetic") for name in results["results"])
@@ -36,8 +49,14 @@ def test_eval_on_each_tiny_architecture(tmp_path, tiny_paths, synth_dir, model, 
 def test_interrupted_eval_reuses_cached_responses(tmp_path, tiny_paths, synth_dir):
     from scale_repro.rundir import atomic_write_json, read_manifest
 
-    args = ["model=tiny-gemma3", "task=synthetic-scienceqa", f"data={synth_dir}", f"output_dir={tmp_path / 'e'}",
-            "max_new_tokens=4", "limit=3"]  # fmt: skip
+    args = [
+        "model=tiny-gemma3",
+        "task=synthetic-scienceqa",
+        f"data={synth_dir}",
+        f"output_dir={tmp_path / 'e'}",
+        "max_new_tokens=4",
+        "limit=3",
+    ]
     run_eval(load_config(EvalConfig, None, args))
     caches = list((tmp_path / "e" / "cache").iterdir())
     assert len(caches) == 1 and len(caches[0].read_text().splitlines()) == 3
@@ -69,8 +88,10 @@ def test_hand_written_completions_score_exactly():
         "<answer>12.0</answer>",  # correct but invalid (no </think>)
         "<think>x</think><answer>A</answer><answer>B</answer>",  # two blocks: wrong, invalid
     ]
-    samples = [{"doc_id": i, "target": e.answer, "resps": [[c]], "token_counts": [{"output_tokens": 10 * (i + 1)}]}
-               for i, (e, c) in enumerate(zip(examples, completions, strict=True))]  # fmt: skip
+    samples = [
+        {"doc_id": i, "target": e.answer, "resps": [[c]], "token_counts": [{"output_tokens": 10 * (i + 1)}]}
+        for i, (e, c) in enumerate(zip(examples, completions, strict=True))
+    ]
     rows = score_samples(samples, examples)
     assert [r["correct"] for r in rows] == [True, True, False, False, False]
     assert [r["valid"] for r in rows] == [True, True, False, False, False]
@@ -96,7 +117,10 @@ def test_answers_that_contradict_their_own_trace_are_counted():
         "<think>That is 2 in total. So the answer is 3.</think><answer>2</answer>",  # contradicts
         "<think>So the answer is 2.</think><answer>2.0</answer>",  # agrees (same number)
     ]
-    samples = [{"doc_id": i, "target": e.answer, "resps": [[c]]} for i, (e, c) in enumerate(zip(examples, completions, strict=True))]  # fmt: skip
+    samples = [
+        {"doc_id": i, "target": e.answer, "resps": [[c]]}
+        for i, (e, c) in enumerate(zip(examples, completions, strict=True))
+    ]
     rows = score_samples(samples, examples)
     assert [r["agrees_with_trace"] for r in rows] == [True, False, None, False, True]
     assert metrics_from_samples(rows)["inconsistent_rate"] == 0.4
@@ -128,9 +152,19 @@ def test_unknown_task_and_missing_columns(tmp_path, synth_dir):
 
 
 def _eval_config(tmp_path, synth_dir, *extra):
-    return load_config(EvalConfig, None, ["model=tiny-llava-next", "task=synthetic-scienceqa", f"data={synth_dir}",
-                                          f"output_dir={tmp_path / 'eval'}", "max_new_tokens=4", "limit=2",
-                                          *extra])  # fmt: skip
+    return load_config(
+        EvalConfig,
+        None,
+        [
+            "model=tiny-llava-next",
+            "task=synthetic-scienceqa",
+            f"data={synth_dir}",
+            f"output_dir={tmp_path / 'eval'}",
+            "max_new_tokens=4",
+            "limit=2",
+            *extra,
+        ],
+    )
 
 
 @pytest.mark.slow
@@ -178,8 +212,10 @@ def test_vllm_eval_sees_what_the_transformers_path_sees_or_refuses(tiny_paths):
     qwen = load_config(EvalConfig, None, ["model=tiny-qwen2.5-vl", "use_vllm=true", "max_new_tokens=64"])
     name, args = lmms_model(str(tiny_paths["tiny-qwen2.5-vl"]), "qwen2_5_vl", qwen)
     assert name == "vllm"
-    assert args == (f"model={tiny_paths['tiny-qwen2.5-vl']},max_new_tokens=64,trust_remote_code=False,batch_size=1,"
-                    "min_image_pixels=4096,max_pixels=4096")  # fmt: skip
+    assert args == (
+        f"model={tiny_paths['tiny-qwen2.5-vl']},max_new_tokens=64,trust_remote_code=False,batch_size=1,"
+        "min_image_pixels=4096,max_pixels=4096"
+    )
     gemma = load_config(EvalConfig, None, ["model=tiny-gemma3", "use_vllm=true", "system_prompt=Be brief."])
     with pytest.raises(EvalError, match="cannot send the Gemma-3 system turn"):
         lmms_model(str(tiny_paths["tiny-gemma3"]), "gemma3", gemma)
@@ -190,8 +226,17 @@ def test_vllm_eval_sees_what_the_transformers_path_sees_or_refuses(tiny_paths):
 def test_llava_batch_size_is_refused_before_the_model_loads(tmp_path, tiny_paths):
     from scale_repro.evaluate import check_batch_size
 
-    config = load_config(EvalConfig, None, ["model=tiny-llava-next", "task=synthetic-iconqa", "batch_size=4",
-                                            f"output_dir={tmp_path / 'eval'}", f"data={tmp_path / 'none'}"])  # fmt: skip
+    config = load_config(
+        EvalConfig,
+        None,
+        [
+            "model=tiny-llava-next",
+            "task=synthetic-iconqa",
+            "batch_size=4",
+            f"output_dir={tmp_path / 'eval'}",
+            f"data={tmp_path / 'none'}",
+        ],
+    )
     with pytest.raises(
         EvalError, match=r"^batch_size 4: lmms-eval's llava_hf model generates one request at a time"
     ):

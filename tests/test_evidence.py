@@ -131,8 +131,10 @@ def test_experiment_file_plans_independent_chains(tmp_path):
         r: datasets.load_from_disk(str(d / "iconqa_test"))["test"]["question"] for r, d in data_dirs.items()
     }
     assert questions[5.0] == questions[20.0] == questions[80.0]
-    lengths = {r: len(json.loads((d / "train.json").read_text())[0]["conversations"][1]["value"].split())
-               for r, d in data_dirs.items()}  # fmt: skip
+    lengths = {
+        r: len(json.loads((d / "train.json").read_text())[0]["conversations"][1]["value"].split())
+        for r, d in data_dirs.items()
+    }
     assert lengths[5.0] < lengths[20.0] < lengths[80.0]
 
 
@@ -176,7 +178,11 @@ def test_capability_data_lives_in_the_task_world_and_avoids_its_test_scenes(tmp_
     spec.capabilities = {"n_per_capability": 200}
     config = spec.capability_config()
     assert (config.grid, config.shaded_cells, config.shuffle_choices, tuple(config.shapes)) == (
-        2, True, False, ("circle", "square", "triangle"))  # fmt: skip
+        2,
+        True,
+        False,
+        ("circle", "square", "triangle"),
+    )
     folder = Path(prepare_capabilities(spec, tmp_path, echo=lambda m: None)["CAP"])
     records = [json.loads(line) for line in (folder / "merged.jsonl").read_text().splitlines()]
     assert len(records) == 600
@@ -194,9 +200,21 @@ def test_capability_data_lives_in_the_task_world_and_avoids_its_test_scenes(tmp_
 
 
 def _row(ratio, configuration, seed, accuracy, invalid=0.0, tokens=30.0, step=None):
-    return {"model": "m", "ratio": ratio, "configuration": configuration, "seed": seed, "step": step,
-            "accuracy": accuracy, "invalid_rate": invalid, "inconsistent_rate": 0.0, "accuracy_multiple_choice": None,
-            "accuracy_fill_in": None, "mean_completion_tokens": tokens, "train_time_s": None, "eval_dir": "x"}  # fmt: skip
+    return {
+        "model": "m",
+        "ratio": ratio,
+        "configuration": configuration,
+        "seed": seed,
+        "step": step,
+        "accuracy": accuracy,
+        "invalid_rate": invalid,
+        "inconsistent_rate": 0.0,
+        "accuracy_multiple_choice": None,
+        "accuracy_fill_in": None,
+        "mean_completion_tokens": tokens,
+        "train_time_s": None,
+        "eval_dir": "x",
+    }
 
 
 def test_report_pairs_every_ratio_and_sizes_the_main_interval():
@@ -242,9 +260,21 @@ def test_one_seed_few_steps_experiment_runs_in_parallel_workers(tmp_path, tiny_p
 
     result = CliRunner().invoke(
         app,
-        ["reproduce", "--experiment", "synthetic", "--quick", "--seeds", "1", "--jobs", "2",
-         "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results")],
-    )  # fmt: skip
+        [
+            "reproduce",
+            "--experiment",
+            "synthetic",
+            "--quick",
+            "--seeds",
+            "1",
+            "--jobs",
+            "2",
+            "--out",
+            str(tmp_path / "runs"),
+            "--results",
+            str(tmp_path / "results"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     results = tmp_path / "results"
     summary = json.loads((results / "summary.json").read_text())
@@ -262,10 +292,15 @@ def test_one_seed_few_steps_experiment_runs_in_parallel_workers(tmp_path, tiny_p
     assert list(model["ratios"]["80x"]) == ["SFT", "SCALe-SFT", "SFT-cut", "SCALe-SFT-cut"]
     assert [s["ratio"] for s in model["sweep"]] == [5.0, 20.0, 80.0]
     assert {(c["ratio"], c["treatment"], c["control"]) for c in model["comparisons"]} == {
-        ("20x", "SCALe-SFT", "SFT"), ("20x", "SFT-FW", "SFT"), ("20x", "SCALe-SFT", "SFT-FW"),
-        ("20x", "SCALe-GRPO", "GRPO"), ("20x", "Staged", "Merged"), ("5x", "SCALe-SFT", "SFT"),
-        ("80x", "SCALe-SFT", "SFT"), ("80x", "SCALe-SFT-cut", "SFT-cut"),
-    }  # fmt: skip
+        ("20x", "SCALe-SFT", "SFT"),
+        ("20x", "SFT-FW", "SFT"),
+        ("20x", "SCALe-SFT", "SFT-FW"),
+        ("20x", "SCALe-GRPO", "GRPO"),
+        ("20x", "Staged", "Merged"),
+        ("5x", "SCALe-SFT", "SFT"),
+        ("80x", "SCALe-SFT", "SFT"),
+        ("80x", "SCALe-SFT-cut", "SFT-cut"),
+    }
     assert [p["step"] for p in model["curves"]["SCALe-SFT"]] == [2, None]
     rows = (results / "runs.csv").read_text().splitlines()
     # header, 7 configurations at 20x, 2 at 5x, 4 at 80x, 2 checkpoints (learning curves)
@@ -285,9 +320,21 @@ def test_one_seed_few_steps_experiment_runs_in_parallel_workers(tmp_path, tiny_p
     # Running the same command again finds every stage finished.
     again = CliRunner().invoke(
         app,
-        ["reproduce", "--experiment", "synthetic", "--quick", "--seeds", "1", "--jobs", "1",
-         "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results")],
-    )  # fmt: skip
+        [
+            "reproduce",
+            "--experiment",
+            "synthetic",
+            "--quick",
+            "--seeds",
+            "1",
+            "--jobs",
+            "1",
+            "--out",
+            str(tmp_path / "runs"),
+            "--results",
+            str(tmp_path / "results"),
+        ],
+    )
     assert again.exit_code == 0
     assert json.loads((results / "run.json").read_text())["stages"]["ran"] == 0
 
@@ -296,5 +343,7 @@ def test_quick_runs_swap_a_perceiving_base_for_its_few_step_counterpart():
     spec = load_evidence(experiment_path(name="synthetic"))
     spec.models = ["small-llava-next-seeing", "tiny-llava-next-seeing", "tiny-gemma3"]
     assert shorten(spec, quick=True).models == [
-        "tiny-llava-next-seeing-quick", "tiny-llava-next-seeing-quick", "tiny-gemma3"
-    ]  # fmt: skip
+        "tiny-llava-next-seeing-quick",
+        "tiny-llava-next-seeing-quick",
+        "tiny-gemma3",
+    ]

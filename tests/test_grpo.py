@@ -16,16 +16,33 @@ def sft_runs(tmp_path_factory, tiny_paths, synth_dir):
     root = tmp_path_factory.mktemp("sft-runs")
     runs = {}
     for model in TINY:
-        config = load_config(SFTConfig, None, [f"model={model}", f"data.spec={synth_dir}", f"output_dir={root / model}",
-                                               "max_steps=1", "per_device_train_batch_size=2"])  # fmt: skip
+        config = load_config(
+            SFTConfig,
+            None,
+            [
+                f"model={model}",
+                f"data.spec={synth_dir}",
+                f"output_dir={root / model}",
+                "max_steps=1",
+                "per_device_train_batch_size=2",
+            ],
+        )
         runs[model] = run_sft(config)
     return runs
 
 
 def grpo_overrides(synth_dir, out, model, **extra):
-    return [f"model={model}", f"data.spec={synth_dir}", f"output_dir={out}", "max_steps=2",
-            "per_device_train_batch_size=2", "num_generations=2", "max_completion_length=12",
-            "save_steps=1", "lora.enabled=false"] + [f"{k}={v}" for k, v in extra.items()]  # fmt: skip
+    return [
+        f"model={model}",
+        f"data.spec={synth_dir}",
+        f"output_dir={out}",
+        "max_steps=2",
+        "per_device_train_batch_size=2",
+        "num_generations=2",
+        "max_completion_length=12",
+        "save_steps=1",
+        "lora.enabled=false",
+    ] + [f"{k}={v}" for k, v in extra.items()]
 
 
 # A reward that differs within each group (tests/spread_rewards.py): a 1-step SFT model never
@@ -66,8 +83,13 @@ def test_two_step_grpo_from_an_sft_run(tmp_path, synth_dir, sft_runs, model):
     log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
     steps = [e for e in log if "reward" in e]
     assert [e["step"] for e in steps] == [1, 2]
-    for key in ("rewards/format_reward/mean", "rewards/accuracy_reward/mean", "completions/full_format_share",
-                "completions/valid_share", "completions/mean_length"):  # fmt: skip
+    for key in (
+        "rewards/format_reward/mean",
+        "rewards/accuracy_reward/mean",
+        "completions/full_format_share",
+        "completions/valid_share",
+        "completions/mean_length",
+    ):
         assert key in steps[0]
     assert (run_dir / "merged" / "model.safetensors").is_file()
 
@@ -81,19 +103,52 @@ def test_default_grpo_runs_on_one_cpu_process_and_records_every_setting(tmp_path
     from scale_repro.cli import app
 
     out = tmp_path / "grpo"
-    result = CliRunner().invoke(app, ["grpo", "--model", str(sft_runs["tiny-llava-next"]), "--data", str(synth_dir),
-                                      "--output-dir", str(out), "--max-steps", "1",
-                                      "--set", "max_completion_length=16"])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "grpo",
+            "--model",
+            str(sft_runs["tiny-llava-next"]),
+            "--data",
+            str(synth_dir),
+            "--output-dir",
+            str(out),
+            "--max-steps",
+            "1",
+            "--set",
+            "max_completion_length=16",
+        ],
+    )
     assert result.exit_code == 0, result.output
     settings = read_manifest(out)["grpo_settings"]
-    assert {k: settings[k] for k in ("num_generations", "generation_batch_size", "steps_per_generation",
-                                     "loss_type", "scale_rewards", "mask_truncated_completions",
-                                     "vllm_importance_sampling_correction", "vllm_importance_sampling_mode",
-                                     "beta", "temperature", "top_p")} == {  # fmt: skip
-        "num_generations": 8, "generation_batch_size": 8, "steps_per_generation": 2, "loss_type": "dapo",
-        "scale_rewards": "group", "mask_truncated_completions": False, "vllm_importance_sampling_correction": True,
-        "vllm_importance_sampling_mode": "sequence_mask", "beta": 0.0, "temperature": 1.0, "top_p": 1.0,
-    }  # fmt: skip
+    assert {
+        k: settings[k]
+        for k in (
+            "num_generations",
+            "generation_batch_size",
+            "steps_per_generation",
+            "loss_type",
+            "scale_rewards",
+            "mask_truncated_completions",
+            "vllm_importance_sampling_correction",
+            "vllm_importance_sampling_mode",
+            "beta",
+            "temperature",
+            "top_p",
+        )
+    } == {
+        "num_generations": 8,
+        "generation_batch_size": 8,
+        "steps_per_generation": 2,
+        "loss_type": "dapo",
+        "scale_rewards": "group",
+        "mask_truncated_completions": False,
+        "vllm_importance_sampling_correction": True,
+        "vllm_importance_sampling_mode": "sequence_mask",
+        "beta": 0.0,
+        "temperature": 1.0,
+        "top_p": 1.0,
+    }
     assert len(settings) > 40  # every field GRPOConfig adds to TrainingArguments
 
 
@@ -207,8 +262,13 @@ def test_grpo_on_pooled_text_only_and_image_data(tmp_path, sft_runs):
 
     cap = tmp_path / "cap"
     assert CliRunner().invoke(app, ["data", "capabilities", "--out", str(cap), "--n", "6"]).exit_code == 0
-    overrides = grpo_overrides(cap / "merged.jsonl", tmp_path / "grpo", str(sft_runs["tiny-llava-next"]),
-                               per_device_train_batch_size=4, max_steps=3)  # fmt: skip
+    overrides = grpo_overrides(
+        cap / "merged.jsonl",
+        tmp_path / "grpo",
+        str(sft_runs["tiny-llava-next"]),
+        per_device_train_batch_size=4,
+        max_steps=3,
+    )
     run_dir = run_grpo(load_config(GRPOConfig, None, overrides))
     manifest = read_manifest(run_dir)
     assert manifest["status"] == "finished" and manifest["global_step"] == 3
@@ -235,9 +295,11 @@ def test_a_run_without_learning_signal_or_with_a_collapsed_policy_is_told_so(cap
             None, SimpleNamespace(global_step=step), None, logs={"frac_reward_zero_std": zero_std}
         )
     messages = [r.getMessage() for r in caplog.records]
-    assert messages == ["steps 3-5: 100% of groups had the same reward for every completion, so GRPO learned "
-                        "nothing from them; sample more or more varied completions (num_generations, temperature) "
-                        "or start from a model that is sometimes right"]  # fmt: skip
+    assert messages == [
+        "steps 3-5: 100% of groups had the same reward for every completion, so GRPO learned "
+        "nothing from them; sample more or more varied completions (num_generations, temperature) "
+        "or start from a model that is sometimes right"
+    ]
     callback.on_log(None, SimpleNamespace(global_step=6), None, logs={"entropy": 0.01})
     callback.on_log(None, SimpleNamespace(global_step=7), None, logs={"entropy": 0.001})  # said once
     assert [r.getMessage() for r in caplog.records][1:] == [

@@ -59,8 +59,10 @@ def test_vision_r1_shape_a_keeps_valid_and_counts_every_rejection():
         "bad_turn_order": 1,
     }
     assert result.report.first_rejected["missing_field"][0] == {
-        "record": "bad-no-conversations", "field": "conversations", "message": "no 'conversations' list",
-    }  # fmt: skip
+        "record": "bad-no-conversations",
+        "field": "conversations",
+        "message": "no 'conversations' list",
+    }
 
 
 def test_vision_r1_shape_b_with_role_content_turns():
@@ -187,11 +189,15 @@ def test_bad_images_are_counted_by_what_is_wrong_with_them(tmp_path):
     assert check_image(images["bomb"])[0] == "image_too_large"
     assert check_image(images["corrupt"])[0] == "unreadable_image"
     assert check_image(images["truncated"])[0] == "unreadable_image"
-    conversations = [{"from": "human", "value": "<image>How many?"},
-                     {"from": "gpt", "value": "<think>one</think><answer>1</answer>"}]  # fmt: skip
+    conversations = [
+        {"from": "human", "value": "<image>How many?"},
+        {"from": "gpt", "value": "<think>one</think><answer>1</answer>"},
+    ]
     records = [{"id": name, "image": f"images/{name}.png", "conversations": conversations} for name in images]
-    records += [{"id": "typed", "image": 7, "conversations": conversations},
-                {"id": "typed-list", "images": [{"path": "a.png"}], "conversations": conversations}]  # fmt: skip
+    records += [
+        {"id": "typed", "image": 7, "conversations": conversations},
+        {"id": "typed-list", "images": [{"path": "a.png"}], "conversations": conversations},
+    ]
     (tmp_path / "data.json").write_text(json.dumps(records))
     result = load_vision_r1(tmp_path / "data.json", tmp_path)
     assert result.examples == []
@@ -208,8 +214,10 @@ def test_validate_decodes_what_training_will_decode(tmp_path):
     from scale_repro.cli import app
 
     images = bad_images(tmp_path / "images")
-    conversations = [{"from": "human", "value": "<image>How many?"},
-                     {"from": "gpt", "value": "<think>one</think><answer>1</answer>"}]  # fmt: skip
+    conversations = [
+        {"from": "human", "value": "<image>How many?"},
+        {"from": "gpt", "value": "<think>one</think><answer>1</answer>"},
+    ]
     (tmp_path / "data.json").write_text(
         json.dumps([{"id": "corrupt-1", "image": "images/corrupt.png", "conversations": conversations}])
     )
@@ -217,8 +225,18 @@ def test_validate_decodes_what_training_will_decode(tmp_path):
     assert result.exit_code != 0
     assert "rejected unreadable_image: 1 (first: corrupt-1; cannot read image" in result.output
     assert images["corrupt"].name in result.output
-    result = CliRunner().invoke(app, ["sft", "--model", "tiny-qwen2.5-vl", "--data", str(tmp_path / "data.json"),
-                                      "--output-dir", str(tmp_path / "run")])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "sft",
+            "--model",
+            "tiny-qwen2.5-vl",
+            "--data",
+            str(tmp_path / "data.json"),
+            "--output-dir",
+            str(tmp_path / "run"),
+        ],
+    )
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'data.json'}: no valid training examples (1 records, 1 selected; unreadable_image: 1)"

@@ -18,9 +18,20 @@ pytestmark = pytest.mark.slow
 
 
 def lora_sft(model, synth_dir, out, **extra):
-    overrides = [f"model={model}", f"data.spec={synth_dir}", f"output_dir={out}", "max_steps=2", "save_steps=1",
-                 "per_device_train_batch_size=2", "lora.enabled=true", "lora.freeze_vision=true", "lora.r=4",
-                 "lora.alpha=8", "lora.dropout=0.0", "learning_rate=0.01"]  # fmt: skip
+    overrides = [
+        f"model={model}",
+        f"data.spec={synth_dir}",
+        f"output_dir={out}",
+        "max_steps=2",
+        "save_steps=1",
+        "per_device_train_batch_size=2",
+        "lora.enabled=true",
+        "lora.freeze_vision=true",
+        "lora.r=4",
+        "lora.alpha=8",
+        "lora.dropout=0.0",
+        "learning_rate=0.01",
+    ]
     return load_config(SFTConfig, None, overrides + [f"{k}={v}" for k, v in extra.items()])
 
 
@@ -68,12 +79,25 @@ def test_lora_sft_saves_an_adapter_and_a_merged_checkpoint_with_the_vision_tower
 
 @pytest.mark.parametrize("model", TINY)
 def test_grpo_with_lora_from_a_merged_lora_sft_run(lora_runs, synth_dir, tmp_path, model):
-    config = load_config(GRPOConfig, None, [
-        f"model={lora_runs[model]}", f"data.spec={synth_dir}", f"output_dir={tmp_path / 'grpo'}", "max_steps=1",
-        "per_device_train_batch_size=2", "num_generations=2", "max_completion_length=8",
-        "lora.enabled=true", "lora.r=4", "lora.alpha=8",
-        # A reward that differs within each group (tests/spread_rewards.py), so the adapter trains.
-        "reward_funcs=[format,accuracy,'spread_rewards:vowel_share']", "reward_weights=[1.0,1.0,1.0]"])  # fmt: skip
+    config = load_config(
+        GRPOConfig,
+        None,
+        [
+            f"model={lora_runs[model]}",
+            f"data.spec={synth_dir}",
+            f"output_dir={tmp_path / 'grpo'}",
+            "max_steps=1",
+            "per_device_train_batch_size=2",
+            "num_generations=2",
+            "max_completion_length=8",
+            "lora.enabled=true",
+            "lora.r=4",
+            "lora.alpha=8",
+            # A reward that differs within each group (tests/spread_rewards.py), so the adapter trains.
+            "reward_funcs=[format,accuracy,'spread_rewards:vowel_share']",
+            "reward_weights=[1.0,1.0,1.0]",
+        ],
+    )
     run = run_grpo(config)
     manifest = read_manifest(run)
     assert manifest["status"] == "finished" and manifest["model"]["kind"] == "run"

@@ -38,8 +38,9 @@ def test_paper_recipes_expand_into_shared_stages(experiment, tmp_path):
     # Every stage comes after the one it needs.
     position = {s.run_dir: i for i, s in enumerate(stages)}
     assert all(position[need] < position[s.run_dir] for s in stages for need in s.needs)
-    evaluations = {(s.config.labels["configuration"], s.config.labels["dataset"]): s for s in stages
-                   if s.kind == "eval"}  # fmt: skip
+    evaluations = {
+        (s.config.labels["configuration"], s.config.labels["dataset"]): s for s in stages if s.kind == "eval"
+    }
     assert len(evaluations) == 14
     assert evaluations["Base", "IconQA"].run_dir == tmp_path / "runs" / "tiny-gemma3" / "base" / "eval-IconQA"
     assert evaluations["Base", "IconQA"].config.model == "tiny-gemma3"
@@ -65,8 +66,11 @@ def test_finished_stage_with_same_config_is_skipped_and_changed_config_is_not(ex
 
 
 def test_paper_tables_plan_from_yaml_recipes(tmp_path):
-    for table, n_eval, n_sft, n_grpo in ((1, 3 * 2 * 5, 3 * 2 * 2, 3 * 2 * 2), (2, 3 * 2 * 4, 3 * 2 * 2, 3 * 2 * 2),
-                                         (3, 1 * 2 * 5, 1 * 2 * 3, 1 * 2 * 2)):  # fmt: skip
+    for table, n_eval, n_sft, n_grpo in (
+        (1, 3 * 2 * 5, 3 * 2 * 2, 3 * 2 * 2),
+        (2, 3 * 2 * 4, 3 * 2 * 2, 3 * 2 * 2),
+        (3, 1 * 2 * 5, 1 * 2 * 3, 1 * 2 * 2),
+    ):
         experiment = load_experiment(experiment_path(table))
         stages = plan(experiment, tmp_path)
         kinds = [s.kind for s in stages]
@@ -78,7 +82,14 @@ def test_paper_tables_plan_from_yaml_recipes(tmp_path):
 
 def test_chains_of_stages_name_the_paper_configuration():
     assert list(load_recipe_library(PAPER_RECIPES)) == [
-        "Base", "SFT", "SFT-FW", "SCALe-SFT", "GRPO", "GRPO-FW", "SCALe-GRPO"]  # fmt: skip
+        "Base",
+        "SFT",
+        "SFT-FW",
+        "SCALe-SFT",
+        "GRPO",
+        "GRPO-FW",
+        "SCALe-GRPO",
+    ]
     assert paper_configuration([]) == "Base"
     assert paper_configuration([("sft", "fixed")]) == "SFT-FW"
     assert paper_configuration([("sft", "scale"), ("grpo", None)]) == "SCALe-GRPO"
@@ -92,8 +103,12 @@ def write(tmp_path, **data):
 
 
 def test_experiment_file_errors_name_the_file_and_the_recipe(tmp_path):
-    base = {"name": "x", "models": ["tiny-gemma3"], "seeds": [0],
-            "datasets": [{"name": "D", "train": "/data", "task": "synthetic-iconqa", "data": "/data"}]}  # fmt: skip
+    base = {
+        "name": "x",
+        "models": ["tiny-gemma3"],
+        "seeds": [0],
+        "datasets": [{"name": "D", "train": "/data", "task": "synthetic-iconqa", "data": "/data"}],
+    }
     with pytest.raises(ValueError, match=r"experiment.yaml: a list of recipes needs recipes_from"):
         load_experiment(write(tmp_path, **base, recipes=["SFT"]))
     with pytest.raises(
@@ -123,9 +138,14 @@ def test_experiment_file_errors_name_the_file_and_the_recipe(tmp_path):
 def test_planner_variables_do_not_come_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("TRAIN", "/from/the/shell")
     monkeypatch.setenv("MY_DATA", "/my/data")
-    path = write(tmp_path, name="x", models=["tiny-gemma3"], seeds=[0],
-                 datasets=[{"name": "D", "train": "${MY_DATA}", "task": "synthetic-iconqa", "data": "${MY_DATA}"}],
-                 recipes={"R": [{"name": "a", "method": "sft"}]})  # fmt: skip
+    path = write(
+        tmp_path,
+        name="x",
+        models=["tiny-gemma3"],
+        seeds=[0],
+        datasets=[{"name": "D", "train": "${MY_DATA}", "task": "synthetic-iconqa", "data": "${MY_DATA}"}],
+        recipes={"R": [{"name": "a", "method": "sft"}]},
+    )
     (sft, _) = plan(load_experiment(path), tmp_path / "runs")
     assert sft.config.data.spec == "/my/data" and sft.run_dir == tmp_path / "runs/tiny-gemma3/data/seed0/1-a"
     assert Path(sft.config.output_dir) == sft.run_dir
@@ -171,15 +191,39 @@ def test_two_experiments_over_one_runs_directory_both_end_well(tmp_path, synth_d
     from scale_repro.rundir import read_manifest
 
     experiment = tmp_path / "race.yaml"
-    experiment.write_text(yaml.safe_dump({
-        "name": "race", "models": ["tiny-qwen2.5-vl"],
-        "datasets": [{"name": "ScienceQA", "train": str(synth_dir), "task": "synthetic-scienceqa", "data": str(synth_dir)}],
-        "recipes_from": "configs/recipes/balanced-thinking.yaml", "recipes": ["SCALe-SFT"], "seeds": [0],
-        "sft": {"set": ["max_steps=12", "per_device_train_batch_size=2", "save_steps=1000"]},
-        "eval": {"set": ["max_new_tokens=16", "limit=3"]},
-    }))  # fmt: skip
-    command = [sys.executable, "-m", "scale_repro.cli", "reproduce", "--experiment", str(experiment),
-               "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "report")]  # fmt: skip
+    experiment.write_text(
+        yaml.safe_dump(
+            {
+                "name": "race",
+                "models": ["tiny-qwen2.5-vl"],
+                "datasets": [
+                    {
+                        "name": "ScienceQA",
+                        "train": str(synth_dir),
+                        "task": "synthetic-scienceqa",
+                        "data": str(synth_dir),
+                    }
+                ],
+                "recipes_from": "configs/recipes/balanced-thinking.yaml",
+                "recipes": ["SCALe-SFT"],
+                "seeds": [0],
+                "sft": {"set": ["max_steps=12", "per_device_train_batch_size=2", "save_steps=1000"]},
+                "eval": {"set": ["max_new_tokens=16", "limit=3"]},
+            }
+        )
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "scale_repro.cli",
+        "reproduce",
+        "--experiment",
+        str(experiment),
+        "--out",
+        str(tmp_path / "runs"),
+        "--results",
+        str(tmp_path / "report"),
+    ]
     first = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ
     )

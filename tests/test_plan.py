@@ -42,8 +42,24 @@ def test_paper_shapes_give_the_lora_sizes_of_the_paper_models():
 
 def test_plan_table_one_prints_every_training_stage(tmp_path):
     out = tmp_path / "plan.json"
-    result = runner.invoke(app, ["plan", "--table", "1", "--gpus", "8", "--gpu-memory", "80", "--samples", "5000",
-                                 "--tokens-per-sample", "1500", "--out", str(out)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            "--table",
+            "1",
+            "--gpus",
+            "8",
+            "--gpu-memory",
+            "80",
+            "--samples",
+            "5000",
+            "--tokens-per-sample",
+            "1500",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     plan = json.loads(out.read_text())
     stages = plan["stages"]
@@ -73,11 +89,22 @@ def test_grpo_from_a_run_directory_inherits_how_the_model_is_held(tmp_path):
     from scale_repro.config import GRPOConfig, load_config
     from scale_repro.rundir import atomic_write_json
 
-    atomic_write_json(tmp_path / "sft" / "manifest.json", {
-        "stage": "sft", "status": "finished", "config": {
-            "bf16": True, "gradient_checkpointing": True, "deepspeed": "configs/deepspeed/zero2.json",
-            "lora": {"enabled": True, "r": 64, "alpha": 128}, "learning_rate": 1e-4, "max_length": 8192,
-            "system_prompt": "Be brief."}})  # fmt: skip
+    atomic_write_json(
+        tmp_path / "sft" / "manifest.json",
+        {
+            "stage": "sft",
+            "status": "finished",
+            "config": {
+                "bf16": True,
+                "gradient_checkpointing": True,
+                "deepspeed": "configs/deepspeed/zero2.json",
+                "lora": {"enabled": True, "r": 64, "alpha": 128},
+                "learning_rate": 1e-4,
+                "max_length": 8192,
+                "system_prompt": "Be brief.",
+            },
+        },
+    )
     config = load_config(GRPOConfig, "configs/grpo/default.yaml", [], model=str(tmp_path / "sft"))
     assert (config.bf16, config.gradient_checkpointing, config.deepspeed) == (
         True,

@@ -40,41 +40,95 @@ def _llava_turns(*rounds):
 
 
 def write_vision_r1_cold(root: Path) -> Path:
-    for image in ("llava_cot_images/sqa/train/101/image.png", "llava_cot_images/sqa/train/102/image.png",
-                  "llava_cot_images/sqa/train/103/image.png", "llava_cot_images/coco/train2017/0001.jpg",
-                  "mulberry_images/IconQA/images/7.png", "mulberry_images/IconQA/images/8.png",
-                  "mulberry_images/ScienceQA/images/5.png", "mulberry_images/AI2D/images/4506.png"):  # fmt: skip
+    for image in (
+        "llava_cot_images/sqa/train/101/image.png",
+        "llava_cot_images/sqa/train/102/image.png",
+        "llava_cot_images/sqa/train/103/image.png",
+        "llava_cot_images/coco/train2017/0001.jpg",
+        "mulberry_images/IconQA/images/7.png",
+        "mulberry_images/IconQA/images/8.png",
+        "mulberry_images/ScienceQA/images/5.png",
+        "mulberry_images/AI2D/images/4506.png",
+    ):
         _image(root / image)
     llava = [
         # Relative to the image folder, as in LLaVA-CoT-100k's own file.
-        {"id": "sqa-101", "image": "sqa/train/101/image.png", "conversations": _llava_turns(
-            (CAPITAL, "<think>Juneau is the capital.</think><answer>Final Answer:option B</answer>"))},
+        {
+            "id": "sqa-101",
+            "image": "sqa/train/101/image.png",
+            "conversations": _llava_turns(
+                (CAPITAL, "<think>Juneau is the capital.</think><answer>Final Answer:option B</answer>")
+            ),
+        },
         # Relative to the dataset dir, as LLaMA-Factory resolves it.
-        {"id": "sqa-102", "image": "llava_cot_images/sqa/train/102/image.png", "conversations": _llava_turns(
-            (CAPITAL, "<think>Juneau, not Anchorage.</think><answer>B: Juneau</answer>"))},
-        {"id": "coco-1", "image": "coco/train2017/0001.jpg", "conversations": _llava_turns(
-            ("<image>\nWhat is shown?", "<think>A red picture.</think><answer>red</answer>"))},
+        {
+            "id": "sqa-102",
+            "image": "llava_cot_images/sqa/train/102/image.png",
+            "conversations": _llava_turns(
+                (CAPITAL, "<think>Juneau, not Anchorage.</think><answer>B: Juneau</answer>")
+            ),
+        },
+        {
+            "id": "coco-1",
+            "image": "coco/train2017/0001.jpg",
+            "conversations": _llava_turns(
+                ("<image>\nWhat is shown?", "<think>A red picture.</think><answer>red</answer>")
+            ),
+        },
         # Two rounds: two examples, the second with the first as context.
-        {"id": "sqa-103", "image": "sqa/train/103/image.png", "conversations": _llava_turns(
-            ("<image>\nHow many legs do 2 birds have?", "<think>2 legs each, 2 birds.</think><answer>Final Answer:4</answer>"),
-            ("And 4 birds?", "<think>Twice as many.</think><answer>\\boxed{8}</answer>"))},
-        {"id": "sqa-104", "image": "sqa/train/104/image.png", "conversations": _llava_turns(
-            (CAPITAL, "<think>Juneau.</think><answer>B</answer>"))},
-    ]  # fmt: skip
+        {
+            "id": "sqa-103",
+            "image": "sqa/train/103/image.png",
+            "conversations": _llava_turns(
+                (
+                    "<image>\nHow many legs do 2 birds have?",
+                    "<think>2 legs each, 2 birds.</think><answer>Final Answer:4</answer>",
+                ),
+                ("And 4 birds?", "<think>Twice as many.</think><answer>\\boxed{8}</answer>"),
+            ),
+        },
+        {
+            "id": "sqa-104",
+            "image": "sqa/train/104/image.png",
+            "conversations": _llava_turns((CAPITAL, "<think>Juneau.</think><answer>B</answer>")),
+        },
+    ]
     mulberry = [
-        {"images": "mulberry_images/IconQA/images/7.png", "conversations": [
-            {"from": "user", "value": "<image>How many dots are there?"},
-            {"from": "assistant", "value": "<think>I count 7 dots.</think><answer>Final Answer:7</answer>"}]},
-        {"images": "IconQA/images/8.png", "conversations": [
-            {"from": "user", "value": "<image>Which shape is shown?\n(A) circle\n(B) square"},
-            {"from": "assistant", "value": "<think>It is round.</think><answer>Final Answer:option (A)</answer>"}]},
-        {"images": "mulberry_images/ScienceQA/images/5.png", "conversations": [
-            {"from": "user", "value": CAPITAL},
-            {"from": "assistant", "value": "<think>Juneau.</think><answer>The answer is B.</answer>"}]},
-        {"images": "mulberry_images/AI2D/images/4506.png", "conversations": [
-            {"from": "user", "value": "<image>Which stage comes first?"},
-            {"from": "assistant", "value": "<think>The egg.</think><answer>egg</answer>"}]},
-    ]  # fmt: skip
+        {
+            "images": "mulberry_images/IconQA/images/7.png",
+            "conversations": [
+                {"from": "user", "value": "<image>How many dots are there?"},
+                {
+                    "from": "assistant",
+                    "value": "<think>I count 7 dots.</think><answer>Final Answer:7</answer>",
+                },
+            ],
+        },
+        {
+            "images": "IconQA/images/8.png",
+            "conversations": [
+                {"from": "user", "value": "<image>Which shape is shown?\n(A) circle\n(B) square"},
+                {
+                    "from": "assistant",
+                    "value": "<think>It is round.</think><answer>Final Answer:option (A)</answer>",
+                },
+            ],
+        },
+        {
+            "images": "mulberry_images/ScienceQA/images/5.png",
+            "conversations": [
+                {"from": "user", "value": CAPITAL},
+                {"from": "assistant", "value": "<think>Juneau.</think><answer>The answer is B.</answer>"},
+            ],
+        },
+        {
+            "images": "mulberry_images/AI2D/images/4506.png",
+            "conversations": [
+                {"from": "user", "value": "<image>Which stage comes first?"},
+                {"from": "assistant", "value": "<think>The egg.</think><answer>egg</answer>"},
+            ],
+        },
+    ]
     (root / "vision_r1_llava_cot_full.json").write_text(json.dumps(llava, indent=1))
     (root / "vision_r1_mulberry_sft_full.json").write_text(json.dumps(mulberry, indent=1))
     return root

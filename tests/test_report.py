@@ -7,11 +7,20 @@ from scale_repro.report import build_table, collect, render, write_report
 from scale_repro.rundir import atomic_write_json
 
 
-def make_eval(root: Path, name: str, labels: dict, accuracy: float | None, invalid: float = 0.0,
-              status: str = "finished", model: str = "base") -> None:  # fmt: skip
+def make_eval(
+    root: Path,
+    name: str,
+    labels: dict,
+    accuracy: float | None,
+    invalid: float = 0.0,
+    status: str = "finished",
+    model: str = "base",
+) -> None:
     run = root / name
-    atomic_write_json(run / "manifest.json", {"stage": "eval", "status": status,
-                                             "config": {"labels": labels, "model": model}})  # fmt: skip
+    atomic_write_json(
+        run / "manifest.json",
+        {"stage": "eval", "status": status, "config": {"labels": labels, "model": model}},
+    )
     if accuracy is not None:
         atomic_write_json(
             run / "metrics.json", {"task": "x", "n": 10, "accuracy": accuracy, "invalid_rate": invalid}
@@ -20,8 +29,15 @@ def make_eval(root: Path, name: str, labels: dict, accuracy: float | None, inval
 
 def make_train(root: Path, name: str, stage: str, wall: float, model: str = "tiny") -> Path:
     run = root / name
-    atomic_write_json(run / "manifest.json", {"stage": stage, "status": "finished", "wall_clock_s": wall,
-                                             "config": {"model": model, "loss": {"mode": "scale"}}})  # fmt: skip
+    atomic_write_json(
+        run / "manifest.json",
+        {
+            "stage": stage,
+            "status": "finished",
+            "wall_clock_s": wall,
+            "config": {"model": model, "loss": {"mode": "scale"}},
+        },
+    )
     return run
 
 
@@ -120,15 +136,34 @@ def test_unreadable_runs_are_listed_with_the_reason(runs, tmp_path):
 def test_plain_eval_runs_get_labels_from_their_manifests(tmp_path):
     root = tmp_path / "runs"
     sft = root / "sft"
-    atomic_write_json(sft / "manifest.json", {"stage": "sft", "status": "finished", "wall_clock_s": 5.0,
-                                             "config": {"model": "gemma-3-4b", "loss": {"mode": "scale"}}})  # fmt: skip
+    atomic_write_json(
+        sft / "manifest.json",
+        {
+            "stage": "sft",
+            "status": "finished",
+            "wall_clock_s": 5.0,
+            "config": {"model": "gemma-3-4b", "loss": {"mode": "scale"}},
+        },
+    )
     grpo = root / "grpo"
-    atomic_write_json(grpo / "manifest.json", {"stage": "grpo", "status": "finished", "wall_clock_s": 7.0,
-                                              "config": {"model": str(sft)}})  # fmt: skip
-    for name, model, labels in (("e1", sft, {}), ("e2", grpo, {}), ("e3", "gemma-3-4b", {}),
-                                ("e4", sft, {"configuration": "SFT-FW"})):  # fmt: skip
-        atomic_write_json(root / name / "manifest.json", {"stage": "eval", "status": "finished", "config": {
-            "model": str(model), "task": "scienceqa", "seed": 3, "labels": labels}})  # fmt: skip
+    atomic_write_json(
+        grpo / "manifest.json",
+        {"stage": "grpo", "status": "finished", "wall_clock_s": 7.0, "config": {"model": str(sft)}},
+    )
+    for name, model, labels in (
+        ("e1", sft, {}),
+        ("e2", grpo, {}),
+        ("e3", "gemma-3-4b", {}),
+        ("e4", sft, {"configuration": "SFT-FW"}),
+    ):
+        atomic_write_json(
+            root / name / "manifest.json",
+            {
+                "stage": "eval",
+                "status": "finished",
+                "config": {"model": str(model), "task": "scienceqa", "seed": 3, "labels": labels},
+            },
+        )
         atomic_write_json(root / name / "metrics.json", {"accuracy": 0.5, "invalid_rate": 0.0})
     records = {Path(r["dir"]).name: r for r in collect(root)}
     expected = {"model": "gemma-3-4b", "dataset": "ScienceQA", "seed": 3}

@@ -27,8 +27,13 @@ def scale(*args, kill_at: str | None = None) -> subprocess.CompletedProcess:
     env.pop("SCALE_KILL_AT", None)
     if kill_at:
         env["SCALE_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-m", "scale_repro.cli", *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "scale_repro.cli", *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
@@ -65,8 +70,9 @@ def straight_sft(tmp_path_factory, tiny_paths, synth_dir):
         ("export", None),  # after the last step, while writing merged/: nothing is retrained
     ],
 )
-def test_killed_full_finetuning_sft_resumes_to_the_same_weights(tmp_path, synth_dir, straight_sft, kill_at,
-                                                                resumed_from):  # fmt: skip
+def test_killed_full_finetuning_sft_resumes_to_the_same_weights(
+    tmp_path, synth_dir, straight_sft, kill_at, resumed_from
+):
     run = tmp_path / "sft"
     command = ["sft", "--model", "tiny-llava-next", "--data", synth_dir, "--output-dir", run, *SFT_ARGS]
     killed = scale(*command, kill_at=kill_at)
@@ -96,11 +102,28 @@ def test_killed_full_finetuning_sft_resumes_to_the_same_weights(tmp_path, synth_
 def test_killed_grpo_resumes_to_the_same_weights(tmp_path, synth_dir, straight_sft):
     # The test reward (tests/spread_rewards.py) differs within every group, so each step trains:
     # the comparison is between runs that moved, not two copies of the starting weights.
-    args = ["--model", straight_sft, "--data", synth_dir, "--max-steps", "3", "--set", "save_steps=1",
-            "--set", "per_device_train_batch_size=2", "--set", "num_generations=2",
-            "--set", "max_completion_length=8", "--set", "lora.enabled=false",
-            "--set", "reward_funcs=[format,accuracy,'spread_rewards:vowel_share']",
-            "--set", "reward_weights=[1.0,1.0,1.0]"]  # fmt: skip
+    args = [
+        "--model",
+        straight_sft,
+        "--data",
+        synth_dir,
+        "--max-steps",
+        "3",
+        "--set",
+        "save_steps=1",
+        "--set",
+        "per_device_train_batch_size=2",
+        "--set",
+        "num_generations=2",
+        "--set",
+        "max_completion_length=8",
+        "--set",
+        "lora.enabled=false",
+        "--set",
+        "reward_funcs=[format,accuracy,'spread_rewards:vowel_share']",
+        "--set",
+        "reward_weights=[1.0,1.0,1.0]",
+    ]
     straight = scale("grpo", *args, "--output-dir", tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr[-2000:]
     start, trained = weights(straight_sft), weights(tmp_path / "straight")
@@ -115,8 +138,18 @@ def test_killed_grpo_resumes_to_the_same_weights(tmp_path, synth_dir, straight_s
 
 
 def test_killed_evaluation_generates_only_what_is_missing(tmp_path, synth_dir, straight_sft):
-    args = ["--model", straight_sft, "--task", "synthetic-iconqa", "--data", synth_dir, "--limit", "4",
-            "--max-new-tokens", "8"]  # fmt: skip
+    args = [
+        "--model",
+        straight_sft,
+        "--task",
+        "synthetic-iconqa",
+        "--data",
+        synth_dir,
+        "--limit",
+        "4",
+        "--max-new-tokens",
+        "8",
+    ]
     assert scale("eval", *args, "--output-dir", tmp_path / "straight").returncode == 0
     killed = scale("eval", *args, "--output-dir", tmp_path / "run", kill_at="generation:2")
     assert killed.returncode == -signal.SIGKILL
@@ -156,9 +189,19 @@ def test_a_second_run_into_a_busy_directory_refuses_naming_the_holder(tmp_path, 
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from scale_repro.rundir import RunLock; lock = RunLock(sys.argv[1]).acquire(); "
-        "print('locked', flush=True); time.sleep(600)"), str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from scale_repro.rundir import RunLock; lock = RunLock(sys.argv[1]).acquire(); "
+                "print('locked', flush=True); time.sleep(600)"
+            ),
+            str(tmp_path / "run"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(ValueError, match=f"in use by process {holder.pid}"):
@@ -184,8 +227,9 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
         ("INT", "interrupted; run the same command to resume from its newest checkpoint", "checkpoint-2"),
     ],
 )
-def test_a_signalled_run_says_so_in_one_line_and_resumes(tmp_path, synth_dir, straight_sft, sent, message,
-                                                         resumed_from):  # fmt: skip
+def test_a_signalled_run_says_so_in_one_line_and_resumes(
+    tmp_path, synth_dir, straight_sft, sent, message, resumed_from
+):
     run = tmp_path / "sft"
     command = ["sft", "--model", "tiny-llava-next", "--data", synth_dir, "--output-dir", run, *SFT_ARGS]
     stopped = scale(*command, kill_at=f"step:3:{sent}")

@@ -16,8 +16,13 @@ def spans(pieces):
 def test_close_tag_starts_the_answer_segment():
     assert answer_start(TEXT) == TEXT.index("</think>")
     assert label_segments(TEXT, spans(["<think>", "ab", "</think>", "<answer>", "C", "</answer>"])) == [
-        THINK, THINK, ANSWER, ANSWER, ANSWER, ANSWER,
-    ]  # fmt: skip
+        THINK,
+        THINK,
+        ANSWER,
+        ANSWER,
+        ANSWER,
+        ANSWER,
+    ]
 
 
 def test_token_merged_across_the_boundary_is_answer():

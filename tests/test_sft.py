@@ -13,9 +13,14 @@ from scale_repro.training import load_examples, load_model_and_processor, to_dat
 
 def sft_config(tmp_path, model, mode, **extra):
     overrides = [
-        f"model={model}", f"output_dir={tmp_path / f'{model}-{mode}'}", f"loss.mode={mode}",
-        "max_steps=2", "per_device_train_batch_size=2", "save_steps=1", "logging_steps=1",
-    ] + [f"{k}={v}" for k, v in extra.items()]  # fmt: skip
+        f"model={model}",
+        f"output_dir={tmp_path / f'{model}-{mode}'}",
+        f"loss.mode={mode}",
+        "max_steps=2",
+        "per_device_train_batch_size=2",
+        "save_steps=1",
+        "logging_steps=1",
+    ] + [f"{k}={v}" for k, v in extra.items()]
     return overrides
 
 
@@ -44,20 +49,31 @@ def test_two_step_training_on_each_architecture_and_loss(tmp_path, tiny_paths, s
 
 def build_trainer(tmp_path, synth_dir, model_path, mode, batch, accumulation, n_examples=4, **arg_overrides):
     config = load_config(
-        SFTConfig, None,
-        [f"data.spec={synth_dir}", f"data.max_examples={n_examples}", f"loss.mode={mode}", "lora.enabled=false",
-         f"per_device_train_batch_size={batch}", f"gradient_accumulation_steps={accumulation}", "max_steps=1"],
-    )  # fmt: skip
+        SFTConfig,
+        None,
+        [
+            f"data.spec={synth_dir}",
+            f"data.max_examples={n_examples}",
+            f"loss.mode={mode}",
+            "lora.enabled=false",
+            f"per_device_train_batch_size={batch}",
+            f"gradient_accumulation_steps={accumulation}",
+            "max_steps=1",
+        ],
+    )
     examples, _ = load_examples(config)
     model, processor = load_model_and_processor(str(model_path), bf16=False)
     args = trl_args(config, tmp_path / f"ga-{batch}-{accumulation}", bf16=False)
     for key, value in arg_overrides.items():
         setattr(args, key, value)
     return ScaleSFTTrainer(
-        model=model, args=args, train_dataset=to_dataset(examples), processing_class=processor,
+        model=model,
+        args=args,
+        train_dataset=to_dataset(examples),
+        processing_class=processor,
         data_collator=SegmentCollator(processor=processor, max_length=None, completion_only_loss=True),
         loss_config=config.loss,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.slow
@@ -65,8 +81,18 @@ def build_trainer(tmp_path, synth_dir, model_path, mode, batch, accumulation, n_
 def test_gradient_accumulation_gives_the_same_update(tmp_path, tiny_paths, synth_dir, mode):
     updates = []
     for batch, accumulation in ((4, 1), (1, 4)):
-        trainer = build_trainer(tmp_path, synth_dir, tiny_paths["tiny-qwen2.5-vl"], mode, batch, accumulation,
-                                optim="sgd", learning_rate=1.0, max_grad_norm=0.0, lr_scheduler_type="constant")  # fmt: skip
+        trainer = build_trainer(
+            tmp_path,
+            synth_dir,
+            tiny_paths["tiny-qwen2.5-vl"],
+            mode,
+            batch,
+            accumulation,
+            optim="sgd",
+            learning_rate=1.0,
+            max_grad_norm=0.0,
+            lr_scheduler_type="constant",
+        )
         before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
         trainer.train()
         updates.append({n: p.detach() - before[n] for n, p in trainer.model.named_parameters()})
@@ -85,8 +111,12 @@ def test_vanilla_loss_equals_trl_sft_trainer(tmp_path, tiny_paths, synth_dir):
     assert set(batch["segments"].unique().tolist()) == {IGNORED, THINK, ANSWER}
     # On the device the Trainer put the model on (a GPU where there is one), as training does.
     batch = {k: v.to(ours.model.device) for k, v in batch.items()}
-    reference = SFTTrainer(model=ours.model, args=ours.args, train_dataset=ours.train_dataset,
-                           processing_class=ours.processing_class)  # fmt: skip
+    reference = SFTTrainer(
+        model=ours.model,
+        args=ours.args,
+        train_dataset=ours.train_dataset,
+        processing_class=ours.processing_class,
+    )
     trl_batch = {k: v for k, v in batch.items() if k != "segments"}
     ours.model.eval()
     with torch.no_grad():
@@ -113,8 +143,14 @@ def test_segments_align_with_supervised_tokens(tmp_path, tiny_paths, synth_dir):
 
 @pytest.mark.slow
 def test_killed_run_resumes_with_the_same_command(tmp_path, tiny_paths, synth_dir):
-    overrides = [f"data.spec={synth_dir}", "model=tiny-qwen2.5-vl", "max_steps=4", "save_steps=2",
-                 "per_device_train_batch_size=2", f"output_dir={tmp_path / 'run'}"]  # fmt: skip
+    overrides = [
+        f"data.spec={synth_dir}",
+        "model=tiny-qwen2.5-vl",
+        "max_steps=4",
+        "save_steps=2",
+        "per_device_train_batch_size=2",
+        f"output_dir={tmp_path / 'run'}",
+    ]
     config = load_config(SFTConfig, None, overrides)
     with pytest.raises(KeyboardInterrupt):
         run_sft(config, callbacks=[interrupt_at(3)])
@@ -162,8 +198,14 @@ def test_nonfinite_gradients_stop_the_run_or_are_skipped_when_asked(tmp_path, ti
 
     from scale_repro.training import TrainingDiverged
 
-    base = [f"data.spec={synth_dir}", "model=tiny-qwen2.5-vl", "max_steps=4", "save_steps=100",
-            "per_device_train_batch_size=2", "lora.enabled=false"]  # fmt: skip
+    base = [
+        f"data.spec={synth_dir}",
+        "model=tiny-qwen2.5-vl",
+        "max_steps=4",
+        "save_steps=100",
+        "per_device_train_batch_size=2",
+        "lora.enabled=false",
+    ]
     stopping = load_config(SFTConfig, None, [*base, f"output_dir={tmp_path / 'stop'}"])
     with pytest.raises(TrainingDiverged, match="training diverged at step 3: loss is nan"):
         run_sft(stopping, callbacks=[nan_gradients_at(2)])

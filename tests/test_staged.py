@@ -15,14 +15,19 @@ runner = CliRunner()
 
 def write_spec(tmp_path, recipes, **extra):
     spec = {
-        "kind": "curriculum", "name": "t", "models": ["tiny-llava-next"], "seeds": [0, 1],
+        "kind": "curriculum",
+        "name": "t",
+        "models": ["tiny-llava-next"],
+        "seeds": [0, 1],
         "data": {"capabilities": {"n_per_capability": 8}, "synth": {"n_train": 16, "n_test": 6}},
-        "evaluate": [{"name": "Visual", "task": "synthetic-iconqa", "data": "${SYNTH}"}], "baseline": "Merged",
+        "evaluate": [{"name": "Visual", "task": "synthetic-iconqa", "data": "${SYNTH}"}],
+        "baseline": "Merged",
         "sft": {"set": ["per_device_train_batch_size=2"]},
         "grpo": {"set": ["per_device_train_batch_size=2", "num_generations=2", "max_completion_length=8"]},
         "eval": {"set": ["max_new_tokens=8", "limit=3"]},
-        "recipes": recipes, **extra,
-    }  # fmt: skip
+        "recipes": recipes,
+        **extra,
+    }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -30,14 +35,21 @@ def write_spec(tmp_path, recipes, **extra):
 
 WARMUP = {"name": "warmup", "method": "sft", "data": "${SYNTH}", "set": ["max_steps=2"]}
 RECIPES = {
-    "Merged": [WARMUP, {"name": "merged", "method": "grpo", "data": "${CAP}/merged.jsonl", "set": ["max_steps=2"]}],
+    "Merged": [
+        WARMUP,
+        {"name": "merged", "method": "grpo", "data": "${CAP}/merged.jsonl", "set": ["max_steps=2"]},
+    ],
     "Staged": [
         WARMUP,
         {"name": "perception", "method": "grpo", "data": "${CAP}/perception.jsonl", "set": ["max_steps=1"]},
-        {"name": "text", "method": "grpo", "data": "${CAP}/text_reasoning.jsonl",
-         "set": ["max_steps=1", "lora.freeze_vision=true"]},
+        {
+            "name": "text",
+            "method": "grpo",
+            "data": "${CAP}/text_reasoning.jsonl",
+            "set": ["max_steps=1", "lora.freeze_vision=true"],
+        },
     ],
-}  # fmt: skip
+}
 
 
 def test_recipes_share_prefixes_and_chain_checkpoints(tmp_path):
@@ -45,9 +57,14 @@ def test_recipes_share_prefixes_and_chain_checkpoints(tmp_path):
     stages = plan(spec, tmp_path / "runs", {"CAP": "/cap", "SYNTH": "/synth"})
     training = [s for s in stages if s.kind != "eval"]
     # Per seed: one shared warm-up, merged, perception, text.
-    assert sorted(str(s.run_dir.relative_to(tmp_path / "runs")) for s in training if "seed0" in str(s.run_dir)) == [
-        "tiny-llava-next/seed0/1-warmup", "tiny-llava-next/seed0/1-warmup/2-merged",
-        "tiny-llava-next/seed0/1-warmup/2-perception", "tiny-llava-next/seed0/1-warmup/2-perception/3-text"]  # fmt: skip
+    assert sorted(
+        str(s.run_dir.relative_to(tmp_path / "runs")) for s in training if "seed0" in str(s.run_dir)
+    ) == [
+        "tiny-llava-next/seed0/1-warmup",
+        "tiny-llava-next/seed0/1-warmup/2-merged",
+        "tiny-llava-next/seed0/1-warmup/2-perception",
+        "tiny-llava-next/seed0/1-warmup/2-perception/3-text",
+    ]
     text = next(s for s in training if s.run_dir.name == "3-text" and "seed1" in str(s.run_dir))
     assert text.config.model == str(tmp_path / "runs/tiny-llava-next/seed1/1-warmup/2-perception")
     assert text.needs == [tmp_path / "runs/tiny-llava-next/seed1/1-warmup/2-perception"]
@@ -62,8 +79,13 @@ def test_recipes_share_prefixes_and_chain_checkpoints(tmp_path):
 
 
 def test_one_prefix_with_two_configs_is_refused_before_running(tmp_path):
-    other = dict(RECIPES, Other=[WARMUP, {"name": "merged", "method": "grpo", "data": "${CAP}/merged.jsonl",
-                                           "set": ["max_steps=5"]}])  # fmt: skip
+    other = dict(
+        RECIPES,
+        Other=[
+            WARMUP,
+            {"name": "merged", "method": "grpo", "data": "${CAP}/merged.jsonl", "set": ["max_steps=5"]},
+        ],
+    )
     spec = load_experiment(write_spec(tmp_path, other))
     with pytest.raises(
         ValueError, match="recipes Merged and Other name the same stages with different settings"
@@ -74,14 +96,23 @@ def test_one_prefix_with_two_configs_is_refused_before_running(tmp_path):
 
 
 def test_difficulty_recipe_rates_with_the_model_so_far_and_trains_from_it(tmp_path):
-    recipes = {"Easy-to-hard": [
-        WARMUP,
-        {"name": "rate", "method": "pass_rate", "data": "${CAP}/merged.jsonl", "set": ["k=3"]},
-        {"name": "merged", "method": "grpo", "data": "${RATED}", "set": ["max_steps=2", "data.order=easy_to_hard"]},
-    ]}  # fmt: skip
+    recipes = {
+        "Easy-to-hard": [
+            WARMUP,
+            {"name": "rate", "method": "pass_rate", "data": "${CAP}/merged.jsonl", "set": ["k=3"]},
+            {
+                "name": "merged",
+                "method": "grpo",
+                "data": "${RATED}",
+                "set": ["max_steps=2", "data.order=easy_to_hard"],
+            },
+        ]
+    }
     spec = load_experiment(write_spec(tmp_path, recipes, baseline=None))
-    stages = {s.run_dir.relative_to(tmp_path / "runs").as_posix(): s
-              for s in plan(spec, tmp_path / "runs", {"CAP": "/cap", "SYNTH": "/synth"})}  # fmt: skip
+    stages = {
+        s.run_dir.relative_to(tmp_path / "runs").as_posix(): s
+        for s in plan(spec, tmp_path / "runs", {"CAP": "/cap", "SYNTH": "/synth"})
+    }
     warmup = tmp_path / "runs/tiny-llava-next/seed0/1-warmup"
     rate = stages["tiny-llava-next/seed0/1-warmup/2-rate"]
     assert (rate.kind, rate.config.model, rate.config.k, rate.needs) == (

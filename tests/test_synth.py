@@ -89,8 +89,16 @@ def test_reasoning_ratio_controls_trace_length():
 
 
 def test_small_grid_with_fixed_choices_is_right_from_pixels(tmp_path):
-    config = SynthConfig(seed=2, n_train=60, n_test=16, grid=2, shapes=("square",), shuffle_choices=False,
-                         train_kinds=("color_at", "count_color"), iconqa_kinds=("color_at", "count_color"))  # fmt: skip
+    config = SynthConfig(
+        seed=2,
+        n_train=60,
+        n_test=16,
+        grid=2,
+        shapes=("square",),
+        shuffle_choices=False,
+        train_kinds=("color_at", "count_color"),
+        iconqa_kinds=("color_at", "count_color"),
+    )
     out = write_synthetic(tmp_path / "small", config)
     icon = datasets.load_from_disk(str(out / "iconqa_test"))["test"]
     assert sorted(set(icon["ques_type"])) == ["choose_txt", "fill_in_blank"]

@@ -79,7 +79,10 @@ def test_real_geometry_models_render_with_the_real_templates():
     from scale_repro.models import tiny_model_path
     from scale_repro.tiny import real_chat_template
 
-    for name, family in [("tiny-qwen2.5-vl-real", "qwen2_5_vl"), ("tiny-gemma3-real", "gemma3"),
-                         ("tiny-llava-next-real", "llava_next")]:  # fmt: skip
+    for name, family in [
+        ("tiny-qwen2.5-vl-real", "qwen2_5_vl"),
+        ("tiny-gemma3-real", "gemma3"),
+        ("tiny-llava-next-real", "llava_next"),
+    ]:
         processor = AutoProcessor.from_pretrained(tiny_model_path(name))
         assert processor.chat_template == real_chat_template(family)

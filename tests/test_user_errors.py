@@ -42,8 +42,20 @@ def bad_data_file(tmp_path, kind: str):
     if kind == "binary":
         path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
     else:  # records that all fail validation
-        path.write_text(json.dumps([{"id": "r1", "image": "a.png", "conversations": [
-            {"from": "human", "value": "<image>q"}, {"from": "gpt", "value": "no tags at all"}]}]))  # fmt: skip
+        path.write_text(
+            json.dumps(
+                [
+                    {
+                        "id": "r1",
+                        "image": "a.png",
+                        "conversations": [
+                            {"from": "human", "value": "<image>q"},
+                            {"from": "gpt", "value": "no tags at all"},
+                        ],
+                    }
+                ]
+            )
+        )
     return path
 
 
@@ -122,8 +134,21 @@ def test_the_model_recipe_applies_whichever_way_the_model_is_named():
 @pytest.mark.parametrize("limit", ["0", "-3"])
 def test_eval_limit_must_be_positive(tmp_path, synth_dir, limit):
     out = tmp_path / "eval"
-    line = one_line_error(["eval", "--model", "tiny-gemma3", "--task", "synthetic-iconqa", "--data", synth_dir,
-                           "--limit", limit, "--output-dir", out])  # fmt: skip
+    line = one_line_error(
+        [
+            "eval",
+            "--model",
+            "tiny-gemma3",
+            "--task",
+            "synthetic-iconqa",
+            "--data",
+            synth_dir,
+            "--limit",
+            limit,
+            "--output-dir",
+            out,
+        ]
+    )
     assert f"option --limit={limit}: limit must be at least 1" in line
     assert not out.exists()
     with pytest.raises(ConfigError):
@@ -164,8 +189,9 @@ def test_output_dir_not_writable(tmp_path, synth_dir, no_model_load):
 
 
 def fake_run(path, stage: str, status: str = "finished", config_hash: str = "0123456789abcdef"):
-    atomic_write_json(path / "manifest.json", {"stage": stage, "status": status, "config_hash": config_hash,
-                                              "config": {}})  # fmt: skip
+    atomic_write_json(
+        path / "manifest.json", {"stage": stage, "status": status, "config_hash": config_hash, "config": {}}
+    )
 
 
 def test_rerun_with_a_changed_config_refuses(tmp_path, synth_dir, no_model_load):
@@ -176,8 +202,19 @@ def test_rerun_with_a_changed_config_refuses(tmp_path, synth_dir, no_model_load)
 
 def test_grpo_into_an_sft_run_refuses(tmp_path, synth_dir, no_model_load):
     fake_run(tmp_path / "run", "sft")
-    line = one_line_error(["grpo", "--model", "tiny-llava-next", "--data", synth_dir, "--output-dir", tmp_path / "run",
-                           "--set", "num_generations=8"])  # fmt: skip
+    line = one_line_error(
+        [
+            "grpo",
+            "--model",
+            "tiny-llava-next",
+            "--data",
+            synth_dir,
+            "--output-dir",
+            tmp_path / "run",
+            "--set",
+            "num_generations=8",
+        ]
+    )
     assert "holds a 'sft' run, not 'grpo'" in line
 
 
@@ -189,8 +226,19 @@ def test_an_unreadable_manifest_is_never_overwritten(tmp_path, synth_dir, no_mod
 
 
 def test_a_bad_generation_batch_is_checked_first(tmp_path, synth_dir, no_model_load):
-    line = one_line_error(["grpo", "--model", tmp_path / "sft-run", "--data", synth_dir, "--output-dir",
-                           tmp_path / "g", "--set", "generation_batch_size=12"])  # fmt: skip
+    line = one_line_error(
+        [
+            "grpo",
+            "--model",
+            tmp_path / "sft-run",
+            "--data",
+            synth_dir,
+            "--output-dir",
+            tmp_path / "g",
+            "--set",
+            "generation_batch_size=12",
+        ]
+    )
     assert line == (
         "error: generation_batch_size 12 must be a multiple of num_generations 8 and of "
         "per_device_train_batch_size 4 x 1 process(es) = 4; the least that is: 8 (or leave it unset)"
@@ -262,8 +310,21 @@ def test_a_run_that_diverges_stops_and_exports_nothing(tmp_path, synth_dir, logg
     """A finite setting that still trains to NaN (lr 1e30) stops with one line naming the step,
     whether or not the NaN step is a logged one; the manifest says failed, nothing is exported."""
     out = tmp_path / "run"
-    line = one_line_error([*SFT, "--data", synth_dir, "--output-dir", out, "--max-steps", "4",
-                           "--set", "learning_rate=1e30", "--set", f"logging_steps={logging_steps}"])  # fmt: skip
+    line = one_line_error(
+        [
+            *SFT,
+            "--data",
+            synth_dir,
+            "--output-dir",
+            out,
+            "--max-steps",
+            "4",
+            "--set",
+            "learning_rate=1e30",
+            "--set",
+            f"logging_steps={logging_steps}",
+        ]
+    )
     if logging_steps == 1:
         assert line.startswith("error: training diverged at step 2: loss is nan (learning_rate 1e+30"), line
     else:  # the NaN step was not logged: the checkpoint saved after it is checked and removed
@@ -302,8 +363,13 @@ def small_disk(tmp_path):
 
     mount = tmp_path / "small-disk"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)],
-                                           capture_output=True).returncode != 0:  # fmt: skip
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("mounting a small tmpfs needs root")
     yield mount
     subprocess.run(["umount", str(mount)], check=True)
@@ -317,12 +383,27 @@ def test_a_full_disk_is_one_line(small_disk, synth_dir, tiny_paths):
     import sys
 
     def scale(*args):
-        return subprocess.run([sys.executable, "-m", "scale_repro.cli", *map(str, args)], capture_output=True,
-                              text=True, timeout=600)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "scale_repro.cli", *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     run = small_disk / "run"
-    result = scale("sft", "--model", "tiny-qwen2.5-vl", "--data", synth_dir, "--max-steps", "3",
-                   "--set", "save_steps=2", "--output-dir", run)  # fmt: skip
+    result = scale(
+        "sft",
+        "--model",
+        "tiny-qwen2.5-vl",
+        "--data",
+        synth_dir,
+        "--max-steps",
+        "3",
+        "--set",
+        "save_steps=2",
+        "--output-dir",
+        run,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [

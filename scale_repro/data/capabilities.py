@@ -66,8 +66,14 @@ class CapabilityConfig:
 
     def evaluation_world(self) -> SynthConfig:
         """The settings of the `scale data synth` data whose test scenes are reserved."""
-        values = {"seed": self.seed, "n_test": self.n_test_reserved, "grid": self.grid, "shapes": self.shapes,
-                  **self.reserve_like, "n_train": 0}  # fmt: skip
+        values = {
+            "seed": self.seed,
+            "n_test": self.n_test_reserved,
+            "grid": self.grid,
+            "shapes": self.shapes,
+            **self.reserve_like,
+            "n_train": 0,
+        }
         return SynthConfig.from_values(values)
 
 
@@ -116,23 +122,31 @@ def _write_capabilities(staging: Path, config: CapabilityConfig) -> None:
                 name = f"images/{capability}_{i:05d}.png"
                 draw_scene(scene, config.image_size, config.shaded_cells).save(staging / name)
                 images = [name]
-            records.append({
-                "id": f"{capability}-{i:05d}",
-                "problem": _problem(question, with_image, scene),
-                "images": images,
-                "answer": question.answer,
-                "description": describe_scene(scene),
-                "kind": question.kind,
-                "capability": capability,
-            })  # fmt: skip
+            records.append(
+                {
+                    "id": f"{capability}-{i:05d}",
+                    "problem": _problem(question, with_image, scene),
+                    "images": images,
+                    "answer": question.answer,
+                    "description": describe_scene(scene),
+                    "kind": question.kind,
+                    "capability": capability,
+                }
+            )
             if capability == "perception":
-                captions.append({
-                    "id": f"caption-{i:05d}", "image": images[0],
-                    "conversations": [
-                        {"from": "human", "value": "<image>\n" + format_question(question.text, list(question.choices))},
-                        {"from": "gpt", "value": completion_text(describe_scene(scene), question.answer)},
-                    ],
-                })  # fmt: skip
+                captions.append(
+                    {
+                        "id": f"caption-{i:05d}",
+                        "image": images[0],
+                        "conversations": [
+                            {
+                                "from": "human",
+                                "value": "<image>\n" + format_question(question.text, list(question.choices)),
+                            },
+                            {"from": "gpt", "value": completion_text(describe_scene(scene), question.answer)},
+                        ],
+                    }
+                )
         text = "".join(json.dumps(r) + "\n" for r in records)
         atomic_write_text(staging / f"{capability}.jsonl", text)
         counts[capability] = len(records)
@@ -145,5 +159,7 @@ def _write_capabilities(staging: Path, config: CapabilityConfig) -> None:
     counts["perception_captions"] = len(captions)
     files = {name: f"{name}.jsonl" for name in [*CAPABILITIES, "merged"]}
     files["perception_captions"] = "perception_captions.json"
-    atomic_write_json(staging / "manifest.json", {"kind": CAPABILITY_KIND, "config": asdict(config), "files": files,
-                                                  "counts": counts})  # fmt: skip
+    atomic_write_json(
+        staging / "manifest.json",
+        {"kind": CAPABILITY_KIND, "config": asdict(config), "files": files, "counts": counts},
+    )

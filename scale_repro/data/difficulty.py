@@ -54,9 +54,16 @@ def _batches(examples: list[Example], size: int) -> list[list[int]]:
     return batches
 
 
-def sample_completions(model_path: str, examples: list[Example], k: int, max_new_tokens: int,
-                       temperature: float = 1.0, answer_format: str = "tags", batch_size: int = 8,
-                       progress: bool = True) -> list[list[str]]:  # fmt: skip
+def sample_completions(
+    model_path: str,
+    examples: list[Example],
+    k: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    answer_format: str = "tags",
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[list[str]]:
     """``k`` completions per example (greedy when ``temperature`` is 0)."""
     import torch
     from PIL import Image
@@ -83,10 +90,13 @@ def sample_completions(model_path: str, examples: list[Example], k: int, max_new
         inputs = processor(**kwargs).to(device)
         with torch.no_grad():
             generated = model.generate(
-                **inputs, max_new_tokens=max_new_tokens, num_return_sequences=k,
-                do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=k,
+                do_sample=temperature > 0,
+                temperature=temperature if temperature > 0 else None,
                 top_p=1.0 if temperature > 0 else None,
-            )  # fmt: skip
+            )
         decoded = processor.batch_decode(
             generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True
         )
@@ -107,8 +117,13 @@ def score(
 
 def easyr1_record(example: Example, **extra: Any) -> dict[str, Any]:
     prefix = "<image>" * len(example.images)
-    return {"id": example.id, "problem": prefix + example.question.replace("<image>", ""),
-            "images": [str(p) for p in example.images], "answer": example.answer, **extra}  # fmt: skip
+    return {
+        "id": example.id,
+        "problem": prefix + example.question.replace("<image>", ""),
+        "images": [str(p) for p in example.images],
+        "answer": example.answer,
+        **extra,
+    }
 
 
 def write_records(records: list[dict[str, Any]], out: Path) -> None:
@@ -117,24 +132,46 @@ def write_records(records: list[dict[str, Any]], out: Path) -> None:
     atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in records))
 
 
-def estimate_pass_rates(model_path: str, examples: list[Example], k: int, max_new_tokens: int,
-                        answer_format: str = "tags", temperature: float = 1.0) -> list[float]:  # fmt: skip
+def estimate_pass_rates(
+    model_path: str,
+    examples: list[Example],
+    k: int,
+    max_new_tokens: int,
+    answer_format: str = "tags",
+    temperature: float = 1.0,
+) -> list[float]:
     completions = sample_completions(model_path, examples, k, max_new_tokens, temperature, answer_format)
     return [sum(row) / k for row in score(completions, examples, answer_format)]
 
 
-def perception_filter(model_path: str, examples: list[Example], descriptions: list[str], max_new_tokens: int,
-                      answer_format: str = "tags") -> list[tuple[bool, bool]]:  # fmt: skip
+def perception_filter(
+    model_path: str,
+    examples: list[Example],
+    descriptions: list[str],
+    max_new_tokens: int,
+    answer_format: str = "tags",
+) -> list[tuple[bool, bool]]:
     """(right from the image, right from the description) per example, greedy."""
-    from_image = score(sample_completions(model_path, examples, 1, max_new_tokens, 0.0, answer_format),
-                       examples, answer_format)  # fmt: skip
+    from_image = score(
+        sample_completions(model_path, examples, 1, max_new_tokens, 0.0, answer_format),
+        examples,
+        answer_format,
+    )
     described = [
-        Example(e.id, [], f"{d}\n{e.question.replace('<image>', '').replace('in the picture', 'in the grid')}",
-                e.answer, choices=e.choices)
+        Example(
+            e.id,
+            [],
+            f"{d}\n{e.question.replace('<image>', '').replace('in the picture', 'in the grid')}",
+            e.answer,
+            choices=e.choices,
+        )
         for e, d in zip(examples, descriptions, strict=True)
-    ]  # fmt: skip
-    from_text = score(sample_completions(model_path, described, 1, max_new_tokens, 0.0, answer_format),
-                      described, answer_format)  # fmt: skip
+    ]
+    from_text = score(
+        sample_completions(model_path, described, 1, max_new_tokens, 0.0, answer_format),
+        described,
+        answer_format,
+    )
     return [(image[0], text[0]) for image, text in zip(from_image, from_text, strict=True)]
 
 
@@ -160,13 +197,25 @@ def run_pass_rate(config, force: bool = False) -> Path:
             model={"name": config.model, "path": resolved.path, "kind": resolved.kind}, data=data_info
         )
         torch.manual_seed(config.seed)  # sampling draws from torch's generator
-        completions = sample_completions(resolved.path, examples, config.k, config.max_new_tokens,
-                                         config.temperature, config.answer_format, config.batch_size)  # fmt: skip
+        completions = sample_completions(
+            resolved.path,
+            examples,
+            config.k,
+            config.max_new_tokens,
+            config.temperature,
+            config.answer_format,
+            config.batch_size,
+        )
         rates = [sum(row) / config.k for row in score(completions, examples, config.answer_format)]
         records = [easyr1_record(e, pass_rate=r, k=config.k) for e, r in zip(examples, rates, strict=True)]
         write_records(records, Path(config.output_dir) / RATED_FILE)
         n = len(rates)
-        manifest.finish(outputs={"rated": RATED_FILE}, examples=n, mean_pass_rate=sum(rates) / n,
-                        never_solved=sum(r == 0 for r in rates), always_solved=sum(r == 1 for r in rates))  # fmt: skip
+        manifest.finish(
+            outputs={"rated": RATED_FILE},
+            examples=n,
+            mean_pass_rate=sum(rates) / n,
+            never_solved=sum(r == 0 for r in rates),
+            always_solved=sum(r == 1 for r in rates),
+        )
 
     return run_stage("pass_rate", config, prepare, work, force=force)

@@ -327,11 +327,16 @@ def load_easyr1(path: str | Path, image_root: str | Path | None = None, strict: 
         report.rewritten += answer != answer_text
         examples.append(
             Example(
-                id=record_id, images=images, question=question, answer=answer, choices=choices,
-                source=f"easyr1:{path.name}", answer_text=answer_text,
+                id=record_id,
+                images=images,
+                question=question,
+                answer=answer,
+                choices=choices,
+                source=f"easyr1:{path.name}",
+                answer_text=answer_text,
                 meta={} if pass_rate is None else {"pass_rate": pass_rate},
             )
-        )  # fmt: skip
+        )
     return LoadResult(examples, report)
 
 

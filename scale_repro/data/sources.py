@@ -70,8 +70,12 @@ def _preset_files(found: dict[str, Any]) -> tuple[Path, list[tuple[Path, str | N
     where = found["_preset"]
     if found.get("format") != "vision-r1":
         raise DataError(where, None, "format", "training presets must have format: vision-r1")
-    dataset_dir = _preset_value(found, "dataset_dir", "the folder Vision-R1-cold was downloaded to (it holds "
-                                "vision_r1_llava_cot_full.json and llava_cot_images/)")  # fmt: skip
+    dataset_dir = _preset_value(
+        found,
+        "dataset_dir",
+        "the folder Vision-R1-cold was downloaded to (it holds "
+        "vision_r1_llava_cot_full.json and llava_cot_images/)",
+    )
     if not dataset_dir:
         raise DataError(where, None, "dataset_dir", "no dataset_dir")
     files = []

@@ -435,12 +435,35 @@ def _write_splits(staging: Path, config: SynthConfig) -> None:
 
 
 SCIENCEQA_COLUMNS = (
-    "image", "question", "choices", "answer", "hint", "task", "grade", "subject", "topic",
-    "category", "skill", "lecture", "solution", "id", "scene", "target",
-)  # fmt: skip
+    "image",
+    "question",
+    "choices",
+    "answer",
+    "hint",
+    "task",
+    "grade",
+    "subject",
+    "topic",
+    "category",
+    "skill",
+    "lecture",
+    "solution",
+    "id",
+    "scene",
+    "target",
+)
 ICONQA_COLUMNS = (
-    "question_id", "question", "choices", "answer", "ques_type", "grade", "label", "query_image", "scene", "target",
-)  # fmt: skip
+    "question_id",
+    "question",
+    "choices",
+    "answer",
+    "ques_type",
+    "grade",
+    "label",
+    "query_image",
+    "scene",
+    "target",
+)
 
 
 def scienceqa_features():
