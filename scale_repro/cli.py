@@ -42,11 +42,11 @@ def _fail(message: str, code: int = 1) -> None:
 
 def _user_errors():
     """Errors that are the user's to fix: reported in one line, never as a traceback."""
-    from scale_repro.checkpoints import ResumeError
     from scale_repro.config import ConfigError
     from scale_repro.data.validate import DataError
-    from scale_repro.models import ModelNotFound
-    from scale_repro.rundir import RunDirError, StageInterrupted
+    from scale_repro.models.registry import ModelNotFound
+    from scale_repro.runs.checkpoints import ResumeError
+    from scale_repro.runs.rundir import RunDirError, StageInterrupted
 
     return (
         ConfigError,
@@ -62,7 +62,7 @@ def _user_errors():
 
 def _stage_errors():
     """User errors raised once a stage runs; imported only when torch is loaded anyway."""
-    training = sys.modules.get("scale_repro.training")
+    training = sys.modules.get("scale_repro.stages.training")
     return (training.TrainingDiverged,) if training else ()
 
 
@@ -95,8 +95,8 @@ def _train(stage: str, config_cls, recipes, overrides, force: bool, fields: dict
         config = load_config(config_cls, recipes, overrides, **fields)
     except _user_errors() as exc:
         _fail(str(exc))
-    module = importlib.import_module(f"scale_repro.{stage}")
-    from scale_repro.lifecycle import charge_process_start
+    module = importlib.import_module(f"scale_repro.stages.{stage}")
+    from scale_repro.stages.lifecycle import charge_process_start
 
     charge_process_start()
     try:
@@ -200,7 +200,7 @@ def evaluate(
 ) -> None:
     """Evaluate with lmms-eval on ScienceQA-IMG / IconQA (answers parsed from <answer> tags)."""
     from scale_repro.config import ConfigError, EvalConfig, load_config
-    from scale_repro.evaluate import EvalError, run_eval
+    from scale_repro.stages.evaluate import EvalError, run_eval
 
     _setup_logging()
     try:
@@ -220,7 +220,7 @@ def evaluate(
             max_new_tokens=max_new_tokens,
             use_vllm=use_vllm or None,
         )
-        from scale_repro.lifecycle import charge_process_start
+        from scale_repro.stages.lifecycle import charge_process_start
 
         charge_process_start()
         out = run_eval(cfg, force=force)
@@ -239,7 +239,7 @@ def report(
     out: Annotated[Path, typer.Option(help="Where the tables and plots go.")] = Path("results/report"),
 ) -> None:
     """Tables 1-3 from run directories, beside the paper's numbers (Markdown, LaTeX, CSV, PNG)."""
-    from scale_repro.report import write_report
+    from scale_repro.experiments.reports.tables import write_report
 
     if not runs.is_dir():
         _fail(f"{runs}: no such folder of runs")
@@ -274,9 +274,9 @@ def reproduce(
 ) -> None:
     """Run an experiment (a paper table, the staged curriculum, an evidence experiment): every
     recipe's stages, finished ones skipped. --dry-run prints the recipes and stages in order."""
-    from scale_repro.curriculum import CURRICULUM_KIND, run_curriculum
-    from scale_repro.evidence import is_evidence_file
-    from scale_repro.pipeline import (
+    from scale_repro.experiments.curriculum import CURRICULUM_KIND, run_curriculum
+    from scale_repro.experiments.evidence import is_evidence_file
+    from scale_repro.experiments.planner import (
         describe,
         describe_recipes,
         experiment_path,
@@ -284,7 +284,7 @@ def reproduce(
         plan,
         run_stages,
     )
-    from scale_repro.report import write_report
+    from scale_repro.experiments.reports.tables import write_report
 
     _setup_logging()
     if jobs < 1:
@@ -351,8 +351,8 @@ def _evidence(
     quick: bool,
     dry_run: bool,
 ) -> None:
-    from scale_repro.evidence import evidence_stages, load_evidence, run_evidence, shorten
-    from scale_repro.pipeline import chains, describe
+    from scale_repro.experiments.evidence import evidence_stages, load_evidence, run_evidence, shorten
+    from scale_repro.experiments.planner import chains, describe
 
     try:
         spec = shorten(load_evidence(path), seeds=seeds, models=models, quick=quick)
@@ -364,7 +364,7 @@ def _evidence(
         typer.echo(f"{len(chains(stages))} independent chains")
         return
     # The command that reproduces this run, rebuilt from the parsed options.
-    from scale_repro.config import CONFIGS_DIR
+    from scale_repro.yaml_files import CONFIGS_DIR
 
     name = path.stem if path.parent == CONFIGS_DIR / "experiments" else str(path)
     parts = ["scale reproduce --experiment", name, f"--jobs {jobs}", f"--out {out}"]
@@ -390,7 +390,7 @@ def demo(
     ] = 0,
 ) -> None:
     """The whole chain on tiny models and synthetic data, offline, on a CPU: Tables 1-3 and a report."""
-    from scale_repro.demo import run_demo
+    from scale_repro.experiments.demo import run_demo
 
     _setup_logging()
     if jobs < 0:
@@ -419,7 +419,7 @@ def bench_command(
     ] = None,
 ) -> None:
     """SFT step time, tokens/s, MFU and peak memory; GRPO rollout tokens/s (transformers, vLLM)."""
-    from scale_repro.bench import render, run_bench, write
+    from scale_repro.sizing.bench import render, run_bench, write
 
     for name, value in (("--steps", steps), ("--batch", batch), ("--image-size", image_size)):
         if value < 1:
@@ -453,8 +453,8 @@ def plan_command(
     out: Annotated[Path | None, typer.Option(help="Also write the plan as JSON.")] = None,
 ) -> None:
     """Memory per GPU, tokens and GPU-hours of every training stage of a table, before renting GPUs."""
-    from scale_repro.plan import plan_table, render
-    from scale_repro.rundir import atomic_write_json
+    from scale_repro.runs.rundir import atomic_write_json
+    from scale_repro.sizing.gpu_plan import plan_table, render
 
     if table not in (1, 2, 3):
         _fail(f"--table must be 1, 2 or 3, got {table}")
@@ -476,8 +476,8 @@ def plan_command(
 @models_app.command("list")
 def models_list() -> None:
     """Short names of the paper's models and the tiny offline models."""
-    from scale_repro.models import PAPER_MODELS
-    from scale_repro.tiny import TINY_MODELS
+    from scale_repro.models.registry import PAPER_MODELS
+    from scale_repro.models.tiny import TINY_MODELS
 
     typer.echo(f"{'name':<28} {'kind':<6} checkpoint")
     for name, hub_id in PAPER_MODELS.items():
@@ -487,7 +487,7 @@ def models_list() -> None:
             f"{name:<28} {'tiny':<6} random-init {spec.family}, {spec.geometry} image geometry "
             f"(stands in for {spec.real_counterpart})"
         )
-    from scale_repro.perceiving import PERCEIVING_MODELS
+    from scale_repro.models.perceiving import PERCEIVING_MODELS
 
     for name, seeing in PERCEIVING_MODELS.items():
         typer.echo(f"{name:<28} {'tiny':<6} {seeing.description} (scale models build {name})")
@@ -512,7 +512,7 @@ def models_build_tiny(
     ] = None,
 ) -> None:
     """Build a tiny random-init model with its processor."""
-    from scale_repro.tiny import GEOMETRIES, TINY_MODELS, build_tiny, tiny_name
+    from scale_repro.models.tiny import GEOMETRIES, TINY_MODELS, build_tiny, tiny_name
 
     if geometry is not None and geometry not in GEOMETRIES:
         _fail(f"unknown geometry {geometry!r}; choose from {', '.join(GEOMETRIES)}")
@@ -533,11 +533,11 @@ def models_build(
 ) -> None:
     """Build a tiny base that sees: its perception SFT stage, then lmms-eval on held-out scenes
     (cached; refused below the base's accuracy floor)."""
-    from scale_repro.perceiving import PERCEIVING_MODELS, PerceptionFloorError, perceiving_record
+    from scale_repro.models.perceiving import PERCEIVING_MODELS, PerceptionFloorError, perceiving_record
 
     if name not in PERCEIVING_MODELS:
         _fail(f"unknown perceiving base {name!r}; choose from {', '.join(PERCEIVING_MODELS)}")
-    from scale_repro.perception_base import ensure_perceiving
+    from scale_repro.experiments.perception_base import ensure_perceiving
 
     try:
         path = ensure_perceiving(name, seed=seed, echo=typer.echo)
@@ -603,8 +603,8 @@ def data_pass_rate(
     ``pass_rate`` (a GRPO stage orders them with data.order=easy_to_hard)."""
     from scale_repro.data.difficulty import easyr1_record, estimate_pass_rates, write_records
     from scale_repro.data.sources import load_training_examples
-    from scale_repro.formats import FORMATS
-    from scale_repro.models import resolve_model
+    from scale_repro.method.formats import FORMATS
+    from scale_repro.models.registry import resolve_model
 
     if k < 1 or max_new_tokens < 1:
         _fail("--k and --max-new-tokens must be at least 1")
@@ -649,7 +649,7 @@ def data_perception_filter(
 
     from scale_repro.data.difficulty import easyr1_record, perception_filter, write_records
     from scale_repro.data.sources import load_training_examples
-    from scale_repro.models import resolve_model
+    from scale_repro.models.registry import resolve_model
 
     try:
         examples = load_training_examples(str(data)).examples
@@ -720,7 +720,7 @@ def data_validate(
 
 def main() -> None:  # pragma: no cover - the `scale` console script
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from scale_repro.rundir import disk_full_cause, disk_full_message
+    from scale_repro.runs.rundir import disk_full_cause, disk_full_message
 
     try:
         app()

@@ -19,12 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
-
-
-class ConfigError(ValueError):
-    pass
-
+from scale_repro.yaml_files import CONFIGS_DIR, ConfigError, read_yaml, yaml_problem
 
 # transformers' scheduler names (transformers.SchedulerType), checked before anything loads.
 SchedulerName = Literal[
@@ -244,7 +239,7 @@ class GRPOConfig(TrainConfig):
             ("vllm_max_model_length", _at_least(self.vllm_max_model_length, 1)),
             ("generation_batch_size", _at_least(self.generation_batch_size, 1)),
         ]
-        from scale_repro.rewards import REWARDS, reward_function
+        from scale_repro.method.rewards import REWARDS, reward_function
 
         unknown = [name for name in self.reward_funcs if name not in REWARDS and ":" not in name]
         if unknown:
@@ -483,33 +478,6 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, where: str = "") 
     node[parts[-1]] = value
 
 
-def yaml_problem(exc: Exception) -> str:
-    """A YAML or decoding error in one line: what is wrong and on which line."""
-    if isinstance(exc, UnicodeDecodeError):
-        return f"not UTF-8 text (byte {exc.start})"
-    mark = getattr(exc, "problem_mark", None)
-    problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
-    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
-
-
-def parse_yaml(text: str, where: str | Path) -> Any:
-    """YAML text's content; text that is not YAML is a one-line ConfigError naming ``where``
-    (the file) and the line."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML: {yaml_problem(exc)}") from None
-
-
-def read_yaml(path: str | Path) -> Any:
-    """A YAML file's content, or a one-line ConfigError naming the file and the line."""
-    try:
-        text = Path(path).read_text()
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
-    return parse_yaml(text, path)
-
-
 def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"--set {text}: an override must look like key=value")
@@ -554,7 +522,7 @@ def model_recipe(model: str | None) -> Path | None:
     """``configs/models/NAME.yaml`` for a short model name, applied before any other recipe."""
     if not model:
         return None
-    from scale_repro.perceiving import PERCEIVING_MODELS
+    from scale_repro.models.perceiving import PERCEIVING_MODELS
 
     if model in PERCEIVING_MODELS:  # a tiny model after a perception stage trains like it
         model = PERCEIVING_MODELS[model].tiny

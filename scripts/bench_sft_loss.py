@@ -27,9 +27,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def worker(model: str, data: str, mode: str, steps: int, batch: int) -> dict:
-    from scale_repro.bench import StepTimer
     from scale_repro.config import SFTConfig, load_config
-    from scale_repro.sft import run_sft
+    from scale_repro.sizing.bench import StepTimer
+    from scale_repro.stages.sft import run_sft
 
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,8 +82,8 @@ def main() -> None:
         return
 
     from scale_repro.data.synth import SynthConfig, write_synthetic
-    from scale_repro.models import cache_dir, tiny_model_path
-    from scale_repro.tiny import build_tiny
+    from scale_repro.models.registry import cache_dir, tiny_model_path
+    from scale_repro.models.tiny import build_tiny
 
     data = cache_dir() / "bench" / "synth"
     if not (data / "manifest.json").is_file():
@@ -154,7 +154,7 @@ def main() -> None:
             }
         )
 
-    from scale_repro.rundir import atomic_write_json, atomic_write_text, package_versions
+    from scale_repro.runs.rundir import atomic_write_json, atomic_write_text, package_versions
 
     out = Path(args.out)
     atomic_write_json(

@@ -20,7 +20,7 @@ def isolated_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_paths(isolated_cache):
-    from scale_repro.models import tiny_model_path
+    from scale_repro.models.registry import tiny_model_path
 
     return {name: tiny_model_path(name) for name in TINY}
 

@@ -1,6 +1,6 @@
 import pytest
 
-from scale_repro.answers import is_correct, normalize_answer, parse_completion
+from scale_repro.method.answers import is_correct, normalize_answer, parse_completion
 
 
 def test_parse_a_well_formed_completion():
@@ -149,7 +149,7 @@ def test_parsing_is_linear_in_the_completion_length():
 def test_ten_thousand_fuzzed_completions_raise_nothing():
     import random
 
-    from scale_repro.rewards import accuracy_reward, format_reward
+    from scale_repro.method.rewards import accuracy_reward, format_reward
 
     pieces = [
         "<think>",
@@ -209,7 +209,7 @@ def test_ten_thousand_fuzzed_completions_raise_nothing():
     ],
 )
 def test_references_reduce_to_their_canonical_answer(reference, choices, canonical):
-    from scale_repro.answers import canonical_reference
+    from scale_repro.method.answers import canonical_reference
 
     assert canonical_reference(reference, choices) == canonical
     # Whatever the form, a model answering the canonical form scores against the original one.
@@ -231,7 +231,7 @@ def test_references_reduce_to_their_canonical_answer(reference, choices, canonic
     ],
 )
 def test_choices_listed_in_a_question(question, choices):
-    from scale_repro.answers import choices_from_question
+    from scale_repro.method.answers import choices_from_question
 
     assert choices_from_question(question) == choices
 
@@ -250,7 +250,7 @@ def test_choices_listed_in_a_question(question, choices):
     ],
 )
 def test_the_conclusion_a_trace_states(think, stated):
-    from scale_repro.answers import trace_conclusion
+    from scale_repro.method.answers import trace_conclusion
 
     assert trace_conclusion(think) == stated
 
@@ -393,8 +393,8 @@ def _completion(answer_format: str, answer: str) -> str:
 def test_the_reward_and_the_evaluation_grade_alike(answer_format, answer, reference, choices, expected):
     """Every graded case, in both answer formats, through the accuracy reward and lmms-eval's
     scoring hook: the same verdict as the grader."""
-    from scale_repro.lmms_tasks.utils import _score
-    from scale_repro.rewards import make_accuracy_reward
+    from scale_repro.method.rewards import make_accuracy_reward
+    from scale_repro.stages.lmms_tasks.utils import _score
 
     completion = _completion(answer_format, answer)
     reward = make_accuracy_reward(answer_format)([completion], answer=[reference], choices=[choices])
@@ -421,14 +421,14 @@ def test_the_reward_and_the_evaluation_grade_alike(answer_format, answer, refere
     ],
 )
 def test_one_rule_for_the_final_answer(completion, answer_format, valid, answer):
-    from scale_repro.formats import FORMATS
+    from scale_repro.method.formats import FORMATS
 
     parsed = FORMATS[answer_format].parse(completion)
     assert (parsed.valid, parsed.answer) == (valid, answer)
 
 
 def test_the_format_rewards_read_tags_as_the_parser_does():
-    from scale_repro.rewards import tag_score, think_boxed_score
+    from scale_repro.method.rewards import tag_score, think_boxed_score
 
     assert tag_score("< think >a</ think >< answer >B</ answer >") == 1.0
     assert think_boxed_score("< think >a</ think > \\boxed{B}") == 1.0
@@ -446,8 +446,8 @@ def test_the_format_rewards_read_tags_as_the_parser_does():
     ],
 )
 def test_an_invalid_completion_never_earns_accuracy(completion, reference, choices):
-    from scale_repro.lmms_tasks.utils import _score
-    from scale_repro.rewards import accuracy_reward
+    from scale_repro.method.rewards import accuracy_reward
+    from scale_repro.stages.lmms_tasks.utils import _score
 
     assert accuracy_reward([completion], answer=[reference], choices=[choices]) == [0.0]
     assert _score(completion, reference, choices) == {"accuracy": 0.0, "invalid_rate": 1.0}
@@ -470,8 +470,8 @@ DEGENERATE = {
 def test_every_reward_and_parser_is_linear_on_a_megabyte(name):
     import time
 
-    from scale_repro.answers import choices_from_question, parse_boxed_completion
-    from scale_repro.rewards import REWARDS
+    from scale_repro.method.answers import choices_from_question, parse_boxed_completion
+    from scale_repro.method.rewards import REWARDS
 
     text = DEGENERATE[name]
     started = time.perf_counter()
@@ -500,7 +500,7 @@ def test_the_grader_is_linear_on_a_megabyte_answer(answer):
 def test_math_equivalence_is_bounded_and_never_raises():
     import time
 
-    from scale_repro.math_equivalence import MAX_ANSWER_CHARS, math_equal
+    from scale_repro.method.math_equivalence import MAX_ANSWER_CHARS, math_equal
 
     started = time.perf_counter()
     assert not math_equal("9" * 10 + "^" + "9" * 10, "1")  # a huge power: the time limit ends it
@@ -513,7 +513,7 @@ def test_ten_thousand_rewards_in_seconds():
     import random
     import time
 
-    from scale_repro.rewards import accuracy_reward
+    from scale_repro.method.rewards import accuracy_reward
 
     rng = random.Random(0)
     answers = ["B", "Juneau", "7 cars", "\\frac{2}{5}", "A or B", "There are 7 cars.", "\\boxed{B}"]
@@ -527,7 +527,7 @@ def test_ten_thousand_rewards_in_seconds():
 def test_lmms_eval_stock_rule_beside_ours():
     """What lmms-eval's own rules give the extracted answer: ScienceQA-IMG's letter match
     (a letter or "B. ..."), IconQA's ANLS against the reference text."""
-    from scale_repro.lmms_tasks.utils import stock_score
+    from scale_repro.stages.lmms_tasks.utils import stock_score
 
     assert stock_score("scienceqa", "B", "B", CITIES) == 1.0
     assert stock_score("scienceqa", "B. Juneau", "B", CITIES) == 1.0
@@ -544,9 +544,9 @@ def test_an_independently_graded_set_is_scored_as_its_graders_did():
     import json
     from pathlib import Path
 
-    from scale_repro.formats import FORMATS
-    from scale_repro.lmms_tasks.utils import _score
-    from scale_repro.rewards import make_accuracy_reward
+    from scale_repro.method.formats import FORMATS
+    from scale_repro.method.rewards import make_accuracy_reward
+    from scale_repro.stages.lmms_tasks.utils import _score
 
     cases = [
         json.loads(line) for line in (Path(__file__).parent / "fixtures/graded_completions.jsonl").open()

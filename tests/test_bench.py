@@ -49,7 +49,7 @@ def test_bench_times_sft_and_grpo_through_the_real_stages(tmp_path, tiny_paths):
 
 
 def test_plan_uses_a_gpu_benchmark_when_there_is_one(tmp_path, monkeypatch):
-    from scale_repro.plan import ASSUMED_TRAIN_TOKENS_PER_S, throughputs
+    from scale_repro.sizing.gpu_plan import ASSUMED_TRAIN_TOKENS_PER_S, throughputs
 
     monkeypatch.chdir(tmp_path)
     assert throughputs(None, None)[2] == "assumed"

@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from scale_repro.budget import SampleBudget, budget_report, measure
 from scale_repro.cli import app
-from scale_repro.segments import ANSWER
-from scale_repro.sft import SegmentCollator
+from scale_repro.method.segments import ANSWER
+from scale_repro.stages.budget import SampleBudget, budget_report, measure
+from scale_repro.stages.sft import SegmentCollator
 
 runner = CliRunner()
 ALL_TINY = [
@@ -68,7 +68,7 @@ def _rows(tmp_path):
 def test_counts_equal_the_collators_batch(name, tmp_path):
     from transformers import AutoProcessor
 
-    from scale_repro.models import tiny_model_path
+    from scale_repro.models.registry import tiny_model_path
 
     processor = AutoProcessor.from_pretrained(tiny_model_path(name))
     rows = _rows(tmp_path)
@@ -84,8 +84,8 @@ def test_real_geometry_costs_what_the_real_processors_do(tmp_path):
     """Tokens one 640x480 image adds to a prompt beyond its placeholder, at the real settings."""
     from transformers import AutoProcessor
 
-    from scale_repro.budget import ImageCost
-    from scale_repro.models import tiny_model_path
+    from scale_repro.models.registry import tiny_model_path
+    from scale_repro.stages.budget import ImageCost
 
     costs = {
         name: ImageCost(AutoProcessor.from_pretrained(tiny_model_path(name)))((640, 480))

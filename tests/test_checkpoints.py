@@ -4,8 +4,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from scale_repro.checkpoints import ResumeError, load_full_state, newest_complete
-from scale_repro.rundir import Manifest, read_manifest
+from scale_repro.runs.checkpoints import ResumeError, load_full_state, newest_complete
+from scale_repro.runs.rundir import Manifest, read_manifest
 
 
 def fake_checkpoint(folder, step, files=("trainer_state.json", "model.safetensors", "optimizer.pt")):

@@ -64,7 +64,7 @@ def test_released_curriculum_records_load_with_counts(tmp_path):
 
 def test_difficulty_order_sorts_by_pass_rate_with_seeded_ties(tmp_path):
     from scale_repro.data.records import Example
-    from scale_repro.training import order_examples
+    from scale_repro.stages.training import order_examples
 
     examples = [
         Example(str(i), [], "q", "a", meta={"pass_rate": rate})
@@ -88,7 +88,7 @@ def test_difficulty_order_sorts_by_pass_rate_with_seeded_ties(tmp_path):
 
 def test_difficulty_order_reaches_grpo_unshuffled_and_is_refused_for_sft(tmp_path):
     from scale_repro.config import ConfigError
-    from scale_repro.grpo import trl_args
+    from scale_repro.stages.grpo import trl_args
 
     config = load_config(GRPOConfig, None, ["data.order=easy_to_hard", "per_device_train_batch_size=8"])
     assert trl_args(config, tmp_path, bf16=False, use_vllm=False).shuffle_dataset is False

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scale_repro.rundir import read_manifest
+from scale_repro.runs.rundir import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ import pytest
 
 @pytest.mark.slow
 def test_quick_demo_runs_end_to_end(tmp_path, tiny_paths):
-    from scale_repro.demo import run_demo
+    from scale_repro.experiments.demo import run_demo
 
     summary = run_demo(tmp_path / "demo", ["tiny-llava-next"], quick=True, echo=lambda *_: None)
     assert summary["failed"] == [] and summary["blocked"] == []

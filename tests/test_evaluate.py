@@ -5,8 +5,8 @@ import pytest
 from conftest import TINY
 from scale_repro.config import EvalConfig, load_config
 from scale_repro.data.records import Example
-from scale_repro.evaluate import EvalError, metrics_from_samples, model_family, run_eval, score_samples
-from scale_repro.rewards import accuracy_reward
+from scale_repro.method.rewards import accuracy_reward
+from scale_repro.stages.evaluate import EvalError, metrics_from_samples, model_family, run_eval, score_samples
 
 
 @pytest.mark.slow
@@ -47,7 +47,7 @@ def test_eval_on_each_tiny_architecture(tmp_path, tiny_paths, synth_dir, model, 
 
 @pytest.mark.slow
 def test_interrupted_eval_reuses_cached_responses(tmp_path, tiny_paths, synth_dir):
-    from scale_repro.rundir import atomic_write_json, read_manifest
+    from scale_repro.runs.rundir import atomic_write_json, read_manifest
 
     args = [
         "model=tiny-gemma3",
@@ -173,7 +173,7 @@ def test_a_generation_error_swallowed_by_lmms_eval_fails_the_evaluation(
 ):
     from transformers import LlavaNextForConditionalGeneration
 
-    from scale_repro.rundir import read_manifest
+    from scale_repro.runs.rundir import read_manifest
 
     def broken(self, *args, **kwargs):
         raise RuntimeError("CUDA error: device-side assert triggered")
@@ -207,7 +207,7 @@ def test_empty_completions_stop_the_evaluation_unless_allowed(tmp_path, tiny_pat
 
 
 def test_vllm_eval_sees_what_the_transformers_path_sees_or_refuses(tiny_paths):
-    from scale_repro.evaluate import check_vllm_ready, lmms_model
+    from scale_repro.stages.evaluate import check_vllm_ready, lmms_model
 
     qwen = load_config(EvalConfig, None, ["model=tiny-qwen2.5-vl", "use_vllm=true", "max_new_tokens=64"])
     name, args = lmms_model(str(tiny_paths["tiny-qwen2.5-vl"]), "qwen2_5_vl", qwen)
@@ -224,7 +224,7 @@ def test_vllm_eval_sees_what_the_transformers_path_sees_or_refuses(tiny_paths):
 
 
 def test_llava_batch_size_is_refused_before_the_model_loads(tmp_path, tiny_paths):
-    from scale_repro.evaluate import check_batch_size
+    from scale_repro.stages.evaluate import check_batch_size
 
     config = load_config(
         EvalConfig,
@@ -249,10 +249,10 @@ def test_llava_batch_size_is_refused_before_the_model_loads(tmp_path, tiny_paths
 
 
 def test_think_boxed_format_is_asked_and_scored_as_trained(tmp_path):
-    from scale_repro.evaluate import write_task_yaml
-    from scale_repro.formats import CURRICULUM_INSTRUCTION
-    from scale_repro.lmms_tasks import utils as hooks
-    from scale_repro.rundir import Manifest
+    from scale_repro.method.formats import CURRICULUM_INSTRUCTION
+    from scale_repro.runs.rundir import Manifest
+    from scale_repro.stages.evaluate import write_task_yaml
+    from scale_repro.stages.lmms_tasks import utils as hooks
 
     examples = [Example("q0", [], "?", "B", choices=["red", "blue"]), Example("q1", [], "?", "12")]
     completions = ["<think>it is blue</think> \\boxed{B}", "<think>x</think><answer>12</answer>"]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from scale_repro.evidence import (
+from scale_repro.experiments.evidence import (
     chains,
     load_evidence,
     plan_evidence,
@@ -12,8 +12,8 @@ from scale_repro.evidence import (
     prepare_data,
     shorten,
 )
-from scale_repro.evidence_report import paired_interval
-from scale_repro.pipeline import experiment_path
+from scale_repro.experiments.planner import experiment_path
+from scale_repro.experiments.reports.evidence import paired_interval
 
 # scipy.stats.t.ppf(0.975, df): the two-sided 95 % quantiles used below.
 T975 = {2: 4.302652729749464, 4: 2.7764451051977987}
@@ -218,7 +218,7 @@ def _row(ratio, configuration, seed, accuracy, invalid=0.0, tokens=30.0, step=No
 
 
 def test_report_pairs_every_ratio_and_sizes_the_main_interval():
-    from scale_repro.evidence_report import summarise, verdicts
+    from scale_repro.experiments.reports.evidence import summarise, verdicts
 
     spec = load_evidence(experiment_path(name="synthetic"))
     rows = [_row("20x", "SFT", s, a, tokens=30.0) for s, a in enumerate((0.50, 0.60, 0.70))]

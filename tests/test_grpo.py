@@ -6,9 +6,9 @@ from PIL import Image
 from conftest import TINY, interrupt_at
 from scale_repro.config import GRPOConfig, SFTConfig, load_config
 from scale_repro.data.records import Example
-from scale_repro.grpo import PreflightError, make_rewards, preflight, run_grpo, template_prefills_think
-from scale_repro.rundir import read_manifest
-from scale_repro.sft import run_sft
+from scale_repro.runs.rundir import read_manifest
+from scale_repro.stages.grpo import PreflightError, make_rewards, preflight, run_grpo, template_prefills_think
+from scale_repro.stages.sft import run_sft
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +203,7 @@ def test_reward_diagnostics_are_logged():
 def test_clipped_completions_warn_once_in_the_first_steps(caplog):
     from types import SimpleNamespace
 
-    from scale_repro.grpo import ClippedCompletionsWarning
+    from scale_repro.stages.grpo import ClippedCompletionsWarning
 
     callback = ClippedCompletionsWarning(first_steps=5, threshold=0.5)
     args = SimpleNamespace(max_completion_length=16)
@@ -235,7 +235,7 @@ def test_reference_traces_longer_than_the_completion_limit_are_counted(tiny_path
 
 
 def test_text_only_and_image_prompts_are_grouped_per_generation_batch():
-    from scale_repro.grpo import group_by_modality
+    from scale_repro.stages.grpo import group_by_modality
 
     def ex(name, image):
         return Example(name, ["a.png"] if image else [], "?", "A")
@@ -286,7 +286,7 @@ def test_a_run_without_learning_signal_or_with_a_collapsed_policy_is_told_so(cap
     import logging
     from types import SimpleNamespace
 
-    from scale_repro.grpo import LearningSignalWarning
+    from scale_repro.stages.grpo import LearningSignalWarning
 
     callback = LearningSignalWarning(window=3)
     caplog.set_level(logging.WARNING, logger="scale_repro")

@@ -9,10 +9,10 @@ from safetensors.torch import load_file
 
 from conftest import TINY, interrupt_at
 from scale_repro.config import GRPOConfig, SFTConfig, load_config
-from scale_repro.grpo import run_grpo
-from scale_repro.rundir import read_manifest
-from scale_repro.sft import run_sft
-from scale_repro.training import VISION_MODULE_PATTERN
+from scale_repro.runs.rundir import read_manifest
+from scale_repro.stages.grpo import run_grpo
+from scale_repro.stages.sft import run_sft
+from scale_repro.stages.training import VISION_MODULE_PATTERN
 
 pytestmark = pytest.mark.slow
 

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from scale_repro.loss import cosine_weight, scale_loss, segment_means
-from scale_repro.segments import ANSWER, IGNORED, THINK
+from scale_repro.method.loss import cosine_weight, scale_loss, segment_means
+from scale_repro.method.segments import ANSWER, IGNORED, THINK
 
 
 def test_cosine_end_points_and_midpoint():

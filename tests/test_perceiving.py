@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from scale_repro import perceiving
 from scale_repro.data.synth import cell_shade, draw_scene, random_scene
-from scale_repro.models import ModelNotFound, perceiving_model_path, resolve_model
-from scale_repro.perception_base import build_perceiving, ensure_perceiving
+from scale_repro.experiments.perception_base import build_perceiving, ensure_perceiving
+from scale_repro.models import perceiving
+from scale_repro.models.registry import ModelNotFound, perceiving_model_path, resolve_model
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scale_repro.pipeline import (
+from scale_repro.experiments.planner import (
     PAPER_RECIPES,
     describe_recipes,
     experiment_path,
@@ -15,7 +15,7 @@ from scale_repro.pipeline import (
     paper_configuration,
     plan,
 )
-from scale_repro.rundir import Manifest, config_hash
+from scale_repro.runs.rundir import Manifest, config_hash
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_finished_stage_with_same_config_is_skipped_and_changed_config_is_not(ex
     experiment.models = ["tiny-gemma3"]
     sft = next(s for s in plan(experiment, tmp_path / "runs") if s.kind == "sft")
     assert not sft.finished()
-    from scale_repro.lifecycle import manifest_config
+    from scale_repro.stages.lifecycle import manifest_config
 
     Manifest(sft.run_dir, "sft", manifest_config(sft.config)).finish()
     assert sft.finished()
@@ -188,7 +188,7 @@ def test_two_experiments_over_one_runs_directory_both_end_well(tmp_path, synth_d
     import sys
     import time
 
-    from scale_repro.rundir import read_manifest
+    from scale_repro.runs.rundir import read_manifest
 
     experiment = tmp_path / "race.yaml"
     experiment.write_text(

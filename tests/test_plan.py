@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from conftest import TINY
 from scale_repro.cli import app
-from scale_repro.plan import PAPER_SHAPES, lora_parameters, shape_of
+from scale_repro.sizing.gpu_plan import PAPER_SHAPES, lora_parameters, shape_of
 
 runner = CliRunner()
 
@@ -18,7 +18,7 @@ def test_counts_match_the_model_and_peft(tiny_paths, model):
     from transformers import AutoModelForImageTextToText
 
     from scale_repro.config import LoraConfig
-    from scale_repro.training import peft_config
+    from scale_repro.stages.training import peft_config
 
     shape = shape_of(str(tiny_paths[model]))
     loaded = AutoModelForImageTextToText.from_pretrained(tiny_paths[model])
@@ -87,7 +87,7 @@ def test_a_small_gpu_does_not_fit_and_says_so():
 
 def test_grpo_from_a_run_directory_inherits_how_the_model_is_held(tmp_path):
     from scale_repro.config import GRPOConfig, load_config
-    from scale_repro.rundir import atomic_write_json
+    from scale_repro.runs.rundir import atomic_write_json
 
     atomic_write_json(
         tmp_path / "sft" / "manifest.json",

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from scale_repro.rundir import publishing
+from scale_repro.runs.rundir import publishing
 
 
 def test_a_published_folder_replaces_the_old_one_whole(tmp_path):
@@ -52,7 +52,7 @@ WRITER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from scale_repro.data.synth import SynthConfig, write_synthetic
-    from scale_repro.rundir import write_once
+    from scale_repro.runs.rundir import write_once
 
     def slow_write(folder, config):
         with open(sys.argv[2], "a") as log:

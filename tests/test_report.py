@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from scale_repro.report import build_table, collect, render, write_report
-from scale_repro.rundir import atomic_write_json
+from scale_repro.experiments.reports.tables import build_table, collect, render, write_report
+from scale_repro.runs.rundir import atomic_write_json
 
 
 def make_eval(
@@ -108,7 +108,7 @@ def test_write_report_outputs(runs, tmp_path):
 
 
 def test_unreadable_runs_are_listed_with_the_reason(runs, tmp_path):
-    from scale_repro.rundir import atomic_write_text
+    from scale_repro.runs.rundir import atomic_write_text
 
     atomic_write_text(runs / "broken-manifest" / "manifest.json", '{"stage": "ev')
     make_eval(

@@ -1,7 +1,7 @@
 """A killed run, rerun with the same command, ends where an uninterrupted one does.
 
 Every kill here is a real SIGKILL of a real `scale` process: at a chosen point through
-``SCALE_KILL_AT`` (scale_repro.faults), which kills the process exactly as ``kill -9`` would.
+``SCALE_KILL_AT`` (scale_repro.runs.faults), which kills the process exactly as ``kill -9`` would.
 """
 
 import json
@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scale_repro.rundir import RunLock, read_manifest
+from scale_repro.runs.rundir import RunLock, read_manifest
 
 pytestmark = pytest.mark.slow
 SFT_ARGS = ["--max-steps", "4", "--set", "save_steps=2", "--set", "per_device_train_batch_size=2"]
@@ -194,7 +194,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
             sys.executable,
             "-c",
             (
-                "import sys, time; from scale_repro.rundir import RunLock; lock = RunLock(sys.argv[1]).acquire(); "
+                "import sys, time; from scale_repro.runs.rundir import RunLock; lock = RunLock(sys.argv[1]).acquire(); "
                 "print('locked', flush=True); time.sleep(600)"
             ),
             str(tmp_path / "run"),

@@ -1,6 +1,6 @@
 import pytest
 
-from scale_repro.rewards import accuracy_reward, format_reward, make_format_reward, tag_score
+from scale_repro.method.rewards import accuracy_reward, format_reward, make_format_reward, tag_score
 
 GOOD = "<think>I see two.</think><answer>2</answer>"
 
@@ -79,13 +79,13 @@ def test_accuracy_reward_table():
     ],
 )
 def test_think_boxed_format_follows_the_curriculum_grader(completion, expected):
-    from scale_repro.rewards import think_boxed_score
+    from scale_repro.method.rewards import think_boxed_score
 
     assert think_boxed_score(completion) == expected
 
 
 def test_rewards_by_name_for_each_answer_format():
-    from scale_repro.rewards import REWARDS
+    from scale_repro.method.rewards import REWARDS
 
     completions = [
         "<think>a</think>\\boxed{B}",
@@ -116,7 +116,7 @@ def test_reward_names_and_weights_are_checked():
         load_config(GRPOConfig, None, ["reward_funcs=[format,'no_such_module:f']"])
     # A reward of one's own, by import path (as TRL's GRPO script takes them).
     config = load_config(GRPOConfig, None, ["reward_funcs=[format,'spread_rewards:vowel_share']"])
-    from scale_repro.rewards import reward_function
+    from scale_repro.method.rewards import reward_function
 
     assert reward_function(config.reward_funcs[1])(["aeb"]) == [2 / 3]
     with pytest.raises(ConfigError, match="one weight per reward: 2 rewards, 1 weights"):
@@ -132,8 +132,8 @@ def test_reward_names_and_weights_are_checked():
 def test_a_prefilled_think_may_be_repeated_in_the_boxed_format():
     """With a template that opens <think>, the completion may or may not repeat it; the format
     reward and the parser agree either way."""
-    from scale_repro.answers import parse_boxed_completion
-    from scale_repro.rewards import think_boxed_score
+    from scale_repro.method.answers import parse_boxed_completion
+    from scale_repro.method.rewards import think_boxed_score
 
     for completion in ("a</think> \\boxed{B}", "<think>a</think> \\boxed{B}"):
         assert think_boxed_score(completion, think_prefilled=True) == 1.0

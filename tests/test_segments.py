@@ -1,6 +1,6 @@
 import pytest
 
-from scale_repro.segments import ANSWER, THINK, answer_start, label_segments
+from scale_repro.method.segments import ANSWER, THINK, answer_start, label_segments
 
 TEXT = "<think>ab</think><answer>C</answer>"
 

@@ -5,10 +5,10 @@ import torch
 
 from conftest import TINY, interrupt_at
 from scale_repro.config import SFTConfig, load_config
-from scale_repro.rundir import read_manifest
-from scale_repro.segments import ANSWER, IGNORED, THINK
-from scale_repro.sft import ScaleSFTTrainer, SegmentCollator, run_sft, trl_args
-from scale_repro.training import load_examples, load_model_and_processor, to_dataset
+from scale_repro.method.segments import ANSWER, IGNORED, THINK
+from scale_repro.runs.rundir import read_manifest
+from scale_repro.stages.sft import ScaleSFTTrainer, SegmentCollator, run_sft, trl_args
+from scale_repro.stages.training import load_examples, load_model_and_processor, to_dataset
 
 
 def sft_config(tmp_path, model, mode, **extra):
@@ -196,7 +196,7 @@ def nan_gradients_at(step: int):
 def test_nonfinite_gradients_stop_the_run_or_are_skipped_when_asked(tmp_path, tiny_paths, synth_dir):
     from safetensors.torch import load_file
 
-    from scale_repro.training import TrainingDiverged
+    from scale_repro.stages.training import TrainingDiverged
 
     base = [
         f"data.spec={synth_dir}",

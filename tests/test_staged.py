@@ -8,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from scale_repro.cli import app
-from scale_repro.pipeline import load_experiment, plan
+from scale_repro.experiments.planner import load_experiment, plan
 
 runner = CliRunner()
 

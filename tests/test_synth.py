@@ -4,9 +4,9 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from scale_repro.answers import LETTERS
 from scale_repro.data.loaders import iconqa_examples, load_vision_r1, scienceqa_examples
 from scale_repro.data.synth import COLORS, SynthConfig, generate_items, reasoning_trace, write_synthetic
+from scale_repro.method.answers import LETTERS
 
 
 def scene_from_pixels(image: Image.Image, grid: int = 3):

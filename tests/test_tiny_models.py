@@ -40,7 +40,7 @@ def test_tiny_model_reloads_runs_and_generates(tiny_paths, name):
 def test_tiny_build_is_deterministic_for_a_seed(tmp_path):
     from safetensors.torch import load_file
 
-    from scale_repro.tiny import build_tiny
+    from scale_repro.models.tiny import build_tiny
 
     a = load_file(build_tiny("tiny-gemma3", tmp_path / "a", seed=7) / "model.safetensors")
     b = load_file(build_tiny("tiny-gemma3", tmp_path / "b", seed=7) / "model.safetensors")
@@ -53,7 +53,7 @@ def test_tiny_build_is_deterministic_for_a_seed(tmp_path):
 def test_wide_vocabulary_option(tmp_path):
     from transformers import AutoConfig
 
-    from scale_repro.tiny import build_tiny
+    from scale_repro.models.tiny import build_tiny
 
     path = build_tiny("tiny-gemma3", tmp_path / "wide", vocab_size=4096)
     assert AutoConfig.from_pretrained(path).text_config.vocab_size == 4096
@@ -64,7 +64,7 @@ def test_vendored_chat_templates_are_trls_copies_of_the_model_repos():
 
     import trl
 
-    from scale_repro.tiny import CHAT_TEMPLATES
+    from scale_repro.models.tiny import CHAT_TEMPLATES
 
     trl_templates = Path(trl.__file__).parent / "chat_templates"
     for name in ("qwen2_5_vl", "gemma3", "llava_next"):
@@ -76,8 +76,8 @@ def test_vendored_chat_templates_are_trls_copies_of_the_model_repos():
 def test_real_geometry_models_render_with_the_real_templates():
     from transformers import AutoProcessor
 
-    from scale_repro.models import tiny_model_path
-    from scale_repro.tiny import real_chat_template
+    from scale_repro.models.registry import tiny_model_path
+    from scale_repro.models.tiny import real_chat_template
 
     for name, family in [
         ("tiny-qwen2.5-vl-real", "qwen2_5_vl"),

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from scale_repro.cli import app
 from scale_repro.config import ConfigError, EvalConfig, GRPOConfig, SFTConfig, load_config
-from scale_repro.rundir import atomic_write_json, atomic_write_text
+from scale_repro.runs.rundir import atomic_write_json, atomic_write_text
 
 runner = CliRunner()
 
@@ -29,7 +29,7 @@ def one_line_error(args: list[str]) -> str:
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Any attempt to load a model fails the test: every check must come first."""
-    import scale_repro.training as training
+    import scale_repro.stages.training as training
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the settings were checked")

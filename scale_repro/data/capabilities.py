@@ -39,7 +39,7 @@ from scale_repro.data.synth import (
     make_question,
     random_scene,
 )
-from scale_repro.rundir import atomic_write_json, atomic_write_text, publishing
+from scale_repro.runs.rundir import atomic_write_json, atomic_write_text, publishing
 
 CAPABILITY_KIND = "scale-capabilities"
 CAPABILITIES = {

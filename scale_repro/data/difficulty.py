@@ -19,9 +19,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from scale_repro.answers import is_correct
 from scale_repro.data.records import Example, to_conversation
-from scale_repro.formats import FORMATS
+from scale_repro.method.answers import is_correct
+from scale_repro.method.formats import FORMATS
 
 log = logging.getLogger("scale_repro")
 
@@ -29,7 +29,7 @@ log = logging.getLogger("scale_repro")
 def _load(model_path: str):
     import torch
 
-    from scale_repro.training import load_model_and_processor
+    from scale_repro.stages.training import load_model_and_processor
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, processor = load_model_and_processor(model_path, bf16=device == "cuda")
@@ -127,7 +127,7 @@ def easyr1_record(example: Example, **extra: Any) -> dict[str, Any]:
 
 
 def write_records(records: list[dict[str, Any]], out: Path) -> None:
-    from scale_repro.rundir import atomic_write_text
+    from scale_repro.runs.rundir import atomic_write_text
 
     atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in records))
 
@@ -182,9 +182,9 @@ def run_pass_rate(config, force: bool = False) -> Path:
     """A recipe's ``pass_rate`` stage (:class:`scale_repro.config.PassRateConfig`): rate every
     example with the current model and write ``rated.jsonl`` into the run directory, with the
     same run-directory life as training and evaluation (skip when finished, lock, manifest)."""
-    from scale_repro.lifecycle import run_stage
-    from scale_repro.models import resolve_model
-    from scale_repro.training import load_examples
+    from scale_repro.models.registry import resolve_model
+    from scale_repro.stages.lifecycle import run_stage
+    from scale_repro.stages.training import load_examples
 
     def prepare():
         return resolve_model(config.model), *load_examples(config)

@@ -25,9 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from scale_repro.answers import LETTERS, canonical_reference, choices_from_question, is_hedge, parse_choices
 from scale_repro.data.records import Example, completion_text, format_question
 from scale_repro.data.validate import DataError, Rejection, ValidationReport, check_completion, check_image
+from scale_repro.method.answers import (
+    LETTERS,
+    canonical_reference,
+    choices_from_question,
+    is_hedge,
+    parse_choices,
+)
 
 ICONQA_QUESTION_TYPES = ("fill_in_blank", "choose_txt")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from scale_repro.answers import LETTERS
+from scale_repro.method.answers import LETTERS
 
 INSTRUCTION = (
     "First think about the reasoning process, then provide the answer. The reasoning process and answer "

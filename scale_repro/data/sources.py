@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scale_repro.config import parse_yaml
 from scale_repro.data.loaders import (
     LoadResult,
     SubsetRule,
@@ -27,9 +26,8 @@ from scale_repro.data.loaders import (
 )
 from scale_repro.data.synth import SYNTH_KIND
 from scale_repro.data.validate import DataError, ValidationReport
-from scale_repro.rundir import read_manifest
-
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
+from scale_repro.runs.rundir import read_manifest
+from scale_repro.yaml_files import CONFIGS_DIR, parse_yaml
 
 
 def synth_manifest(path: str | Path) -> dict[str, Any] | None:

@@ -24,9 +24,9 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from scale_repro.answers import LETTERS
 from scale_repro.data.records import completion_text, format_question
-from scale_repro.rundir import atomic_write_json, atomic_write_text, publishing
+from scale_repro.method.answers import LETTERS
+from scale_repro.runs.rundir import atomic_write_json, atomic_write_text, publishing
 
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (230, 200, 30)}
 SHAPES = ("circle", "square", "triangle")

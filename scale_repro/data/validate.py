@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image, ImageFile
 
-from scale_repro.segments import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
+from scale_repro.method.segments import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 
 # Every reason a record can be rejected for.
 REASONS = (
@@ -189,6 +189,6 @@ def check_image(path: Path) -> tuple[str, str] | None:
 
 
 def write_report(report: ValidationReport, path: str | Path) -> None:
-    from scale_repro.rundir import atomic_write_text
+    from scale_repro.runs.rundir import atomic_write_text
 
     atomic_write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")

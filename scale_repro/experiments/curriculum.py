@@ -1,0 +1,240 @@
+"""The staged capability curriculum ("From Seeing to Thinking"): its data and its report.
+
+A curriculum experiment file (``kind: curriculum``) is an ordinary experiment
+(:mod:`scale_repro.experiments.planner`: recipes of stages, one planner, one runner) whose recipes are
+written in place: staged (perception, then text-only reasoning with the vision tower frozen,
+then visual reasoning), merged (the same data pooled, the same steps), the ablations and the
+difficulty axis (a ``pass_rate`` stage, then ``data.order=easy_to_hard``). This module writes
+the data its ``${CAP}`` and ``${SYNTH}`` stand for, and reports every recipe against the
+``baseline`` recipe, paired by seed: accuracy and mean completion length per evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from scale_repro.experiments.planner import Experiment, Stage, describe, describe_recipes, plan, run_stages
+from scale_repro.runs.rundir import atomic_write_json, atomic_write_text, write_once
+
+CURRICULUM_KIND = "curriculum"
+
+
+def prepare_data(spec: Experiment, root: Path, echo=print, write: bool = True) -> dict[str, str]:
+    """The data directories ``${CAP}`` and ``${SYNTH}`` stand for, for the file's ``data``
+    sections that name them (``capabilities``, ``synth``), written if missing or made with other
+    settings (unless ``write`` is false: a dry run names them only)."""
+    from scale_repro.data.capabilities import CapabilityConfig, write_capability_data
+    from scale_repro.data.synth import SynthConfig, write_synthetic
+
+    known = {
+        "capabilities": ("CAP", CapabilityConfig, write_capability_data),
+        "synth": ("SYNTH", SynthConfig, write_synthetic),
+    }
+    unknown = sorted(set(spec.data) - set(known))
+    if unknown:
+        raise ValueError(f"{spec.name}: unknown data section(s) {unknown}; known: {sorted(known)}")
+    variables = {}
+    for section, (variable, config_class, writer) in known.items():
+        if section not in spec.data:
+            continue
+        try:
+            config = config_class(**spec.data[section])
+        except TypeError as exc:
+            raise ValueError(f"{spec.name}: data.{section}: {exc}") from exc
+        folder = root / section
+        if write:
+            write_once(folder, config, writer, echo, f"{section} data")
+        variables[variable] = str(folder)
+    return variables
+
+
+def _rows(stages: list[Stage]) -> list[dict[str, Any]]:
+    rows = []
+    for stage in stages:
+        if stage.kind != "eval":
+            continue
+        metrics_path = stage.run_dir / "metrics.json"
+        if not metrics_path.is_file():
+            continue
+        metrics = json.loads(metrics_path.read_text())
+        rows.append(
+            {
+                **stage.config.labels,
+                "accuracy": metrics["accuracy"],
+                "invalid_rate": metrics["invalid_rate"],
+                "mean_completion_tokens": metrics.get("mean_completion_tokens"),
+                "eval_dir": str(stage.run_dir),
+            }
+        )
+    return rows
+
+
+def summarise(spec: Experiment, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean accuracy and completion length per recipe and evaluation, and each recipe minus the
+    baseline paired by seed (accuracy in points, length in tokens)."""
+    from scale_repro.experiments.reports.evidence import mean_sd, paired_interval
+
+    def per_seed(model, dataset, recipe, metric) -> dict[int, float]:
+        return {
+            r["seed"]: r[metric]
+            for r in rows
+            if (r["model"], r["dataset"], r["configuration"]) == (model, dataset, recipe)
+            and r[metric] is not None
+        }
+
+    cells, comparisons = [], []
+    for model in spec.models:
+        for target in spec.evaluate:
+            dataset = target["name"]
+            for recipe in spec.recipes:
+                accuracy = per_seed(model, dataset, recipe, "accuracy")
+                length = per_seed(model, dataset, recipe, "mean_completion_tokens")
+                mean, sd = mean_sd(list(accuracy.values()))
+                cells.append(
+                    {
+                        "model": model,
+                        "dataset": dataset,
+                        "recipe": recipe,
+                        "seeds": len(accuracy),
+                        "accuracy": mean,
+                        "accuracy_sd": sd,
+                        "mean_completion_tokens": mean_sd(list(length.values()))[0],
+                    }
+                )
+                if spec.baseline and recipe != spec.baseline:
+                    acc = paired_interval(accuracy, per_seed(model, dataset, spec.baseline, "accuracy"))
+                    tokens = paired_interval(
+                        length, per_seed(model, dataset, spec.baseline, "mean_completion_tokens")
+                    )
+                    comparisons.append(
+                        {
+                            "model": model,
+                            "dataset": dataset,
+                            "recipe": recipe,
+                            "baseline": spec.baseline,
+                            "accuracy": None
+                            if acc is None
+                            else {
+                                "n": acc.n,
+                                "mean": acc.mean,
+                                "low": acc.low,
+                                "high": acc.high,
+                                "text": acc.text(),
+                                "verdict": acc.verdict(),
+                            },
+                            "completion_tokens": None
+                            if tokens is None
+                            else {"mean": tokens.mean, "low": tokens.low, "high": tokens.high},
+                        }
+                    )
+    return {"cells": cells, "comparisons": comparisons}
+
+
+def render(spec: Experiment, summary: dict[str, Any], info: dict[str, Any]) -> str:
+    lines = [f"# {spec.name}", "", spec.description.strip(), "", "## Recipes", ""]
+    lines += [f"- {line}" for line in describe_recipes(spec).splitlines()]
+    lines += [
+        "",
+        "## Accuracy (%) and mean completion length (tokens), mean over seeds",
+        "",
+        "| model | evaluation | recipe | seeds | accuracy | tokens |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in summary["cells"]:
+        accuracy = (
+            "not run"
+            if c["accuracy"] is None
+            else f"{100 * c['accuracy']:.1f}"
+            + (f" ± {100 * c['accuracy_sd']:.1f}" if c["accuracy_sd"] is not None else "")
+        )
+        tokens = "" if c["mean_completion_tokens"] is None else f"{c['mean_completion_tokens']:.1f}"
+        lines.append(
+            f"| {c['model']} | {c['dataset']} | {c['recipe']} | {c['seeds']} | {accuracy} | {tokens} |"
+        )
+    if summary["comparisons"]:
+        lines += [
+            "",
+            f"## Each recipe minus {spec.baseline}, paired by seed (95% t interval)",
+            "",
+            "| model | evaluation | recipe | accuracy (points) | verdict | tokens |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in summary["comparisons"]:
+            acc = c["accuracy"]
+            tokens = c["completion_tokens"]
+            token_text = "" if tokens is None else f"{tokens['mean']:+.1f}"
+            lines.append(
+                f"| {c['model']} | {c['dataset']} | {c['recipe']} | {acc['text'] if acc else 'not run'} | "
+                f"{acc['verdict'] if acc else ''} | {token_text} |"
+            )
+    lines += render_published(spec, summary)
+    lines += [
+        "",
+        f"Wall clock {info['wall_clock_s']:.0f} s, {info['jobs']} worker(s); stages: {info['stages']}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_published(spec: Experiment, summary: dict[str, Any]) -> list[str]:
+    """The paper's figures for the recipes it ran, beside this run's (first evaluation), labelled
+    as the paper's: other models and benchmarks, so the layout of a real run, not a comparison."""
+    published = spec.published
+    if not published:
+        return []
+    lines = [
+        "",
+        f"## Published figures ({published.get('source', 'the paper')}), beside this run",
+        "",
+        "These are the paper's numbers for its own models and benchmarks, shown where a real run's "
+        "results will stand; this run's model and data are not those.",
+        "",
+    ]
+    accuracy = published.get("accuracy") or {}
+    if accuracy:
+        first = spec.evaluate[0]["name"] if spec.evaluate else None
+        ours = {c["recipe"]: c["accuracy"] for c in summary["cells"] if c["dataset"] == first}
+        lines += [f"| recipe | published accuracy | this run ({first}) |", "|---|---|---|"]
+        for recipe, value in accuracy.items():
+            mine = ours.get(recipe)
+            lines.append(f"| {recipe} | {value} | {'not run' if mine is None else f'{100 * mine:.1f}'} |")
+    for what, value in (published.get("deltas") or {}).items():
+        lines.append(f"- {what}: {value}")
+    return lines
+
+
+def run_curriculum(
+    spec: Experiment, out: Path, results: Path, jobs: int = 1, dry_run: bool = False, echo=print
+) -> dict[str, Any]:
+    started = time.time()
+    out, results = Path(out).resolve(), Path(results).resolve()
+    variables = prepare_data(spec, out / "data", echo=echo, write=not dry_run)
+    stages = plan(spec, out / "runs", variables)
+    training = sum(s.kind != "eval" for s in stages)
+    echo(
+        f"{len(stages)} stages ({training} training or rating, {len(stages) - training} evaluations) for "
+        f"{len(spec.recipes)} recipes x {len(spec.models)} model(s) x {len(spec.seeds)} seed(s); runs under {out / 'runs'}"
+    )
+    if dry_run:
+        echo(describe_recipes(spec))
+        echo(describe(stages, relative_to=out))
+        return {"stages": stages}
+    from scale_repro.models.registry import tiny_model_path
+    from scale_repro.models.tiny import TINY_MODELS
+
+    for model in spec.models:  # built here, once, before parallel workers would race to build them
+        if model in TINY_MODELS:
+            tiny_model_path(model)
+    summary = run_stages(stages, jobs=jobs, echo=echo)
+    info = {
+        "wall_clock_s": time.time() - started,
+        "jobs": jobs,
+        "stages": {k: len(v) for k, v in summary.items()},
+    }
+    report = summarise(spec, _rows(stages))
+    atomic_write_json(results / "summary.json", {**report, "run": info})
+    atomic_write_text(results / "report.md", render(spec, report, info))
+    echo(f"curriculum finished in {info['wall_clock_s']:.0f}s: {results / 'report.md'}")
+    return {"summary": summary, "report": str(results / "report.md"), **report}

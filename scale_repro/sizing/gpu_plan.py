@@ -1,0 +1,289 @@
+"""`scale plan`: what an experiment's matrix needs before anyone rents a GPU.
+
+For every training stage of a table (the same stages `scale reproduce` runs): parameters,
+trainable parameters, estimated peak memory per GPU and whether it fits, tokens to process,
+and GPU-hours at an assumed throughput. Everything here is an estimate from the model's shape
+and the stage's settings, stated with its assumptions; `scale bench` measures the throughput.
+
+Memory per GPU, bf16 mixed precision under DeepSpeed ZeRO-2 (weights replicated; gradients
+and optimizer state sharded over the GPUs):
+- weights: 2 bytes x parameters;
+- trainable parameters (LoRA adapters, or the language model and projector in full
+  fine-tuning): gradients 2 bytes and AdamW state 12 bytes (fp32 master, m, v) per
+  parameter, divided by the number of GPUs;
+- activations at ``max_length`` and the micro-batch: with gradient checkpointing, each
+  layer's input (2 bytes x hidden) plus one layer recomputed (about 2 bytes x (8 x hidden +
+  3 x intermediate) per token, forward and backward); without, every layer's;
+- GRPO with colocated vLLM: ``vllm_gpu_memory_utilization`` of the GPU reserved for it;
+- 10% fragmentation and 1.5 GiB for the CUDA context.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+GIB = 1024**3
+CONTEXT_BYTES = 1.5 * GIB
+FRAGMENTATION = 1.10
+# Per-GPU throughput assumed when no `scale bench` result exists (tokens/s; bf16, LoRA,
+# gradient checkpointing, a 3-7B model on one H100): a planning figure, not a measurement.
+ASSUMED_TRAIN_TOKENS_PER_S = 2500.0
+ASSUMED_ROLLOUT_TOKENS_PER_S = 1500.0
+BENCH_RESULT = Path("results/bench/gpu.json")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A model's size and its language model's shape (from its config.json)."""
+
+    parameters: float  # all of them, vision tower included
+    vision_parameters: float
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    source: str
+
+
+# The paper's three models, from their hub repositories' config.json and parameter counts,
+# so a plan needs no download.
+PAPER_SHAPES = {
+    "Qwen/Qwen2.5-VL-3B-Instruct": Shape(
+        3.75e9, 0.67e9, 2048, 11008, 36, 16, 2, 128, 151936, "Qwen/Qwen2.5-VL-3B-Instruct config.json"
+    ),
+    "google/gemma-3-4b-it": Shape(
+        4.30e9, 0.42e9, 2560, 10240, 34, 8, 4, 256, 262208, "google/gemma-3-4b-it config.json"
+    ),
+    "llava-hf/llava-v1.6-mistral-7b-hf": Shape(
+        7.57e9, 0.32e9, 4096, 14336, 32, 32, 8, 128, 32064, "llava-hf/llava-v1.6-mistral-7b-hf config.json"
+    ),
+}
+
+
+def shape_of(model_path: str) -> Shape:
+    """The shape of a paper model, or of a local checkpoint (counted on the meta device)."""
+    if model_path in PAPER_SHAPES:
+        return PAPER_SHAPES[model_path]
+    import re
+
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from scale_repro.stages.training import VISION_MODULE_PATTERN
+
+    try:
+        config = AutoConfig.from_pretrained(model_path)
+    except OSError as exc:
+        from scale_repro.config import ConfigError
+
+        raise ConfigError(f"{model_path}: cannot read its config.json to size it ({exc})") from exc
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    vision = sum(p.numel() for n, p in model.named_parameters() if re.search(VISION_MODULE_PATTERN, n))
+    text = config.get_text_config()
+    heads = text.num_attention_heads
+    return Shape(
+        total,
+        vision,
+        text.hidden_size,
+        text.intermediate_size,
+        text.num_hidden_layers,
+        heads,
+        getattr(text, "num_key_value_heads", heads),
+        getattr(text, "head_dim", None) or text.hidden_size // heads,
+        text.vocab_size,
+        f"{model_path}/config.json",
+    )
+
+
+def lora_parameters(shape: Shape, r: int, target_modules: list[str]) -> int:
+    """Adapter parameters on the language model's projections: r x (in + out) each."""
+    q_out, kv_out = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    h, i = shape.hidden, shape.intermediate
+    sizes = {
+        "q_proj": (h, q_out),
+        "k_proj": (h, kv_out),
+        "v_proj": (h, kv_out),
+        "o_proj": (q_out, h),
+        "gate_proj": (h, i),
+        "up_proj": (h, i),
+        "down_proj": (i, h),
+    }
+    per_layer = sum(r * sum(sizes[m]) for m in target_modules if m in sizes)
+    return per_layer * shape.layers
+
+
+def activation_bytes(shape: Shape, tokens: int, checkpointing: bool) -> float:
+    per_token_layer_input = 2 * shape.hidden
+    per_token_layer = 2 * (8 * shape.hidden + 3 * shape.intermediate) * 2  # forward and backward
+    if checkpointing:
+        return tokens * (shape.layers * per_token_layer_input + per_token_layer)
+    return tokens * shape.layers * (per_token_layer_input + per_token_layer)
+
+
+@dataclass
+class StagePlan:
+    stage: str
+    run: str
+    model: str
+    parameters: float
+    trainable: float
+    lora: bool
+    memory_gib: float
+    fits: bool
+    tokens: float
+    gpu_hours: float
+    assumptions: list[str]
+
+
+def throughputs(train: float | None, rollout: float | None) -> tuple[float, float, str]:
+    """Tokens/s per GPU: given, else measured by `scale bench` on a GPU, else assumed."""
+    if train and rollout:
+        return train, rollout, "given"
+    if BENCH_RESULT.is_file():
+        measured = json.loads(BENCH_RESULT.read_text())
+        if measured.get("device", "cpu") != "cpu":
+            return (
+                train or measured["sft_tokens_per_s"],
+                rollout or measured["rollout_tokens_per_s"],
+                f"measured ({BENCH_RESULT})",
+            )
+    return train or ASSUMED_TRAIN_TOKENS_PER_S, rollout or ASSUMED_ROLLOUT_TOKENS_PER_S, "assumed"
+
+
+def plan_stage(
+    stage,
+    base_model: str,
+    gpus: int,
+    gpu_memory_gib: float,
+    samples: int,
+    tokens_per_sample: float | None,
+    train_tps: float,
+    rollout_tps: float,
+) -> StagePlan:
+    """One training stage; ``base_model`` is the model its chain starts from (GRPO's SFT run
+    has the same architecture)."""
+    from scale_repro.models.registry import resolve_model
+
+    config = stage.config
+    shape = shape_of(resolve_model(base_model).path)
+    assumptions = []
+    lora = config.lora.enabled
+    if lora:
+        trainable = lora_parameters(shape, config.lora.r, config.lora.target_modules)
+    else:
+        trainable = shape.parameters - (shape.vision_parameters if config.lora.freeze_vision else 0)
+    length = config.max_length or 4096
+    per_sample = tokens_per_sample or length / 2
+    if tokens_per_sample is None:
+        assumptions.append(f"{per_sample:.0f} tokens per sample (half of max_length)")
+    micro = config.per_device_train_batch_size
+    memory = 2 * shape.parameters + 2 * trainable + (2 + 12) * trainable / gpus
+    memory += activation_bytes(shape, micro * length, config.gradient_checkpointing)
+    epochs = config.num_train_epochs if config.max_steps in (None, -1) else None
+    if stage.kind == "sft":
+        steps_tokens = samples * per_sample * (epochs or 1)
+        hours = steps_tokens / train_tps / 3600
+    else:
+        completion = config.max_completion_length / 2
+        assumptions.append(f"completions average {completion:.0f} tokens (half of max_completion_length)")
+        rollouts = samples * (epochs or 1) * config.num_generations
+        steps_tokens = rollouts * (per_sample + completion)
+        hours = (rollouts * completion / rollout_tps + steps_tokens / train_tps) / 3600
+        if config.use_vllm is not False:
+            memory += config.vllm_gpu_memory_utilization * gpu_memory_gib * GIB
+            assumptions.append(f"vLLM colocated, {config.vllm_gpu_memory_utilization:.0%} of the GPU")
+    if epochs is None:
+        assumptions.append(f"max_steps {config.max_steps} ignored: one pass over {samples} samples")
+    memory = memory * FRAGMENTATION + CONTEXT_BYTES
+    return StagePlan(
+        stage.kind,
+        str(stage.run_dir),
+        config.model,
+        shape.parameters,
+        trainable,
+        lora,
+        memory / GIB,
+        memory / GIB <= gpu_memory_gib,
+        steps_tokens,
+        hours,
+        assumptions,
+    )
+
+
+def plan_table(
+    table: int,
+    gpus: int,
+    gpu_memory_gib: float,
+    samples: int,
+    tokens_per_sample: float | None = None,
+    train_tps: float | None = None,
+    rollout_tps: float | None = None,
+) -> dict[str, Any]:
+    from scale_repro.experiments.planner import experiment_path, load_experiment
+    from scale_repro.experiments.planner import plan as plan_stages
+
+    experiment = load_experiment(experiment_path(table))
+    train, rollout, source = throughputs(train_tps, rollout_tps)
+    stages = [s for s in plan_stages(experiment, "runs") if s.kind in ("sft", "grpo")]
+    base = {s.run_dir: s.config.model for s in stages if s.kind == "sft"}
+    rows = [
+        plan_stage(
+            s,
+            base[s.run_dir] if s.kind == "sft" else base[s.needs[0]],
+            gpus,
+            gpu_memory_gib,
+            samples,
+            tokens_per_sample,
+            train,
+            rollout,
+        )
+        for s in stages
+    ]
+    return {
+        "table": table,
+        "gpus": gpus,
+        "gpu_memory_gib": gpu_memory_gib,
+        "samples_per_stage": samples,
+        "throughput": {"train_tokens_per_s": train, "rollout_tokens_per_s": rollout, "source": source},
+        "stages": [asdict(r) for r in rows],
+        "gpu_hours": sum(r.gpu_hours for r in rows),
+        "all_fit": all(r.fits for r in rows),
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    t = result["throughput"]
+    runs = [str(Path(s["run"]).relative_to("runs")) for s in result["stages"]]
+    width = max(len(r) for r in runs)
+    lines = [
+        f"Table {result['table']} on {result['gpus']} GPU(s) of {result['gpu_memory_gib']:g} GiB, "
+        f"{result['samples_per_stage']:,} samples per stage; throughput per GPU {t['train_tokens_per_s']:,.0f} "
+        f"train / {t['rollout_tokens_per_s']:,.0f} rollout tokens/s ({t['source']})",
+        "",
+        f"| stage | {'run':<{width}} | params | trainable | GiB/GPU | fits | tokens | GPU-h |",
+        f"|---|{'-' * (width + 2)}|---|---|---|---|---|---|",
+    ]
+    for s, run in zip(result["stages"], runs, strict=True):
+        trainable = f"{s['trainable'] / 1e6:,.1f}M" + (" (LoRA)" if s["lora"] else "")
+        lines.append(
+            f"| {s['stage']} | {run:<{width}} | {s['parameters'] / 1e9:.2f}B | {trainable} | {s['memory_gib']:.1f} | "
+            f"{'yes' if s['fits'] else 'NO'} | {s['tokens'] / 1e6:.1f}M | {s['gpu_hours']:.2f} |"
+        )
+    assumptions = sorted({a for s in result["stages"] for a in s["assumptions"]})
+    lines += [
+        "",
+        f"Total {result['gpu_hours']:.1f} GPU-hours ({result['gpu_hours'] / result['gpus']:.1f} h on "
+        f"{result['gpus']} GPU(s)); {'every stage fits' if result['all_fit'] else 'some stages do NOT fit'}. "
+        "Evaluation stages are not counted.",
+    ]
+    if assumptions:
+        lines.append("Assumed: " + "; ".join(assumptions) + ".")
+    return "\n".join(lines) + "\n"
