@@ -259,32 +259,26 @@ def reproduce(
     experiment: Annotated[
         str | None, typer.Option(help="An experiment name from configs/experiments/ or a YAML path.")
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Root folder of the run directories.")] = None,
-    dry_run: Annotated[bool, typer.Option(help="Print the plan only.")] = False,
-    results: Annotated[
-        Path | None, typer.Option(help="Evidence experiments: where the report goes (default OUT/report).")
+    out: Annotated[
+        Path | None, typer.Option(help="Its folder: OUT/data, OUT/runs, OUT/report (default runs/NAME).")
     ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the plan only; nothing is written.")] = False,
+    results: Annotated[Path | None, typer.Option(help="Where the report goes (default OUT/report).")] = None,
     jobs: Annotated[int, typer.Option(help="Independent stage chains run in this many processes.")] = 1,
     seeds: Annotated[int | None, typer.Option(help="Only the experiment's first N seeds.")] = None,
     models: Annotated[
-        list[str] | None,
-        typer.Option("--model", help="Model(s) instead of the file's."),
+        list[str] | None, typer.Option("--model", help="Model(s) instead of the file's.")
     ] = None,
-    quick: Annotated[bool, typer.Option(help="Evidence experiments: a few steps on a few examples.")] = False,
+    recipes: Annotated[
+        list[str] | None, typer.Option("--recipe", help="Only these of the file's recipes (repeatable).")
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="A few steps on a few examples (a smoke test).")] = False,
 ) -> None:
-    """Run an experiment (a paper table, the staged curriculum, an evidence experiment): every
-    recipe's stages, finished ones skipped. --dry-run prints the recipes and stages in order."""
-    from scale_repro.experiments.curriculum import CURRICULUM_KIND, run_curriculum
-    from scale_repro.experiments.evidence import is_evidence_file
-    from scale_repro.experiments.planner import (
-        describe,
-        describe_recipes,
-        experiment_path,
-        load_experiment,
-        plan,
-        run_stages,
-    )
-    from scale_repro.experiments.reports.tables import write_report
+    """Run an experiment (a paper table, the staged curriculum, the evidence experiment): its
+    data, every recipe's stages (finished ones skipped), its report. --dry-run prints the plan."""
+    from scale_repro.experiments.planner import experiment_path
+    from scale_repro.experiments.runner import RunOptions, load, reproduce_command, run_experiment
+    from scale_repro.yaml_files import CONFIGS_DIR
 
     _setup_logging()
     if jobs < 1:
@@ -293,87 +287,22 @@ def reproduce(
         _fail("give one of --table N or --experiment NAME")
     if table is not None and table not in (1, 2, 3):
         _fail("--table must be 1, 2 or 3")
+    if seeds is not None and seeds < 1:
+        _fail("--seeds must be at least 1")
     path = experiment_path(table, experiment)
     if not path.is_file():
         _fail(f"{path}: no such experiment file")
-    if seeds is not None and seeds < 1:
-        _fail("--seeds must be at least 1")
-    try:
-        evidence = is_evidence_file(path)
-    except (ValueError, *_user_errors()) as exc:
-        _fail(str(exc))
-    if evidence:
-        _evidence(path, out or Path("runs") / "evidence", results, jobs, seeds, models, quick, dry_run)
-        return
-    if quick:
-        _fail("--quick shortens evidence experiments only; this one's steps are in its file")
-    try:
-        spec = load_experiment(path)
-    except (ValueError, *_user_errors()) as exc:
-        _fail(str(exc))
-    spec.seeds = spec.seeds[:seeds] if seeds else spec.seeds
-    spec.models = list(models) if models else spec.models
-    if spec.kind == CURRICULUM_KIND:
-        root = out or Path("runs") / spec.name
-        try:
-            result = run_curriculum(spec, root, results or root / "report", jobs, dry_run, echo=typer.echo)
-        except (ValueError, *_user_errors()) as exc:
-            _fail(str(exc))
-        if not dry_run and (result["summary"]["failed"] or result["summary"]["blocked"]):
-            raise typer.Exit(1)
-        return
-    out = out or Path("runs")
-    try:
-        stages = plan(spec, out)
-    except (ValueError, *_user_errors()) as exc:
-        _fail(str(exc))
-    typer.echo(describe_recipes(spec))
-    typer.echo(describe(stages))
-    if dry_run:
-        return
-    summary = run_stages(stages, jobs=jobs, echo=typer.echo)
-    result = write_report(out, out / "report")
-    typer.echo(
-        f"ran {len(summary['ran'])}, skipped {len(summary['skipped'])}, failed {len(summary['failed'])}, "
-        f"blocked {len(summary['blocked'])}; report: {result['report']}"
-    )
-    if summary["failed"] or summary["blocked"]:
-        raise typer.Exit(1)
-
-
-def _evidence(
-    path: Path,
-    out: Path,
-    results: Path | None,
-    jobs: int,
-    seeds: int | None,
-    models: list[str] | None,
-    quick: bool,
-    dry_run: bool,
-) -> None:
-    from scale_repro.experiments.evidence import evidence_stages, load_evidence, run_evidence, shorten
-    from scale_repro.experiments.planner import chains, describe
-
-    try:
-        spec = shorten(load_evidence(path), seeds=seeds, models=models, quick=quick)
-    except (ValueError, *_user_errors()) as exc:
-        _fail(str(exc))
-    if dry_run:
-        stages = evidence_stages(spec, out, echo=typer.echo, write=False)  # a dry run writes nothing
-        typer.echo(describe(stages))
-        typer.echo(f"{len(chains(stages))} independent chains")
-        return
-    # The command that reproduces this run, rebuilt from the parsed options.
-    from scale_repro.yaml_files import CONFIGS_DIR
-
     name = path.stem if path.parent == CONFIGS_DIR / "experiments" else str(path)
-    parts = ["scale reproduce --experiment", name, f"--jobs {jobs}", f"--out {out}"]
-    parts += [f"--results {results}"] if results else []
-    parts += [f"--seeds {seeds}"] if seeds is not None else []
-    parts += [f"--model {m}" for m in models or []] + (["--quick"] if quick else [])
-    command = " ".join(parts)
-    result = run_evidence(spec, out, results or out / "report", jobs=jobs, command=command, echo=typer.echo)
-    if result["summary"]["failed"] or result["summary"]["blocked"]:
+    options = RunOptions(
+        out or Path("runs") / path.stem, results, jobs, dry_run, quick, seeds, models, recipes
+    )
+    options.command = reproduce_command(name, options)
+    try:
+        _, spec = load(path, options)
+        result = run_experiment(path, options, echo=typer.echo, spec=spec)
+    except (ValueError, *_user_errors()) as exc:
+        _fail(str(exc))
+    if not dry_run and (result["summary"]["failed"] or result["summary"]["blocked"]):
         raise typer.Exit(1)
 
 

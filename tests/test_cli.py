@@ -123,7 +123,7 @@ def test_reproduce_dry_run_prints_the_plan():
     result = runner.invoke(app, ["reproduce", "--table", "3", "--dry-run", "--out", "/tmp/nonexistent-plan"])
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    # Table 3's recipes in order, then its stages.
+    # Table 3's recipes in order, a count, then its stages (under OUT/runs, as in every experiment).
     assert lines[:5] == [
         "SFT: sft-vanilla (sft, ${TRAIN}, loss.mode=vanilla)",
         "SFT-FW: sft-fixed (sft, ${TRAIN}, loss.mode=fixed)",
@@ -132,6 +132,8 @@ def test_reproduce_dry_run_prints_the_plan():
         "SCALe-GRPO: sft-scale (sft, ${TRAIN}, loss.mode=scale) -> grpo (grpo, ${TRAIN})",
     ]
     assert lines[5] == (
-        "[  1/20] sft       to run /tmp/nonexistent-plan/qwen2.5-vl-3b/vision-r1-science/seed0/1-sft-vanilla"
+        "table3: 20 stages (10 training or rating, 10 evaluations; 6 independent chains) for qwen2.5-vl-3b, "
+        "1 seed(s); runs under /tmp/nonexistent-plan/runs"
     )
-    assert len(lines) == 5 + 20
+    assert lines[6] == "[  1/20] sft       to run runs/qwen2.5-vl-3b/vision-r1-science/seed0/1-sft-vanilla"
+    assert len(lines) == 6 + 20

@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 from scale_repro.experiments.evidence import (
-    chains,
     load_evidence,
     plan_evidence,
     prepare_capabilities,
@@ -13,7 +12,8 @@ from scale_repro.experiments.evidence import (
     shorten,
 )
 from scale_repro.experiments.planner import experiment_path
-from scale_repro.experiments.reports.evidence import paired_interval
+from scale_repro.experiments.reports.stats import paired_interval
+from scale_repro.experiments.runner import chains
 
 # scipy.stats.t.ppf(0.975, df): the two-sided 95 % quantiles used below.
 T975 = {2: 4.302652729749464, 4: 2.7764451051977987}

@@ -18,11 +18,6 @@ so results at different ratios are measured on the same questions.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import sys
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,29 +25,21 @@ from typing import Any
 from scale_repro.data.capabilities import CapabilityConfig, write_capability_data
 from scale_repro.data.synth import SynthConfig, write_synthetic
 from scale_repro.experiments.planner import (
+    QUICK_DATA,
     Experiment,
     Stage,
     StageSpec,
-    chains,
+    add_quick_settings,
     load_recipe_library,
     parse_recipes,
     plan,
-    run_stages,
 )
-from scale_repro.experiments.reports.evidence import COMPARISONS, ratio_label, write_evidence_report
-from scale_repro.models.perceiving import PERCEIVING_MODELS, perceiving_record
-from scale_repro.runs.rundir import CHECKPOINTS_DIR, package_versions, read_manifest, write_once
+from scale_repro.experiments.reports.evidence import COMPARISONS, ratio_label
+from scale_repro.models.perceiving import PERCEIVING_MODELS
+from scale_repro.runs.rundir import CHECKPOINTS_DIR, write_once
 from scale_repro.yaml_files import read_yaml
 
 EVIDENCE_KIND = "evidence"
-QUICK_OVERRIDES = {
-    # save_steps=2: one checkpoint before the end, so the learning curves are exercised too.
-    "sft": ["max_steps=3", "per_device_train_batch_size=2", "save_steps=2", "logging_steps=1"],
-    "grpo": ["max_steps=1", "per_device_train_batch_size=2", "num_generations=2", "max_completion_length=8"],
-    "eval": ["max_new_tokens=8", "limit=4"],
-}
-QUICK_DATA = {"n_train": 16, "n_test": 4}
-QUICK_CAPABILITIES = {"n_per_capability": 4}
 CURVE_EVAL = "eval-{target}-step{step}"  # a checkpoint's evaluation, beside the run's final one
 
 
@@ -241,24 +228,21 @@ def shorten(
     if not sweep:
         spec.sweep, spec.truncation, spec.curves = {}, {}, {}
     if quick:
-        spec.data = dict(spec.data, **QUICK_DATA)
-        spec.capabilities = dict(spec.capabilities, **QUICK_CAPABILITIES)
-        for section, extra in QUICK_OVERRIDES.items():
-            block = getattr(spec, section)
-            block["set"] = list(block.get("set", [])) + extra
+        add_quick_settings(spec)
+        spec.data = dict(spec.data, **QUICK_DATA["synth"])
+        spec.capabilities = dict(spec.capabilities, **QUICK_DATA["capabilities"])
     return spec
 
 
 def prepare_data(spec: EvidenceSpec, data_root: Path, echo=print, write: bool = True) -> dict[float, Path]:
     """One synthetic data directory per ratio; an existing one is reused only if made the same
     way. ``write=False`` (a dry run) only names the directories."""
-    dirs = {}
-    for ratio in spec.ratios():
+    dirs = ratio_dirs(spec, data_root)
+    for ratio, folder in dirs.items():
         if not write:
-            dirs[ratio] = data_root / f"ratio{ratio:g}"
             continue
-        dirs[ratio] = write_once(
-            data_root / f"ratio{ratio:g}",
+        write_once(
+            folder,
             spec.synth_config(ratio),
             write_synthetic,
             echo,
@@ -349,71 +333,17 @@ def curve_evaluations(spec: EvidenceSpec, stages: list[Stage]) -> list[Stage]:
     return curves
 
 
-def evidence_stages(spec: EvidenceSpec, out: Path, echo=print, write: bool = True) -> list[Stage]:
-    """The data for every ratio (written if missing; named only when ``write`` is False, as a
-    dry run writes nothing), then every stage of the experiment."""
-    out = Path(out).resolve()
-    data_dirs = prepare_data(spec, out / "data", echo=echo, write=write)
-    capabilities = prepare_capabilities(spec, out / "data", echo=echo, write=write)
-    return plan_evidence(spec, out, data_dirs, capabilities)
+def ratio_dirs(spec: EvidenceSpec, data_root: Path) -> dict[float, Path]:
+    """The synthetic data folder of each ratio the experiment runs."""
+    return {ratio: data_root / f"ratio{ratio:g}" for ratio in spec.ratios()}
 
 
-def environment() -> dict[str, Any]:
-    import torch
-
-    return {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "cuda": torch.cuda.is_available(),
-        "torch_threads": torch.get_num_threads(),
-        "packages": package_versions(),
-    }
+def write_data(spec: EvidenceSpec, data_root: Path, echo=print, write: bool = True) -> dict[str, str]:
+    """The runner's data step: a folder per ratio (see :func:`prepare_data`), then ``${CAP}``."""
+    prepare_data(spec, data_root, echo=echo, write=write)
+    return prepare_capabilities(spec, data_root, echo=echo, write=write)
 
 
-def run_evidence(
-    spec: EvidenceSpec, out: Path, results: Path, jobs: int = 1, command: str = "", echo=print
-) -> dict[str, Any]:
-    started = time.time()
-    out, results = Path(out).resolve(), Path(results).resolve()
-    from scale_repro.experiments.perception_base import ensure_perceiving  # trains: imports torch
-
-    # Perceiving bases are built here, once, before any worker needs them.
-    bases = {
-        m: perceiving_record(ensure_perceiving(m, echo=echo)) for m in spec.models if m in PERCEIVING_MODELS
-    }
-    stages = evidence_stages(spec, out, echo=echo)
-    echo(
-        f"{len(stages)} stages ({len(chains(stages))} independent chains) for {', '.join(spec.models)}, "
-        f"ratios {', '.join(ratio_label(r) for r in spec.ratios())}; {jobs} worker(s); runs under {out / 'runs'}"
-    )
-    summary = run_stages(stages, jobs=jobs, echo=echo)
-    elapsed = time.time() - started
-    # A rerun that finds every stage done only rewrites the report: keep the wall clock of the
-    # invocation that did the work.
-    previous = results / "run.json"
-    wall_clock = elapsed
-    if not summary["ran"] and previous.is_file():
-        wall_clock = json.loads(previous.read_text()).get("wall_clock_s", elapsed)
-    report = write_evidence_report(
-        spec,
-        out / "runs",
-        results,
-        # Only this plan's evaluations: runs left in the same folder by other settings stay out.
-        evaluations={str(s.run_dir) for s in stages if s.kind == "eval"},
-        run_info={
-            "command": command,
-            "wall_clock_s": round(wall_clock, 1),
-            "this_invocation_s": round(elapsed, 1),
-            # What the whole plan costs from scratch, whichever invocations did the work.
-            "stage_time_s": round(
-                sum((read_manifest(s.run_dir) or {}).get("wall_clock_s") or 0 for s in stages), 1
-            ),
-            "jobs": jobs,
-            "stages": {k: len(v) for k, v in summary.items()},
-            "bases": bases,
-            "environment": environment(),
-        },
-    )
-    echo(f"evidence finished in {elapsed:.0f}s: {report['report']}")
-    return {"summary": summary, **report}
+def plan_stages(spec: EvidenceSpec, out: Path, variables: dict[str, str]) -> list[Stage]:
+    """The runner's plan step: every arm under ``out/runs`` on the data of ``out/data``."""
+    return plan_evidence(spec, Path(out), ratio_dirs(spec, Path(out) / "data"), variables)

@@ -32,9 +32,6 @@ import functools
 import logging
 import os
 import re
-import time
-from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +46,7 @@ from scale_repro.config import (
     to_dict,
 )
 from scale_repro.data.difficulty import RATED_FILE
-from scale_repro.runs.rundir import StageInterrupted, config_hash
+from scale_repro.runs.rundir import config_hash
 from scale_repro.stages.lifecycle import stage_finished
 from scale_repro.yaml_files import CONFIGS_DIR, parse_yaml, read_yaml
 
@@ -62,6 +59,25 @@ PAPER_RECIPES = CONFIGS_DIR / "recipes" / "balanced-thinking.yaml"
 # (a shell's $TRAIN must not leak into a plan).
 PLANNER_VARIABLES = ("TRAIN", "RATED", "SYNTH", "CAP")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+# --quick: a few steps on a few examples for any experiment (plumbing, not results).
+# save_steps=2: one checkpoint before the end, so resuming and learning curves are exercised.
+QUICK_SETTINGS = {
+    "sft": ["max_steps=3", "per_device_train_batch_size=2", "save_steps=2", "logging_steps=1"],
+    "grpo": ["max_steps=1", "per_device_train_batch_size=2", "num_generations=2", "max_completion_length=8"],
+    "pass_rate": ["k=2", "max_new_tokens=8"],
+    "eval": ["max_new_tokens=8", "limit=3"],
+}
+QUICK_DATA = {"synth": {"n_train": 16, "n_test": 4}, "capabilities": {"n_per_capability": 4}}
+
+
+def add_quick_settings(spec: Any) -> None:
+    """``--quick``: QUICK_SETTINGS after each section's own settings (the last word wins)."""
+    for section, extra in QUICK_SETTINGS.items():
+        block = getattr(spec, section, None)
+        if block is not None:
+            setattr(spec, section, dict(block, set=[*block.get("set", []), *extra]))
 
 
 @dataclass
@@ -419,158 +435,3 @@ def describe(stages: list[Stage], relative_to: Path | None = None) -> str:
         where = stage.run_dir.relative_to(relative_to) if relative_to else stage.run_dir
         lines.append(f"[{i:>3}/{len(stages)}] {stage.kind:<9} {state:<6} {where}")
     return "\n".join(lines)
-
-
-def execute(stages: list[Stage], echo=print) -> dict[str, list[str]]:
-    """Run every stage not yet finished; a failed stage's dependants are skipped, the rest go on."""
-    from scale_repro.data.difficulty import run_pass_rate
-    from scale_repro.stages.evaluate import run_eval
-    from scale_repro.stages.grpo import run_grpo
-    from scale_repro.stages.sft import run_sft
-
-    runners = {"sft": run_sft, "grpo": run_grpo, "pass_rate": run_pass_rate, "eval": run_eval}
-    failed: set[Path] = set()
-    summary: dict[str, list[str]] = {"ran": [], "skipped": [], "failed": [], "blocked": []}
-    started = time.time()
-    for i, stage in enumerate(stages, 1):
-        prefix = f"[{i:>3}/{len(stages)} {time.time() - started:6.0f}s]"
-        if any(dep in failed for dep in stage.needs):
-            failed.add(stage.run_dir)
-            summary["blocked"].append(str(stage.run_dir))
-            echo(f"{prefix} {stage.kind:<9} blocked (an earlier stage failed): {stage.run_dir}")
-            continue
-        if stage.finished():
-            summary["skipped"].append(str(stage.run_dir))
-            echo(f"{prefix} {stage.kind:<9} finished earlier: {stage.run_dir}")
-            continue
-        echo(f"{prefix} {stage.kind:<9} running: {stage.run_dir}")
-        try:
-            ran_here = _run_or_wait(runners[stage.kind], stage, echo, f"{prefix} {stage.kind:<9}")
-            summary["ran" if ran_here else "skipped"].append(str(stage.run_dir))
-        except StageInterrupted:
-            raise  # SIGTERM: the whole experiment stops; the same command resumes it
-        except Exception as exc:  # noqa: BLE001 - one failed cell must not stop the matrix
-            log.exception("stage failed: %s", stage.name)
-            failed.add(stage.run_dir)
-            summary["failed"].append(str(stage.run_dir))
-            echo(f"{prefix} {stage.kind:<9} FAILED ({type(exc).__name__}: {exc}): {stage.run_dir}")
-    return summary
-
-
-def _run_or_wait(run, stage: Stage, echo, prefix: str) -> bool:
-    """Run the stage; when another live process holds its run directory (a second
-    ``scale reproduce`` over the same runs), wait for that process, then take the finished run
-    as it is (False) or run what it left unfinished. True when this process ran it."""
-    from scale_repro.runs.rundir import RunDirInUse, RunLock
-
-    while True:
-        try:
-            run(stage.config)
-            return True
-        except RunDirInUse as exc:
-            echo(f"{prefix} running elsewhere, waiting ({str(exc).split('; ')[0]}): {stage.run_dir}")
-            RunLock.wait(stage.run_dir)
-            if stage.finished():
-                echo(f"{prefix} finished elsewhere: {stage.run_dir}")
-                return False
-
-
-def chains(stages: list[Stage]) -> list[list[Stage]]:
-    """Independent chains: a first stage with every stage that depends on it (they share
-    nothing; the plan's summary counts them)."""
-    root_of: dict[Path, Path] = {}
-    grouped: dict[Path, list[Stage]] = defaultdict(list)
-    for stage in stages:  # plan() orders every stage after the one it needs
-        root = root_of.get(stage.needs[0], stage.needs[0]) if stage.needs else stage.run_dir
-        root_of[stage.run_dir] = root
-        grouped[root].append(stage)
-    return list(grouped.values())
-
-
-def _run_in_worker(stage: Stage) -> dict[str, list[str]]:
-    """Worker: one stage, one thread (the workers share the machine's cores).
-
-    The libraries' progress output goes to ``worker.log`` in the stage's run directory, so
-    parallel stages do not interleave on the terminal.
-    """
-    import contextlib
-
-    import torch
-
-    torch.set_num_threads(1)
-    for name in ("transformers", "lmms-eval", "datasets", "accelerate"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    log_path = stage.run_dir / "worker.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        open(log_path, "a") as stream,
-        contextlib.redirect_stdout(stream),
-        contextlib.redirect_stderr(stream),
-    ):
-        return execute([stage], echo=lambda message: print(message, flush=True))
-
-
-def _descendants(stages: list[Stage]) -> dict[Path, int]:
-    """How many stages wait, directly or not, on each stage (the longest work goes first)."""
-    children: dict[Path, list[Path]] = defaultdict(list)
-    for stage in stages:
-        for need in stage.needs:
-            children[need].append(stage.run_dir)
-    counts: dict[Path, int] = {}
-    for stage in reversed(stages):  # plan() puts every stage after the ones it needs
-        counts[stage.run_dir] = sum(1 + counts.get(child, 0) for child in children[stage.run_dir])
-    return counts
-
-
-def run_stages(stages: list[Stage], jobs: int = 1, echo=print) -> dict[str, list[str]]:
-    """Run every stage; with ``jobs`` > 1, up to that many at once in worker processes, each as
-    soon as the stages it needs have finished (those with the most work waiting on them first)."""
-    if jobs <= 1:
-        return execute(stages, echo=echo)
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, wait
-
-    summary: dict[str, list[str]] = {"ran": [], "skipped": [], "failed": [], "blocked": []}
-    weight = _descendants(stages)
-    pending = sorted(stages, key=lambda s: -weight[s.run_dir])
-    planned = {s.run_dir for s in stages}
-    done: set[Path] = set()
-    failed: set[Path] = set()
-    started = time.time()
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        running: dict[Any, Stage] = {}
-        while pending or running:
-            for stage in list(pending):
-                if any(need in failed for need in stage.needs):
-                    pending.remove(stage)
-                    failed.add(stage.run_dir)
-                    summary["blocked"].append(str(stage.run_dir))
-                    echo(
-                        f"[{time.time() - started:6.0f}s] {stage.kind:<9} blocked (an earlier stage failed): "
-                        f"{stage.run_dir}"
-                    )
-                elif len(running) < jobs and all(n in done or n not in planned for n in stage.needs):
-                    pending.remove(stage)
-                    running[pool.submit(_run_in_worker, stage)] = stage
-            if not running:
-                if pending:  # plan() never does this: every stage's needs are planned before it
-                    raise RuntimeError(f"{pending[0].run_dir}: waits on a stage that cannot run")
-                break
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                stage = running.pop(future)
-                try:
-                    result = future.result()
-                except Exception as exc:  # noqa: BLE001 - a crashed worker fails its stage only
-                    result = {"failed": [str(stage.run_dir)]}
-                    echo(f"{stage.run_dir}: worker crashed: {type(exc).__name__}: {exc}")
-                for key, items in result.items():
-                    summary[key].extend(items)
-                state = "FAILED" if result.get("failed") else "skipped" if result.get("skipped") else "done"
-                (failed if state == "FAILED" else done).add(stage.run_dir)
-                count = sum(len(v) for v in summary.values())
-                echo(
-                    f"[{count:>3}/{len(stages)} {time.time() - started:6.0f}s] {stage.kind:<9} {state}: {stage.run_dir}"
-                )
-    return summary

@@ -1,54 +1,19 @@
-"""The staged capability curriculum ("From Seeing to Thinking"): its data and its report.
+"""The curriculum report: every recipe against the experiment's ``baseline`` recipe, paired by
+seed, per evaluation: accuracy (points, 95 % t interval) and mean completion length (tokens),
+with the paper's published figures beside ours, labelled as the paper's.
 
-A curriculum experiment file (``kind: curriculum``) is an ordinary experiment
-(:mod:`scale_repro.experiments.planner`: recipes of stages, one planner, one runner) whose recipes are
-written in place: staged (perception, then text-only reasoning with the vision tower frozen,
-then visual reasoning), merged (the same data pooled, the same steps), the ablations and the
-difficulty axis (a ``pass_rate`` stage, then ``data.order=easy_to_hard``). This module writes
-the data its ``${CAP}`` and ``${SYNTH}`` stand for, and reports every recipe against the
-``baseline`` recipe, paired by seed: accuracy and mean completion length per evaluation.
+Writes ``summary.json`` and ``report.md`` to the results folder.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-from scale_repro.experiments.planner import Experiment, Stage, describe, describe_recipes, plan, run_stages
-from scale_repro.runs.rundir import atomic_write_json, atomic_write_text, write_once
-
-CURRICULUM_KIND = "curriculum"
-
-
-def prepare_data(spec: Experiment, root: Path, echo=print, write: bool = True) -> dict[str, str]:
-    """The data directories ``${CAP}`` and ``${SYNTH}`` stand for, for the file's ``data``
-    sections that name them (``capabilities``, ``synth``), written if missing or made with other
-    settings (unless ``write`` is false: a dry run names them only)."""
-    from scale_repro.data.capabilities import CapabilityConfig, write_capability_data
-    from scale_repro.data.synth import SynthConfig, write_synthetic
-
-    known = {
-        "capabilities": ("CAP", CapabilityConfig, write_capability_data),
-        "synth": ("SYNTH", SynthConfig, write_synthetic),
-    }
-    unknown = sorted(set(spec.data) - set(known))
-    if unknown:
-        raise ValueError(f"{spec.name}: unknown data section(s) {unknown}; known: {sorted(known)}")
-    variables = {}
-    for section, (variable, config_class, writer) in known.items():
-        if section not in spec.data:
-            continue
-        try:
-            config = config_class(**spec.data[section])
-        except TypeError as exc:
-            raise ValueError(f"{spec.name}: data.{section}: {exc}") from exc
-        folder = root / section
-        if write:
-            write_once(folder, config, writer, echo, f"{section} data")
-        variables[variable] = str(folder)
-    return variables
+from scale_repro.experiments.planner import Experiment, Stage, describe_recipes
+from scale_repro.experiments.reports.stats import mean_sd, paired_interval
+from scale_repro.runs.rundir import atomic_write_json, atomic_write_text
 
 
 def _rows(stages: list[Stage]) -> list[dict[str, Any]]:
@@ -75,7 +40,6 @@ def _rows(stages: list[Stage]) -> list[dict[str, Any]]:
 def summarise(spec: Experiment, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean accuracy and completion length per recipe and evaluation, and each recipe minus the
     baseline paired by seed (accuracy in points, length in tokens)."""
-    from scale_repro.experiments.reports.evidence import mean_sd, paired_interval
 
     def per_seed(model, dataset, recipe, metric) -> dict[int, float]:
         return {
@@ -205,36 +169,11 @@ def render_published(spec: Experiment, summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run_curriculum(
-    spec: Experiment, out: Path, results: Path, jobs: int = 1, dry_run: bool = False, echo=print
+def write_curriculum_report(
+    spec: Experiment, stages: list[Stage], out: Path, info: dict[str, Any]
 ) -> dict[str, Any]:
-    started = time.time()
-    out, results = Path(out).resolve(), Path(results).resolve()
-    variables = prepare_data(spec, out / "data", echo=echo, write=not dry_run)
-    stages = plan(spec, out / "runs", variables)
-    training = sum(s.kind != "eval" for s in stages)
-    echo(
-        f"{len(stages)} stages ({training} training or rating, {len(stages) - training} evaluations) for "
-        f"{len(spec.recipes)} recipes x {len(spec.models)} model(s) x {len(spec.seeds)} seed(s); runs under {out / 'runs'}"
-    )
-    if dry_run:
-        echo(describe_recipes(spec))
-        echo(describe(stages, relative_to=out))
-        return {"stages": stages}
-    from scale_repro.models.registry import tiny_model_path
-    from scale_repro.models.tiny import TINY_MODELS
-
-    for model in spec.models:  # built here, once, before parallel workers would race to build them
-        if model in TINY_MODELS:
-            tiny_model_path(model)
-    summary = run_stages(stages, jobs=jobs, echo=echo)
-    info = {
-        "wall_clock_s": time.time() - started,
-        "jobs": jobs,
-        "stages": {k: len(v) for k, v in summary.items()},
-    }
+    """``summary.json`` and ``report.md`` in ``out`` from the evaluations among ``stages``."""
     report = summarise(spec, _rows(stages))
-    atomic_write_json(results / "summary.json", {**report, "run": info})
-    atomic_write_text(results / "report.md", render(spec, report, info))
-    echo(f"curriculum finished in {info['wall_clock_s']:.0f}s: {results / 'report.md'}")
-    return {"summary": summary, "report": str(results / "report.md"), **report}
+    atomic_write_json(out / "summary.json", {**report, "run": info})
+    atomic_write_text(out / "report.md", render(spec, report, info))
+    return {"report": str(out / "report.md"), **report}
