@@ -11,6 +11,9 @@ from typing import Annotated
 
 import typer
 
+from scale_repro.method.formats import ANSWER_FORMATS
+from scale_repro.method.schedule import LOSS_MODES
+
 app = typer.Typer(
     help="SCALe reproduction: segment-aware SFT, GRPO, lmms-eval evaluation and reports.",
     no_args_is_help=True,
@@ -114,7 +117,7 @@ def sft(
         str | None, typer.Option(help="Short name, hub id, checkpoint or run directory.")
     ] = None,
     data: DataOption = None,
-    loss: Annotated[str | None, typer.Option(help="scale | fixed | vanilla")] = None,
+    loss: Annotated[str | None, typer.Option(help=" | ".join(LOSS_MODES))] = None,
     output_dir: OutputDir = None,
     max_steps: MaxSteps = None,
     image_root: ImageRoot = None,
@@ -523,22 +526,22 @@ def data_pass_rate(
     k: Annotated[int, typer.Option(help="Completions sampled per example.")] = 8,
     max_new_tokens: Annotated[int, typer.Option()] = 1024,
     temperature: Annotated[float, typer.Option()] = 1.0,
-    answer_format: Annotated[str, typer.Option(help="tags | think_boxed")] = "tags",
+    answer_format: Annotated[str, typer.Option(help=" | ".join(ANSWER_FORMATS))] = "tags",
     out: Annotated[
         Path | None, typer.Option(help="Default: DATA_STEM.pass_rate.jsonl beside the data.")
     ] = None,
 ) -> None:
     """Each example's pass rate over K samples of a model, written as EasyR1 records with
     ``pass_rate`` (a GRPO stage orders them with data.order=easy_to_hard)."""
-    from scale_repro.data.difficulty import easyr1_record, estimate_pass_rates, write_records
+    from scale_repro.data.difficulty import easyr1_record, write_records
     from scale_repro.data.sources import load_training_examples
-    from scale_repro.method.formats import FORMATS
     from scale_repro.models.registry import resolve_model
+    from scale_repro.stages.pass_rate import estimate_pass_rates
 
     if k < 1 or max_new_tokens < 1:
         _fail("--k and --max-new-tokens must be at least 1")
-    if answer_format not in FORMATS:
-        _fail(f"unknown --answer-format {answer_format!r}; choose from {', '.join(FORMATS)}")
+    if answer_format not in ANSWER_FORMATS:
+        _fail(f"unknown --answer-format {answer_format!r}; choose from {', '.join(ANSWER_FORMATS)}")
     try:
         examples = load_training_examples(data).examples
         path = resolve_model(model).path
@@ -567,7 +570,7 @@ def data_perception_filter(
     model: Annotated[str, typer.Option(help="The model to probe.")],
     data: Annotated[Path, typer.Option(help="EasyR1 records with a 'description' of each image.")],
     max_new_tokens: Annotated[int, typer.Option()] = 1024,
-    answer_format: Annotated[str, typer.Option(help="tags | think_boxed")] = "tags",
+    answer_format: Annotated[str, typer.Option(help=" | ".join(ANSWER_FORMATS))] = "tags",
     out: Annotated[
         Path | None, typer.Option(help="Default: DATA_STEM.perception.jsonl beside the data.")
     ] = None,
@@ -576,9 +579,10 @@ def data_perception_filter(
     what it fails to see (the curriculum's perception data)."""
     import json as _json
 
-    from scale_repro.data.difficulty import easyr1_record, perception_filter, write_records
+    from scale_repro.data.difficulty import easyr1_record, write_records
     from scale_repro.data.sources import load_training_examples
     from scale_repro.models.registry import resolve_model
+    from scale_repro.stages.pass_rate import perception_filter
 
     try:
         examples = load_training_examples(str(data)).examples

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
+from scale_repro.method.formats import AnswerFormatName
+from scale_repro.method.schedule import LossMode
 from scale_repro.yaml_files import CONFIGS_DIR, ConfigError, read_yaml, yaml_problem
 
 # transformers' scheduler names (transformers.SchedulerType), checked before anything loads.
@@ -69,7 +71,7 @@ class LossConfig:
     """SCALe loss settings. The paper's numeric weights were lost from our copy; these
     defaults are this project's choice: think 2.0 -> 1.0, answer 1.0 -> 1.0; FW = 1.0/1.0."""
 
-    mode: Literal["scale", "fixed", "vanilla"] = "scale"
+    mode: LossMode = "scale"
     think_start: float = 2.0
     think_end: float = 1.0
     answer_start: float = 1.0
@@ -200,7 +202,7 @@ class GRPOConfig(TrainConfig):
     beta: float = 0.0
     # How completions state their answer: the paper's <think>/<answer> tags, or the staged
     # curriculum's <think> then \boxed{} (the instruction and the parser follow; see formats.py).
-    answer_format: Literal["tags", "think_boxed"] = "tags"
+    answer_format: AnswerFormatName = "tags"
     # Rewards by name (rewards.REWARDS, or MODULE:FUNCTION for a reward of your own with TRL's
     # signature) and their weights: the paper's 4-tag format and answer accuracy, equally
     # weighted; the curriculum uses think_boxed_format 0.1 and accuracy 0.9.
@@ -294,7 +296,7 @@ class EvalConfig:
     system_prompt: str | None = None
     # How the model was trained to state its answer (GRPOConfig.answer_format): the prompt's
     # instruction and the parser follow it, as in training.
-    answer_format: Literal["tags", "think_boxed"] = "tags"
+    answer_format: AnswerFormatName = "tags"
 
     def problems(self) -> list[tuple[str, str]]:
         found = [
@@ -319,7 +321,7 @@ class PassRateConfig:
     k: int = 4  # completions sampled per example
     max_new_tokens: int = 256
     temperature: float = 1.0  # sampling temperature (0: greedy, which makes every rate 0 or 1)
-    answer_format: Literal["tags", "think_boxed"] = "tags"  # how the completions are parsed
+    answer_format: AnswerFormatName = "tags"  # how the completions are parsed
     batch_size: int = 8  # examples per generate call
     labels: dict[str, Any] = field(default_factory=dict)
 

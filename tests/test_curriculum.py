@@ -155,7 +155,7 @@ def test_capability_data_separates_seeing_from_reasoning(tmp_path):
 def test_pass_rate_and_perception_filter_from_sampled_answers(tmp_path, tiny_paths, monkeypatch):
     """The bookkeeping, with the model's answers fixed: pass rate = correct / K; the filter keeps
     what is wrong from the image and right from the description."""
-    from scale_repro.data import difficulty
+    from scale_repro.stages import pass_rate
 
     runner.invoke(app, ["data", "capabilities", "--out", str(tmp_path / "cap"), "--n", "4"])
     perception = tmp_path / "cap" / "perception.jsonl"
@@ -177,7 +177,7 @@ def test_pass_rate_and_perception_filter_from_sampled_answers(tmp_path, tiny_pat
             )
         return rows
 
-    monkeypatch.setattr(difficulty, "sample_completions", fake_sample)
+    monkeypatch.setattr(pass_rate, "sample_completions", fake_sample)
     result = runner.invoke(
         app, ["data", "pass-rate", "--model", "tiny-gemma3", "--data", str(perception), "--k", "4"]
     )
@@ -206,7 +206,7 @@ def test_pass_rate_and_perception_filter_from_sampled_answers(tmp_path, tiny_pat
 
 @pytest.mark.slow
 def test_sampling_runs_the_model_on_image_and_text_only_examples(tmp_path, tiny_paths):
-    from scale_repro.data.difficulty import sample_completions
+    from scale_repro.stages.pass_rate import sample_completions
 
     runner.invoke(app, ["data", "capabilities", "--out", str(tmp_path / "cap"), "--n", "2"])
     examples = (

@@ -11,11 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scale_repro.method.answers import LETTERS
-
-INSTRUCTION = (
-    "First think about the reasoning process, then provide the answer. The reasoning process and answer "
-    "are enclosed within <think>...</think> and <answer>...</answer> tags."
-)
+from scale_repro.method.formats import INSTRUCTION
 
 
 @dataclass

@@ -220,6 +220,16 @@ def paper_configuration(chain: list[tuple[str, str | None]]) -> str | None:
     return _paper_signatures().get(tuple(chain))
 
 
+def sft_loss_modes() -> dict[str, str]:
+    """The paper's recipes that are one SFT stage, with the loss mode each trains with
+    (``{"SFT": "vanilla", "SFT-FW": "fixed", "SCALe-SFT": "scale"}``), read from the recipes."""
+    return {
+        name: chain[0][1]
+        for chain, name in _paper_signatures().items()
+        if len(chain) == 1 and chain[0][0] == "sft"
+    }
+
+
 def _repo_path(path: str | Path) -> Path:
     return Path(path) if Path(path).is_absolute() else CONFIGS_DIR.parent / path
 

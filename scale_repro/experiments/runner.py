@@ -260,9 +260,9 @@ def reproduce_command(experiment: str, options: RunOptions) -> str:
 
 def execute(stages: list[Stage], echo=print) -> dict[str, list[str]]:
     """Run every stage not yet finished; a failed stage's dependants are skipped, the rest go on."""
-    from scale_repro.data.difficulty import run_pass_rate
     from scale_repro.stages.evaluate import run_eval
     from scale_repro.stages.grpo import run_grpo
+    from scale_repro.stages.pass_rate import run_pass_rate
     from scale_repro.stages.sft import run_sft
 
     runners = {"sft": run_sft, "grpo": run_grpo, "pass_rate": run_pass_rate, "eval": run_eval}

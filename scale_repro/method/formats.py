@@ -10,12 +10,22 @@ format reward, the accuracy reward and the evaluator share.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
-from scale_repro.data.records import INSTRUCTION
 from scale_repro.method.answers import ParsedCompletion, parse_boxed_completion, parse_completion
 
+# The answer formats, spelled once: every module that names them imports these.
+AnswerFormatName = Literal["tags", "think_boxed"]
+ANSWER_FORMATS: tuple[str, ...] = typing.get_args(AnswerFormatName)
+
+# The SCALe paper's instruction after each question.
+INSTRUCTION = (
+    "First think about the reasoning process, then provide the answer. The reasoning process and answer "
+    "are enclosed within <think>...</think> and <answer>...</answer> tags."
+)
 # VLM-CapCurriculum's system/format prompt, used for every stage of its training and evaluation.
 CURRICULUM_INSTRUCTION = (
     "You FIRST think about the reasoning process as an internal monologue and then provide the final answer. "

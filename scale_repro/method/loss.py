@@ -1,27 +1,15 @@
-"""The SCALe loss: length-independent segment cross-entropy with cosine-scheduled weights.
+"""The SCALe loss: length-independent segment cross-entropy, weighted by the cosine schedule of
+:mod:`scale_repro.method.schedule`.
 
 Pure tensor code with no trainer imports, so it can be dropped into any training loop.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from scale_repro.method.schedule import cosine_weight  # noqa: F401 - the schedule, beside the loss it weights
 from scale_repro.method.segments import ANSWER, THINK
-
-
-def cosine_weight(step: float, total_steps: float, start: float, end: float) -> float:
-    """Cosine interpolation from ``start`` at step 0 to ``end`` at ``total_steps``.
-
-    ``w(t) = end + 0.5 * (start - end) * (1 + cos(pi * t / T))``; ``t`` is clipped to
-    ``[0, T]`` so a run that overshoots its planned steps keeps the final weight.
-    """
-    if total_steps <= 0:
-        return float(end)
-    t = min(max(float(step), 0.0), float(total_steps))
-    return float(end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * t / total_steps)))
 
 
 def segment_means(token_logps: torch.Tensor, segments: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -23,7 +23,8 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 from scale_repro.config import LossConfig, SFTConfig
 from scale_repro.data.records import Example
 from scale_repro.data.validate import DataError
-from scale_repro.method.loss import cosine_weight, segment_means, weighted_segments
+from scale_repro.method.loss import segment_means, weighted_segments
+from scale_repro.method.schedule import LOSS_MODES, segment_weights
 from scale_repro.method.segments import IGNORED, label_segments
 from scale_repro.stages.budget import budget_report, measure, render
 from scale_repro.stages.training import (
@@ -36,7 +37,6 @@ from scale_repro.stages.training import (
 )
 
 log = logging.getLogger("scale_repro")
-LOSS_MODES = ("scale", "fixed", "vanilla")
 
 
 class SegmentCollator(DataCollatorForVisionLanguageModeling):
@@ -93,15 +93,7 @@ class ScaleSFTTrainer(SafeResumeMixin, SFTTrainer):
         return self.loss_config.mode != "vanilla"
 
     def segment_weights(self) -> tuple[float, float]:
-        c = self.loss_config
-        if c.mode == "fixed":
-            return c.fixed_think, c.fixed_answer
-        if c.mode == "vanilla":
-            return 1.0, 1.0
-        step, total = self.state.global_step, self.state.max_steps
-        return cosine_weight(step, total, c.think_start, c.think_end), cosine_weight(
-            step, total, c.answer_start, c.answer_end
-        )
+        return segment_weights(self.loss_config, self.state.global_step, self.state.max_steps)
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
         """For the segment loss an item is a sample with at least one supervised token."""

@@ -19,9 +19,10 @@ import torch
 from transformers import TrainerCallback
 
 from scale_repro.config import LoraConfig, TrainConfig
-from scale_repro.data.records import INSTRUCTION, Example, to_conversation
+from scale_repro.data.records import Example, to_conversation
 from scale_repro.data.sources import load_training_examples
 from scale_repro.data.validate import DataError
+from scale_repro.method.formats import INSTRUCTION
 from scale_repro.models.registry import MERGED_DIR, resolve_model
 from scale_repro.runs.checkpoints import CheckpointInfo, load_full_state, newest_complete
 from scale_repro.runs.faults import kill_point

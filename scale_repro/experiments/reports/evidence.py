@@ -23,6 +23,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from scale_repro.experiments.planner import sft_loss_modes
 from scale_repro.experiments.reports.stats import PairedInterval, mean_sd, paired_interval, signed
 from scale_repro.experiments.reports.tables import collect
 from scale_repro.runs.rundir import atomic_write_json, atomic_write_text, read_train_log
@@ -51,7 +52,6 @@ METRICS = (
 )
 COMPARED = ("accuracy", "invalid_rate", "inconsistent_rate", "mean_completion_tokens")
 RATES = ("invalid_rate", "inconsistent_rate")  # lower is better
-SFT_CONFIGURATIONS = {"SFT": "vanilla", "SFT-FW": "fixed", "SCALe-SFT": "scale"}
 
 
 def question_type_accuracy(eval_dir: Path) -> dict[str, float]:
@@ -392,7 +392,7 @@ def loss_curves(
         lambda: defaultdict(lambda: defaultdict(list))
     )
     for row in rows:
-        if row["ratio"] != main or row["configuration"] not in SFT_CONFIGURATIONS:
+        if row["ratio"] != main or row["configuration"] not in sft_loss_modes():
             continue
         run_dir = Path(row["eval_dir"]).parent
         for entry in read_train_log(run_dir):
@@ -538,7 +538,7 @@ def plot(spec: EvidenceSpec, rows: list[dict[str, Any]], summary: dict[str, Any]
 def _final_step(rows: list[dict[str, Any]], model: str, ratio: str) -> int | None:
     """The last step of the main ratio's SFT runs, from their training logs."""
     for row in rows:
-        if (row["model"], row["ratio"]) == (model, ratio) and row["configuration"] in SFT_CONFIGURATIONS:
+        if (row["model"], row["ratio"]) == (model, ratio) and row["configuration"] in sft_loss_modes():
             steps = [e["step"] for e in read_train_log(Path(row["eval_dir"]).parent) if "step" in e]
             if steps:
                 return max(steps)

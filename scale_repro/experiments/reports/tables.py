@@ -253,7 +253,7 @@ def plot(records: list[dict[str, Any]], runs: Path, out: Path, skipped: list[dic
     import matplotlib.pyplot as plt
 
     from scale_repro.config import LossConfig
-    from scale_repro.method.loss import cosine_weight
+    from scale_repro.method.schedule import cosine_weight
     from scale_repro.runs.rundir import read_train_log
 
     written = []
