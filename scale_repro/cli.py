@@ -50,6 +50,7 @@ def _user_errors():
     from scale_repro.models.registry import ModelNotFound
     from scale_repro.runs.checkpoints import ResumeError
     from scale_repro.runs.rundir import RunDirError, StageInterrupted
+    from scale_repro.stages.lifecycle import TrainingDiverged
 
     return (
         ConfigError,
@@ -59,14 +60,8 @@ def _user_errors():
         ResumeError,
         FileNotFoundError,
         StageInterrupted,
-        *_stage_errors(),
+        TrainingDiverged,
     )
-
-
-def _stage_errors():
-    """User errors raised once a stage runs; imported only when torch is loaded anyway."""
-    training = sys.modules.get("scale_repro.stages.training")
-    return (training.TrainingDiverged,) if training else ()
 
 
 DataOption = Annotated[

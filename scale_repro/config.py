@@ -130,6 +130,10 @@ class TrainConfig:
     # A system turn before every prompt; None leaves it to the chat template. Training and
     # evaluation must agree: lmms-eval's Gemma-3 model always sends one (see configs/models/).
     system_prompt: str | None = None
+    # Any other field of TRL's SFTConfig / GRPOConfig (and transformers' TrainingArguments), by
+    # its TRL name, passed as it is: e.g. trl: {optim: adamw_torch_fused, torch_compile: true}.
+    # Fields this config has are passed under their own names already (set them there).
+    trl: dict[str, Any] = field(default_factory=dict)
 
     def problems(self) -> list[tuple[str, str]]:
         found = [

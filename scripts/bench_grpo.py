@@ -31,9 +31,8 @@ def main() -> None:
     from scale_repro.config import GRPOConfig, load_config
     from scale_repro.data.synth import SynthConfig, write_synthetic
     from scale_repro.models.registry import cache_dir
-    from scale_repro.runs.rundir import atomic_write_json, atomic_write_text, package_versions
+    from scale_repro.runs.rundir import atomic_write_json, atomic_write_text, package_versions, read_train_log
     from scale_repro.stages.grpo import run_grpo
-    from scale_repro.stages.training import read_train_log
 
     data = cache_dir() / "bench" / "synth-grpo"
     if not (data / "manifest.json").is_file():

@@ -196,7 +196,7 @@ def nan_gradients_at(step: int):
 def test_nonfinite_gradients_stop_the_run_or_are_skipped_when_asked(tmp_path, tiny_paths, synth_dir):
     from safetensors.torch import load_file
 
-    from scale_repro.stages.training import TrainingDiverged
+    from scale_repro.stages.lifecycle import TrainingDiverged
 
     base = [
         f"data.spec={synth_dir}",

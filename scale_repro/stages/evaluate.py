@@ -37,7 +37,7 @@ from scale_repro.runs.rundir import (
     fingerprint,
     read_manifest,
 )
-from scale_repro.stages.lifecycle import run_stage
+from scale_repro.stages.lifecycle import StageRun
 
 log = logging.getLogger("scale_repro")
 TASKS_DIR = Path(__file__).parent / "lmms_tasks"
@@ -285,22 +285,22 @@ def run_eval(config: EvalConfig, force: bool = False) -> Path:
             f"{config.answer_format!r} would score every answer invalid (--set answer_format={trained})"
         )
 
-    def prepare():
-        if config.use_vllm:
-            check_vllm_ready()
-        resolved = resolve_model(config.model)
-        family = model_family(resolved.path)
-        if config.use_vllm:
-            vllm_model_args(resolved.path, family, config)  # refuses a combination it cannot match
-        check_batch_size(family, config)
-        # Our own loader checks the columns and tells which questions lmms-eval must answer.
-        examples = load_test_examples(config.task, config.data, hub_id=config.hub_id).examples
-        return resolved, family, examples
-
-    def work(manifest: Manifest, prepared) -> None:
-        _evaluate(manifest, config, *prepared)
-
-    return run_stage("eval", config, prepare, work, force=force)
+    run = StageRun("eval", config, force)
+    if run.finished_before():
+        return run.run_dir
+    if config.use_vllm:
+        check_vllm_ready()
+    resolved = resolve_model(config.model)
+    family = model_family(resolved.path)
+    if config.use_vllm:
+        vllm_model_args(resolved.path, family, config)  # refuses a combination it cannot match
+    check_batch_size(family, config)
+    # Our own loader checks the columns and tells which questions lmms-eval must answer.
+    examples = load_test_examples(config.task, config.data, hub_id=config.hub_id).examples
+    with run.running() as manifest:
+        if manifest is not None:  # None: finished meanwhile by another process
+            _evaluate(manifest, config, resolved, family, examples)
+    return run.run_dir
 
 
 def _evaluate(manifest: Manifest, config: EvalConfig, resolved, family: str, examples: list) -> None:

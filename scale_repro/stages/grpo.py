@@ -26,12 +26,20 @@ from scale_repro.data.records import Example, prompt_text
 from scale_repro.method.formats import FORMATS
 from scale_repro.method.rewards import completion_text, reward_function
 from scale_repro.method.segments import THINK_OPEN
+from scale_repro.models.registry import resolve_model
+from scale_repro.runs.rundir import CHECKPOINTS_DIR
+from scale_repro.stages.callbacks import SafeResumeMixin, StageCallbacks
+from scale_repro.stages.export import train_and_export
+from scale_repro.stages.lifecycle import StageRun
 from scale_repro.stages.training import (
-    SafeResumeMixin,
+    check_trl_section,
+    distributed_teardown,
+    load_examples,
+    load_for_training,
     peft_config,
-    run_training_stage,
+    resolve_bf16,
     to_dataset,
-    trainer_arguments,
+    trl_arguments,
 )
 
 log = logging.getLogger("scale_repro")
@@ -268,33 +276,19 @@ def make_rewards(names: list[str], answer_format: str = "tags", think_prefilled:
 
 
 def trl_args(config: GRPOConfig, run_dir: Path, bf16: bool, use_vllm: bool) -> TRLGRPOConfig:
-    kwargs: dict[str, Any] = {}
-    if use_vllm:
-        kwargs.update(
-            use_vllm=True,
-            vllm_mode="colocate",
-            vllm_gpu_memory_utilization=config.vllm_gpu_memory_utilization,
-            vllm_enable_sleep_mode=config.vllm_enable_sleep_mode,
-            vllm_max_model_length=config.vllm_max_model_length or config.max_length,
-        )
-    return TRLGRPOConfig(
-        **trainer_arguments(config, run_dir, bf16),
-        num_generations=config.num_generations,
+    return trl_arguments(
+        config,
+        TRLGRPOConfig,
+        run_dir,
+        bf16,
+        use_vllm=use_vllm,
+        # Colocated: the engine shares the training GPUs (TRL's own integration).
+        **({"vllm_mode": "colocate"} if use_vllm else {}),
+        # TRL would size the engine for the model's full 32k-128k context.
+        vllm_max_model_length=config.vllm_max_model_length or config.max_length,
         generation_batch_size=generation_batch(config),
         # A difficulty order must reach the trainer as it is: TRL shuffles unless told not to.
         shuffle_dataset=config.data.order == "shuffle",
-        max_completion_length=config.max_completion_length,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        beta=config.beta,
-        loss_type=config.loss_type,
-        scale_rewards=config.scale_rewards,
-        mask_truncated_completions=config.mask_truncated_completions,
-        vllm_importance_sampling_correction=config.vllm_importance_sampling_correction,
-        vllm_importance_sampling_mode=config.vllm_importance_sampling_mode,
-        vllm_importance_sampling_clip_max=config.vllm_importance_sampling_clip_max,
-        reward_weights=list(config.reward_weights),
-        **kwargs,
     )
 
 
@@ -318,43 +312,25 @@ def resolved_grpo_settings(args: TRLGRPOConfig) -> dict[str, Any]:
 def run_grpo(config: GRPOConfig, force: bool = False, callbacks: list | None = None) -> Path:
     """Refine a model with GRPO; returns the run directory."""
     generation_batch(config)  # a bad explicit value stops here, before anything loads
-
-    def build(model, processor, examples, run_dir, bf16, callbacks, manifest):
+    run = StageRun("grpo", config, force, checkpoints=CHECKPOINTS_DIR)
+    if run.finished_before():
+        return run.run_dir
+    check_trl_section(config, TRLGRPOConfig)
+    resolved = resolve_model(config.model)
+    examples, data_info = load_examples(config)
+    with run.running() as manifest, distributed_teardown():
+        if manifest is None:  # finished meanwhile by another process
+            return run.run_dir
+        model, processor = load_for_training(config, resolved, manifest, data_info)
         prefilled = template_prefills_think(processor)
         if prefilled:
             log.info("the chat template prefills <think>: the format reward counts it as present")
         checks = preflight(examples, processor, config)
         use_vllm = vllm_available() if config.use_vllm is None else config.use_vllm
-        manifest.update(
-            preflight=checks,
-            think_prefilled=prefilled,
-            rollouts="vllm-colocate" if use_vllm else "transformers-generate",
-        )
-        args = trl_args(config, run_dir, bf16, use_vllm)
-        prompts_per_batch = args.generation_batch_size // args.num_generations
-        mixed = len({bool(e.images) for e in examples}) > 1
-        if mixed and prompts_per_batch > 1:
-            if config.data.order == "shuffle":  # shuffled here (seeded), so the grouping survives
-                examples = random.Random(config.seed).sample(examples, len(examples))
-            examples, filled = group_by_modality(examples, prompts_per_batch)
-            args.shuffle_dataset = False
-            text_only = sum(not e.images for e in examples)
-            log.info(
-                "text-only and image prompts in separate generation batches of %d prompts (%d text-only, "
-                "%d with images; %d repeated to fill the last groups)",
-                prompts_per_batch,
-                text_only,
-                len(examples) - text_only,
-                filled,
-            )
-            manifest.update(
-                modality_groups={
-                    "prompts_per_batch": prompts_per_batch,
-                    "text_only": text_only,
-                    "with_images": len(examples) - text_only,
-                    "filled": filled,
-                }
-            )
+        rollouts = "vllm-colocate" if use_vllm else "transformers-generate"
+        manifest.update(preflight=checks, think_prefilled=prefilled, rollouts=rollouts)
+        args = trl_args(config, run.run_dir, resolve_bf16(config), use_vllm)
+        examples = modality_batches(examples, args, config, manifest)
         dataset = to_dataset(examples, config.system_prompt, FORMATS[config.answer_format].instruction)
         if "completion" in dataset.column_names:  # GRPO samples its own completions
             dataset = dataset.remove_columns("completion")
@@ -366,14 +342,46 @@ def run_grpo(config: GRPOConfig, force: bool = False, callbacks: list | None = N
             args.num_generations,
             args.steps_per_generation,
         )
-        return ScaleGRPOTrainer(
+        stage_callbacks = StageCallbacks.for_stage(
+            config,
+            manifest,
+            run.run_dir,
+            [*(callbacks or []), ClippedCompletionsWarning(), LearningSignalWarning()],
+        )
+        trainer = ScaleGRPOTrainer(
             model=model,
             reward_funcs=make_rewards(config.reward_funcs, config.answer_format, prefilled),
             args=args,
             train_dataset=dataset,
             processing_class=processor,
             peft_config=peft_config(config.lora),
-            callbacks=[*callbacks, ClippedCompletionsWarning(), LearningSignalWarning()],
+            callbacks=stage_callbacks.all,
         )
+        train_and_export(trainer, processor, manifest, run.run_dir, stage_callbacks)
+    return run.run_dir
 
-    return run_training_stage("grpo", config, build, force=force, callbacks=callbacks)
+
+def modality_batches(
+    examples: list[Example], args: TRLGRPOConfig, config: GRPOConfig, manifest
+) -> list[Example]:
+    """Text-only and image prompts in generation batches of their own (see
+    :func:`group_by_modality`), recorded in the manifest; the examples as they are otherwise."""
+    prompts_per_batch = args.generation_batch_size // args.num_generations
+    if len({bool(e.images) for e in examples}) < 2 or prompts_per_batch < 2:
+        return examples
+    if config.data.order == "shuffle":  # shuffled here (seeded), so the grouping survives
+        examples = random.Random(config.seed).sample(examples, len(examples))
+    examples, filled = group_by_modality(examples, prompts_per_batch)
+    args.shuffle_dataset = False
+    text_only = sum(not e.images for e in examples)
+    log.info(
+        "text-only and image prompts in separate generation batches of %d prompts (%d text-only, "
+        "%d with images; %d repeated to fill the last groups)",
+        prompts_per_batch,
+        text_only,
+        len(examples) - text_only,
+        filled,
+    )
+    groups = {"prompts_per_batch": prompts_per_batch, "text_only": text_only}
+    manifest.update(modality_groups={**groups, "with_images": len(examples) - text_only, "filled": filled})
+    return examples

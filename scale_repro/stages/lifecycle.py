@@ -6,21 +6,24 @@ evaluation) and for the planner that decides what to skip.
    :mod:`scale_repro.runs.rundir`, which the manifest records). The stage, the
    planner's skip test and the recipes' shared-prefix check all use this one definition.
 2. Before anything is written: the output directory is checked (a finished identical run is
-   skipped, another stage's or another config's run refused), then the stage's own
-   ``prepare`` runs (resolve the model, load and validate data, pre-flight checks). A bad
-   setting fails here, with nothing on disk and no model loaded.
+   skipped, another stage's or another config's run refused), then the stage's read-only
+   checks run (resolve the model, load and validate data, pre-flight checks). A bad setting
+   fails here, with nothing on disk and no model loaded.
 3. Under the directory's lock: checked again (another process may have finished it), the
-   manifest opened with ``status: running``, the stage's ``work`` done, and the manifest marked
+   manifest opened with ``status: running``, the stage's work done, and the manifest marked
    finished by the work or failed with the error, which is raised again.
+
+Each stage's ``run_*`` function reads in that order, with :class:`StageRun` for steps 2 and 3.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from scale_repro.config import ConfigError, to_dict
 from scale_repro.runs.rundir import (
@@ -38,8 +41,6 @@ from scale_repro.runs.rundir import (
 )
 
 log = logging.getLogger("scale_repro")
-
-Prepared = TypeVar("Prepared")
 
 
 def manifest_config(config: Any) -> dict[str, Any]:
@@ -71,54 +72,71 @@ def _stage_clock_start() -> float:
     return process_started_at()
 
 
-def run_stage(
-    stage: str,
-    config: Any,
-    prepare: Callable[[], Prepared],
-    work: Callable[[Manifest, Prepared], None],
-    force: bool = False,
-    checkpoints: str | None = None,
-) -> Path:
-    """Run one stage in ``config.output_dir``; returns the directory.
+class TrainingDiverged(RuntimeError):
+    """The loss, the gradient norm or the weights are no longer finite numbers."""
 
-    ``prepare()`` does every read-only check and load the stage needs and returns what
-    ``work`` takes; ``work(manifest, prepared)`` does the stage and calls
-    ``manifest.finish(...)``. ``checkpoints`` names the subfolder whose complete checkpoints
-    mean progress a changed config must not overwrite.
+
+class StageRun:
+    """One attempt at a stage in ``config.output_dir``, in the order a stage reads::
+
+        run = StageRun("sft", config, force, checkpoints=CHECKPOINTS_DIR)
+        if run.finished_before():          # the same run, finished: nothing to do
+            return run.run_dir
+        ...read-only checks and loads...   # a bad setting fails here, nothing written
+        with run.running() as manifest:    # locked; manifest running -> finished / failed
+            if manifest is None:           # finished meanwhile by another process
+                return run.run_dir
+            ...the stage's work, ending in manifest.finish(...)...
+
+    ``checkpoints`` names the subfolder whose complete checkpoints mean progress a changed
+    config must not overwrite.
     """
-    started = _stage_clock_start()
-    if not config.output_dir:
-        raise ConfigError("--output-dir is required")
-    run_dir = Path(config.output_dir)
-    key = config_hash(config)
-    try:
-        check_output_dir(run_dir, stage, key, force, checkpoints)
-    except StageSkipped:
-        log.info("%s: finished with the same config, not run again", run_dir)
-        return run_dir
-    prepared = prepare()
-    with claimed_run_dir(run_dir, stage, key, force, checkpoints) as to_run:
-        if not to_run:
-            log.info("%s: finished meanwhile by another process", run_dir)
-            return run_dir
-        manifest = Manifest(run_dir, stage, manifest_config(config), started=started)
+
+    def __init__(self, stage: str, config: Any, force: bool = False, checkpoints: str | None = None):
+        self.started = _stage_clock_start()
+        if not config.output_dir:
+            raise ConfigError("--output-dir is required")
+        self.stage, self.config, self.force, self.checkpoints = stage, config, force, checkpoints
+        self.run_dir = Path(config.output_dir)
+        self.key = config_hash(config)
+
+    def finished_before(self) -> bool:
+        """True when the directory holds this run, finished; another stage's or another config's
+        run is refused (:class:`~scale_repro.runs.rundir.RunDirError`)."""
         try:
-            work(manifest, prepared)
-        except StageInterrupted as exc:
-            manifest.interrupt(str(exc))
-            raise
-        except KeyboardInterrupt:
-            manifest.interrupt("interrupted (SIGINT)")
-            raise
-        except BaseException as exc:
+            check_output_dir(self.run_dir, self.stage, self.key, self.force, self.checkpoints)
+        except StageSkipped:
+            log.info("%s: finished with the same config, not run again", self.run_dir)
+            return True
+        return False
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Manifest | None]:
+        """The directory locked and its manifest open (``None`` when another process finished
+        the run meanwhile). The body must call ``manifest.finish``; an error marks the run
+        failed, SIGTERM or Ctrl-C interrupted, and is raised again."""
+        with claimed_run_dir(self.run_dir, self.stage, self.key, self.force, self.checkpoints) as to_run:
+            if not to_run:
+                log.info("%s: finished meanwhile by another process", self.run_dir)
+                yield None
+                return
+            manifest = Manifest(self.run_dir, self.stage, manifest_config(self.config), started=self.started)
             try:
-                manifest.fail(f"{type(exc).__name__}: {exc}")
-            except OSError as unwritable:  # a full disk takes the manifest's update too
-                log.warning("%s: could not record the failure (%s)", manifest.path, unwritable)
-            if disk_full_cause(exc):
-                raise DiskFull(disk_full_message(exc, run_dir)) from None
-            raise
-        if manifest.data.get("status") != "finished":
-            manifest.fail("the stage ended without marking its run finished")
-            raise RuntimeError(f"{stage} in {run_dir} ended without marking its run finished")
-    return run_dir
+                yield manifest
+            except StageInterrupted as exc:
+                manifest.interrupt(str(exc))
+                raise
+            except KeyboardInterrupt:
+                manifest.interrupt("interrupted (SIGINT)")
+                raise
+            except BaseException as exc:
+                try:
+                    manifest.fail(f"{type(exc).__name__}: {exc}")
+                except OSError as unwritable:  # a full disk takes the manifest's update too
+                    log.warning("%s: could not record the failure (%s)", manifest.path, unwritable)
+                if disk_full_cause(exc):
+                    raise DiskFull(disk_full_message(exc, self.run_dir)) from None
+                raise
+            if manifest.data.get("status") != "finished":
+                manifest.fail("the stage ended without marking its run finished")
+                raise RuntimeError(f"{self.stage} in {self.run_dir} ended without marking its run finished")

@@ -19,18 +19,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from scale_repro.data.difficulty import RATED_FILE, easyr1_record, write_records
 from scale_repro.data.records import Example, to_conversation
 from scale_repro.method.answers import is_correct
 from scale_repro.method.formats import FORMATS
+from scale_repro.models.registry import resolve_model
+from scale_repro.stages.lifecycle import StageRun
+from scale_repro.stages.training import load_examples, load_model_and_processor
 
 log = logging.getLogger("scale_repro")
 
 
 def _load(model_path: str):
     import torch
-
-    from scale_repro.stages.training import load_model_and_processor
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, processor = load_model_and_processor(model_path, bf16=device == "cuda")
@@ -163,17 +166,14 @@ def run_pass_rate(config, force: bool = False) -> Path:
     """A recipe's ``pass_rate`` stage (:class:`scale_repro.config.PassRateConfig`): rate every
     example with the current model and write ``rated.jsonl`` into the run directory, with the
     same run-directory life as training and evaluation (skip when finished, lock, manifest)."""
-    from scale_repro.models.registry import resolve_model
-    from scale_repro.stages.lifecycle import run_stage
-    from scale_repro.stages.training import load_examples
-
-    def prepare():
-        return resolve_model(config.model), *load_examples(config)
-
-    def work(manifest, prepared) -> None:
-        import torch
-
-        resolved, examples, data_info = prepared
+    run = StageRun("pass_rate", config, force)
+    if run.finished_before():
+        return run.run_dir
+    resolved = resolve_model(config.model)
+    examples, data_info = load_examples(config)
+    with run.running() as manifest:
+        if manifest is None:  # finished meanwhile by another process
+            return run.run_dir
         manifest.update(
             model={"name": config.model, "path": resolved.path, "kind": resolved.kind}, data=data_info
         )
@@ -189,7 +189,7 @@ def run_pass_rate(config, force: bool = False) -> Path:
         )
         rates = [sum(row) / config.k for row in score(completions, examples, config.answer_format)]
         records = [easyr1_record(e, pass_rate=r, k=config.k) for e, r in zip(examples, rates, strict=True)]
-        write_records(records, Path(config.output_dir) / RATED_FILE)
+        write_records(records, run.run_dir / RATED_FILE)
         n = len(rates)
         manifest.finish(
             outputs={"rated": RATED_FILE},
@@ -198,5 +198,4 @@ def run_pass_rate(config, force: bool = False) -> Path:
             never_solved=sum(r == 0 for r in rates),
             always_solved=sum(r == 1 for r in rates),
         )
-
-    return run_stage("pass_rate", config, prepare, work, force=force)
+    return run.run_dir

@@ -26,14 +26,22 @@ from scale_repro.data.validate import DataError
 from scale_repro.method.loss import segment_means, weighted_segments
 from scale_repro.method.schedule import LOSS_MODES, segment_weights
 from scale_repro.method.segments import IGNORED, label_segments
+from scale_repro.models.registry import resolve_model
+from scale_repro.runs.rundir import CHECKPOINTS_DIR
 from scale_repro.stages.budget import budget_report, measure, render
+from scale_repro.stages.callbacks import SafeResumeMixin, StageCallbacks
+from scale_repro.stages.export import train_and_export
+from scale_repro.stages.lifecycle import StageRun
 from scale_repro.stages.training import (
-    SafeResumeMixin,
+    check_trl_section,
+    distributed_teardown,
+    load_examples,
+    load_for_training,
     peft_config,
-    run_training_stage,
+    resolve_bf16,
     to_dataset,
     to_rows,
-    trainer_arguments,
+    trl_arguments,
 )
 
 log = logging.getLogger("scale_repro")
@@ -174,13 +182,10 @@ class ScaleSFTTrainer(SafeResumeMixin, SFTTrainer):
 
 
 def trl_args(config: SFTConfig, run_dir: Path, bf16: bool) -> TRLSFTConfig:
-    return TRLSFTConfig(
-        **trainer_arguments(config, run_dir, bf16),
-        # Set deliberately: TRL defaults to bf16 and 1024 tokens even on CPU, and cutting an
-        # image-token run in half breaks the batch.
-        max_length=config.max_length,
-        completion_only_loss=True,
-        remove_unused_columns=True,
+    # completion_only_loss and max_length set deliberately: the segments are the completion's,
+    # and TRL defaults to 1024 tokens, where cutting an image-token run in half breaks the batch.
+    return trl_arguments(
+        config, TRLSFTConfig, run_dir, bf16, completion_only_loss=True, remove_unused_columns=True
     )
 
 
@@ -192,63 +197,70 @@ class AnswerBudgetError(ValueError):
 USER_ERRORS = (AnswerBudgetError,)
 
 
-def answer_budget_preflight(config: SFTConfig):
-    """The SFT pre-flight: every sample's token count with the model's own processor, and
-    what ``max_length`` would cut, handled as ``config.cut_answers`` says."""
+def answer_budget_preflight(
+    config: SFTConfig, examples: list[Example], resolved
+) -> tuple[list[Example], dict[str, Any]]:
+    """The SFT pre-flight: every sample's token count with the model's own processor, and what
+    ``max_length`` would cut, handled as ``config.cut_answers`` says; returns the examples to
+    train on and the findings for the manifest."""
+    from transformers import AutoProcessor
 
-    def check(examples: list[Example], resolved) -> tuple[list[Example], dict[str, Any]]:
-        from transformers import AutoProcessor
+    untraced = [e.id for e in examples if not e.reasoning]
+    if untraced:
+        raise DataError(
+            config.data.spec,
+            untraced[0],
+            "reasoning",
+            f"{len(untraced)} of {len(examples)} examples have no reasoning trace (RL data): SFT needs "
+            "<think>...</think><answer>...</answer> completions; use this data for GRPO",
+        )
 
-        untraced = [e.id for e in examples if not e.reasoning]
-        if untraced:
-            raise DataError(
-                config.data.spec,
-                untraced[0],
-                "reasoning",
-                f"{len(untraced)} of {len(examples)} examples have no reasoning trace (RL data): SFT needs "
-                "<think>...</think><answer>...</answer> completions; use this data for GRPO",
-            )
-
-        processor = AutoProcessor.from_pretrained(resolved.path, trust_remote_code=config.trust_remote_code)
-        budgets = measure(to_rows(examples, config.system_prompt), processor)
-        report = budget_report(budgets, config.max_length)
-        log.info("%s", report.summary())
-        findings = {**report.to_dict(), "action": config.cut_answers}
-        if not report.cut_answers or config.cut_answers == "keep":
-            return examples, findings
-        if config.cut_answers == "stop":
-            first = next(ids[0] for ids in report.cut.values())
-            raise AnswerBudgetError(
-                f"max_length {config.max_length} cuts the answer of {report.cut_answers} of {report.samples} samples "
-                f"(first: {first}; longest: {report.longest['id']}, {report.longest['tokens']} tokens). Raise "
-                "max_length, shrink the images, or --set cut_answers=drop (skip them) or keep (train them cut)"
-            )
-        kept = [e for e, b in zip(examples, budgets, strict=True) if b.cut(config.max_length) is None]
-        log.warning("pre-flight: dropped %d samples whose answer max_length cuts", len(examples) - len(kept))
-        if not kept:
-            raise AnswerBudgetError(f"max_length {config.max_length} cuts the answer of every sample")
-        return kept, {**findings, "dropped": len(examples) - len(kept)}
-
-    return check
+    processor = AutoProcessor.from_pretrained(resolved.path, trust_remote_code=config.trust_remote_code)
+    budgets = measure(to_rows(examples, config.system_prompt), processor)
+    report = budget_report(budgets, config.max_length)
+    log.info("%s", report.summary())
+    findings = {**report.to_dict(), "action": config.cut_answers}
+    if not report.cut_answers or config.cut_answers == "keep":
+        return examples, findings
+    if config.cut_answers == "stop":
+        first = next(ids[0] for ids in report.cut.values())
+        raise AnswerBudgetError(
+            f"max_length {config.max_length} cuts the answer of {report.cut_answers} of {report.samples} samples "
+            f"(first: {first}; longest: {report.longest['id']}, {report.longest['tokens']} tokens). Raise "
+            "max_length, shrink the images, or --set cut_answers=drop (skip them) or keep (train them cut)"
+        )
+    kept = [e for e, b in zip(examples, budgets, strict=True) if b.cut(config.max_length) is None]
+    log.warning("pre-flight: dropped %d samples whose answer max_length cuts", len(examples) - len(kept))
+    if not kept:
+        raise AnswerBudgetError(f"max_length {config.max_length} cuts the answer of every sample")
+    return kept, {**findings, "dropped": len(examples) - len(kept)}
 
 
 def run_sft(config: SFTConfig, force: bool = False, callbacks: list | None = None) -> Path:
     """Train, export the merged checkpoint and finish the manifest; returns the run directory."""
-
-    def build(model, processor, examples, run_dir, bf16, callbacks, manifest):
-        return ScaleSFTTrainer(
+    run = StageRun("sft", config, force, checkpoints=CHECKPOINTS_DIR)
+    if run.finished_before():
+        return run.run_dir
+    check_trl_section(config, TRLSFTConfig)
+    resolved = resolve_model(config.model)
+    examples, data_info = load_examples(config)
+    examples, data_info["preflight"] = answer_budget_preflight(config, examples, resolved)
+    with run.running() as manifest, distributed_teardown():
+        if manifest is None:  # finished meanwhile by another process
+            return run.run_dir
+        model, processor = load_for_training(config, resolved, manifest, data_info)
+        stage_callbacks = StageCallbacks.for_stage(config, manifest, run.run_dir, callbacks)
+        trainer = ScaleSFTTrainer(
             model=model,
-            args=trl_args(config, run_dir, bf16),
+            args=trl_args(config, run.run_dir, resolve_bf16(config)),
             train_dataset=to_dataset(examples, config.system_prompt),
             processing_class=processor,
             data_collator=SegmentCollator(
                 processor=processor, max_length=config.max_length, completion_only_loss=True
             ),
             peft_config=peft_config(config.lora),
-            callbacks=callbacks,
+            callbacks=stage_callbacks.all,
             loss_config=config.loss,
         )
-
-    return run_training_stage(
-        "sft", config, build, force=force, callbacks=callbacks, preflight=answer_budget_preflight(config)
-    )
+        train_and_export(trainer, processor, manifest, run.run_dir, stage_callbacks)
+    return run.run_dir

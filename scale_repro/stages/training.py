@@ -1,68 +1,37 @@
-"""What `scale sft` and `scale grpo` share: model loading, LoRA, data sets, run directories,
-resuming, the per-step log file and the merged checkpoint the next stage loads."""
+"""Trainer set-up both training stages share: the examples, the model and its processor, LoRA
+or a frozen vision tower, and TRL's arguments.
+
+A training stage's own module (:mod:`scale_repro.stages.sft`, :mod:`scale_repro.stages.grpo`)
+calls these in order; the callbacks are :mod:`scale_repro.stages.callbacks`, training with
+resume and the export of the merged checkpoint :mod:`scale_repro.stages.export`.
+
+Settings reach TRL without being copied: every field of our config that TRL's config class
+also has passes under its own name (:func:`trl_arguments`), and ``trl:`` passes any other field
+of TRL's config as it is.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import logging
-import math
-import shutil
-import signal
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
 
 from scale_repro.config import LoraConfig, TrainConfig
 from scale_repro.data.records import Example, to_conversation
 from scale_repro.data.sources import load_training_examples
 from scale_repro.data.validate import DataError
 from scale_repro.method.formats import INSTRUCTION
-from scale_repro.models.registry import MERGED_DIR, resolve_model
-from scale_repro.runs.checkpoints import CheckpointInfo, load_full_state, newest_complete
-from scale_repro.runs.faults import kill_point
-from scale_repro.runs.rundir import (
-    CHECKPOINTS_DIR,
-    TRAIN_LOG,
-    Manifest,
-    StageInterrupted,
-    atomic_write_text,
-    fingerprint,
-    publishing,
-    read_train_log,
-)
-from scale_repro.stages.lifecycle import run_stage
+from scale_repro.runs.rundir import CHECKPOINTS_DIR, Manifest, fingerprint
+from scale_repro.yaml_files import ConfigError
 
 log = logging.getLogger("scale_repro")
 
-ADAPTER_DIR = "adapter"
 # Vision towers of the three families; LoRA never targets them.
 VISION_MODULE_PATTERN = r"(visual|vision_tower|vision_model|multi_modal_projector|merger)"
-
-
-class SafeResumeMixin:
-    """Trainer methods that keep a resume from losing trained weights (see
-    :mod:`scale_repro.runs.checkpoints`): full checkpoints load with the model's key conversion
-    and must cover every tensor; a kill inside a checkpoint save can be injected for tests."""
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        from peft import PeftModel
-
-        model = self.model if model is None else model
-        if isinstance(model, PeftModel) or self.is_deepspeed_enabled or self.is_fsdp_enabled:
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        loaded = load_full_state(model, resume_from_checkpoint)
-        log.info("resumed %d tensors from %s", loaded, resume_from_checkpoint)
-
-    def _save_rng_state(self, output_dir):
-        # Weights and optimizer are on disk, trainer_state.json is not yet: a half-written checkpoint.
-        kill_point("checkpoint-save", self.state.global_step)
-        return super()._save_rng_state(output_dir)
 
 
 def use_cuda() -> bool:
@@ -81,6 +50,20 @@ def load_model_and_processor(model_path: str, bf16: bool, trust_remote_code: boo
         model_path, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
     )
     processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    return model, processor
+
+
+def load_for_training(config: TrainConfig, resolved, manifest: Manifest, data_info: dict[str, Any]):
+    """The model and processor a stage trains, in its precision, with the vision tower frozen
+    for full fine-tuning when the config says so; what was loaded goes to the manifest."""
+    manifest.update(
+        model={"name": config.model, "path": resolved.path, "kind": resolved.kind},
+        seed=config.seed,
+        data=data_info,
+    )
+    model, processor = load_model_and_processor(resolved.path, resolve_bf16(config), config.trust_remote_code)
+    if not config.lora.enabled and config.lora.freeze_vision:
+        freeze_vision_tower(model)
     return model, processor
 
 
@@ -214,326 +197,60 @@ def to_dataset(examples: list[Example], system_prompt: str | None = None, instru
     return datasets.Dataset.from_list(rows, features=features)
 
 
-def trainer_arguments(config: TrainConfig, run_dir: Path, bf16: bool) -> dict[str, Any]:
-    """The `transformers.TrainingArguments` both stages set from a :class:`TrainConfig`."""
-    return dict(
-        output_dir=str(run_dir / CHECKPOINTS_DIR),
-        seed=config.seed,
-        data_seed=config.seed,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        warmup_steps=config.warmup_steps,
-        lr_scheduler_type=config.lr_scheduler_type,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        bf16=bf16,
-        gradient_checkpointing=config.gradient_checkpointing,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        deepspeed=config.deepspeed,
-        dataloader_num_workers=config.dataloader_num_workers,
-        report_to=config.report_to or "none",
-        use_cpu=not torch.cuda.is_available(),
+# Fields TRL's config shares with ours that the stage sets itself, from the run directory and the
+# machine (every other shared field passes as the config holds it).
+SET_BY_THE_STAGE = ("output_dir", "seed", "bf16", "report_to")
+
+
+def trl_field_names(trl_class) -> set[str]:
+    return {f.name for f in dataclasses.fields(trl_class) if f.init}
+
+
+def check_trl_section(config: TrainConfig, trl_class) -> None:
+    """``trl:`` names fields of TRL's config that ours does not have; checked before any model
+    loads (a typo would otherwise stop the run after loading, in TRL's own words)."""
+    known = trl_field_names(trl_class)
+    ours = {f.name for f in dataclasses.fields(config)}
+    for key in config.trl:
+        if key in ours:
+            raise ConfigError(
+                f"trl.{key}: {key} is a setting of its own here; set it as {key}, not trl.{key}"
+            )
+        if key not in known:
+            raise ConfigError(f"trl.{key}: not a field of TRL's {trl_class.__name__} (see its documentation)")
+
+
+def trl_arguments(config: TrainConfig, trl_class, run_dir: Path, bf16: bool, **stage_settings: Any):
+    """TRL's config for a stage: every field our config shares with ``trl_class`` as the config
+    holds it, then ``config.trl``, then what the stage sets (``stage_settings`` last)."""
+    names = trl_field_names(trl_class)
+    shared = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if f.name in names and f.name not in SET_BY_THE_STAGE
+    }
+    settings = {
+        **shared,
+        **config.trl,
+        "output_dir": str(run_dir / CHECKPOINTS_DIR),
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "bf16": bf16,
+        "report_to": config.report_to or "none",
+        "use_cpu": not torch.cuda.is_available(),
         # The Trainer would log a NaN step's loss as the mean of the earlier ones; show it as it
         # is, so that DivergenceGuard sees it and the log tells the truth.
-        logging_nan_inf_filter=False,
-    )
+        "logging_nan_inf_filter": False,
+        **stage_settings,
+    }
+    return trl_class(**settings)
 
 
-def resume_point(run_dir: Path) -> CheckpointInfo | None:
-    """The newest complete checkpoint of the run; newer, half-written ones are removed (they
-    would otherwise be picked up or overwritten piecemeal) and named in the log."""
-    newest, broken = newest_complete(run_dir / CHECKPOINTS_DIR)
-    for info in broken:
-        log.warning("ignoring incomplete %s: %s", info.path, info.problem)
-        shutil.rmtree(info.path, ignore_errors=True)
-    return newest
-
-
-class JsonlLogCallback(TrainerCallback):
-    """Appends every trainer log entry to ``train_log.jsonl``; on resume, entries past the
-    checkpoint's step are dropped first so the file reads as one uninterrupted run."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero or not self.path.exists():
-            return
-        kept = []
-        for line in self.path.read_text().splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= state.global_step:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue
-        atomic_write_text(self.path, "".join(k + "\n" for k in kept))
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        entry = {"step": state.global_step, "epoch": state.epoch, **logs}
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss, the gradient norm or the weights are no longer finite numbers."""
-
-
-class SkipNonfiniteSteps(TrainerCallback):
-    """``nonfinite_steps: skip``: a step whose gradients hold NaN or inf makes no update (its
-    gradients are dropped before the optimizer runs, so AdamW leaves weights and moments as
-    they were), is logged with its step and counted for the manifest."""
-
-    def __init__(self):
-        self.skipped: list[int] = []
-
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        gradients = [p.grad for p in model.parameters() if p.grad is not None]
-        if gradients and not all(torch.isfinite(g).all() for g in gradients):
-            model.zero_grad(set_to_none=True)
-            self.skipped.append(state.global_step + 1)
-            log.warning(
-                "step %d: gradients are NaN or inf; the step is skipped (nonfinite_steps: skip)",
-                state.global_step + 1,
-            )
-
-
-class DivergenceGuard(TrainerCallback):
-    """Stops the run at the first logged step whose loss or gradient norm is NaN or inf, with the
-    step in the message: a diverged run must never finish and export NaN weights. The
-    checkpoints saved before it stay, so a rerun with other settings can resume from them."""
-
-    WATCHED = ("loss", "grad_norm")
-
-    def __init__(self, skipping: bool = False):
-        self.skipping = skipping  # NaN steps are skipped, not fatal: only the weights are checked
-
-    def on_save(self, args, state, control, model=None, **kwargs):
-        """A checkpoint saved between logged steps could hold NaN weights and become the resume
-        point: check what was saved, and remove it if it is not finite."""
-        broken = nonfinite_weights(model) if model is not None else []
-        if broken:
-            shutil.rmtree(Path(args.output_dir) / f"checkpoint-{state.global_step}", ignore_errors=True)
-            raise TrainingDiverged(
-                f"training diverged by step {state.global_step}: {len(broken)} weight tensors are NaN or inf "
-                f"(first: {broken[0]}); that checkpoint was removed and nothing was exported"
-            )
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.skipping:
-            return
-        for key in self.WATCHED:
-            value = (logs or {}).get(key)
-            if isinstance(value, (int, float)) and not math.isfinite(value):
-                raise TrainingDiverged(
-                    f"training diverged at step {state.global_step}: {key} is {value} "
-                    f"(learning_rate {args.learning_rate}, max_grad_norm {args.max_grad_norm}); "
-                    "nothing was exported. Lower the learning rate or check the data, then run again"
-                )
-
-
-class StopOnSigterm(TrainerCallback):
-    """SIGTERM (what Slurm sends at a job's time limit, and what a preemption sends) ends the
-    current step, saves a checkpoint and stops training; the stage then marks its attempt
-    interrupted, so running the same command again resumes and loses no step. Under several
-    processes the request is shared at each step end, so every rank stops at the same step
-    (one rank leaving while the others wait in the next all-reduce would hang the job)."""
-
-    def __init__(self):
-        self.requested = False
-        self.stopped_early = False
-
-    @contextlib.contextmanager
-    def listening(self):
-        """The SIGTERM handler, installed for the block and restored however it ends."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = signal.signal(signal.SIGTERM, self._request)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-
-    def _request(self, signum, frame):
-        self.requested = True
-
-    def on_step_end(self, args, state, control, **kwargs):
-        requested = self.requested
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            flag = torch.tensor([float(requested)], device=args.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            requested = bool(flag.item())
-        if requested and state.global_step < state.max_steps:  # after the last step: just finish
-            control.should_save = True
-            control.should_training_stop = True
-            self.stopped_early = True
-
-
-def nonfinite_weights(model) -> list[str]:
-    """Names of the parameters holding NaN or inf."""
-    return [name for name, weight in model.named_parameters() if not torch.isfinite(weight).all()]
-
-
-def export_final(trainer, processor, run_dir: Path) -> dict[str, str]:
-    """Save the LoRA adapter (if any) and a merged full checkpoint that transformers, vLLM
-    and lmms-eval load as they are. Written to a staging folder, then renamed."""
-    from peft import PeftModel
-
-    outputs = {}
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    broken = nonfinite_weights(model)
-    if broken:  # whatever the logs said (logging_steps > 1 can step over a NaN)
-        raise TrainingDiverged(
-            f"{len(broken)} weight tensors are NaN or inf after step {trainer.state.global_step} "
-            f"(first: {broken[0]}); nothing was exported"
-        )
-    if trainer.accelerator.is_main_process:
-        if isinstance(model, PeftModel):
-            with publishing(run_dir / ADAPTER_DIR) as staging:
-                model.save_pretrained(staging)
-            outputs["adapter"] = ADAPTER_DIR
-            model = model.merge_and_unload()
-        with publishing(run_dir / MERGED_DIR) as staging:
-            # The fused LM head patches `forward` on the instance; the saved weights are untouched.
-            model.save_pretrained(staging, safe_serialization=True)
-            processor.save_pretrained(staging)
-            kill_point("export")
-        outputs["merged"] = MERGED_DIR
-    trainer.accelerator.wait_for_everyone()
-    return outputs
-
-
-# build(model, processor, examples, run_dir, bf16, callbacks, manifest) -> a TRL trainer
-TrainerBuilder = Callable[..., Any]
-# (examples, resolved model) -> (examples to train on, findings for the manifest); raises to stop.
-Preflight = Callable[[list[Example], Any], tuple[list[Example], dict[str, Any]]]
-
-
-class ManifestHeartbeat(TrainerCallback):
-    """Keeps the manifest's wall-clock time current while training, so a killed attempt
-    still counts in the run's total time."""
-
-    def __init__(self, manifest: Manifest, every_s: float = 2.0):
-        self.manifest, self.every_s, self._last = manifest, every_s, time.time()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        kill_point("step", state.global_step)
-        if state.is_world_process_zero and time.time() - self._last >= self.every_s:
-            self.manifest.heartbeat()
-            self._last = time.time()
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.manifest.heartbeat()
-            self._last = time.time()
-
-
-def finished_training(trainer, checkpoint: CheckpointInfo, run_dir: Path) -> float | None:
-    """A rerun after the last step was saved (killed during export, say): load the final
-    checkpoint's weights instead of training again; returns the logged training loss."""
-    trainer._load_from_checkpoint(str(checkpoint.path))
-    trainer.state.global_step = checkpoint.step
-    losses = [e["train_loss"] for e in read_train_log(run_dir) if "train_loss" in e]
-    return losses[-1] if losses else None
-
-
-def run_training_stage(
-    stage: str,
-    config: TrainConfig,
-    build: TrainerBuilder,
-    force: bool = False,
-    callbacks: list | None = None,
-    preflight: Preflight | None = None,
-) -> Path:
-    """What every training stage does around its trainer.
-
-    Before anything is written: check the run directory (a finished identical run is
-    skipped; another stage's or another config's run is refused), resolve the model and
-    load and validate the data, and run the stage's ``preflight`` on it (it may drop examples
-    or stop the run, and its findings go to the manifest). Then lock the directory, train (resuming from the newest
-    complete checkpoint), export the merged checkpoint, and keep the manifest up to date.
-    The run directory's life (skip, refuse, lock, mark failed) is :func:`scale_repro.stages.lifecycle.run_stage`.
-    """
-    run_dir = Path(config.output_dir or ".")
-
-    def prepare():
-        resolved = resolve_model(config.model)
-        examples, data_info = load_examples(config)
-        if preflight is not None:
-            examples, data_info["preflight"] = preflight(examples, resolved)
-        return resolved, examples, data_info
-
-    def work(manifest: Manifest, prepared) -> None:
-        resolved, examples, data_info = prepared
-        _train(manifest, config, build, run_dir, resolved, examples, data_info, callbacks)
-
+@contextlib.contextmanager
+def distributed_teardown():
+    """The process group a launcher started ends with the stage, however it ends."""
     try:
-        return run_stage(stage, config, prepare, work, force=force, checkpoints=CHECKPOINTS_DIR)
+        yield
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-
-
-def _train(
-    manifest: Manifest,
-    config: TrainConfig,
-    build: TrainerBuilder,
-    run_dir,
-    resolved,
-    examples,
-    data_info,
-    callbacks,
-) -> None:
-    manifest.update(
-        model={"name": config.model, "path": resolved.path, "kind": resolved.kind},
-        seed=config.seed,
-        data=data_info,
-    )
-    bf16 = resolve_bf16(config)
-    model, processor = load_model_and_processor(resolved.path, bf16, config.trust_remote_code)
-    if not config.lora.enabled and config.lora.freeze_vision:
-        freeze_vision_tower(model)
-    stop, skip = StopOnSigterm(), SkipNonfiniteSteps()
-    callbacks = [
-        JsonlLogCallback(run_dir / TRAIN_LOG),
-        DivergenceGuard(skipping=config.nonfinite_steps == "skip"),
-        ManifestHeartbeat(manifest),
-        stop,
-        *(callbacks or []),
-        *([skip] if config.nonfinite_steps == "skip" else []),  # last: it sees the final gradients
-    ]
-    trainer = build(model, processor, examples, run_dir, bf16, callbacks, manifest)
-    resume = resume_point(run_dir)
-    started = time.time()
-    if resume and resume.max_steps is not None and resume.step >= resume.max_steps:
-        log.info("%s holds the final step: exporting it without training again", resume.path)
-        train_loss = finished_training(trainer, resume, run_dir)
-    else:
-        if resume:
-            log.info("resuming from %s", resume.path)
-        with stop.listening():
-            train_loss = trainer.train(
-                resume_from_checkpoint=str(resume.path) if resume else None
-            ).training_loss
-        if stop.stopped_early:
-            step = trainer.state.global_step
-            raise StageInterrupted(
-                f"{run_dir}: stopped by SIGTERM after step {step}, checkpoint saved; "
-                "run the same command to resume"
-            )
-    outputs = export_final(trainer, processor, run_dir)
-    manifest.finish(
-        outputs=outputs,
-        resumed_from=str(resume.path) if resume else None,
-        train_runtime_s=time.time() - started,
-        global_step=trainer.state.global_step,
-        train_loss=train_loss,
-        skipped_nonfinite_steps=skip.skipped,
-    )
