@@ -403,21 +403,11 @@ def plan_command(
 @models_app.command("list")
 def models_list() -> None:
     """Short names of the paper's models and the tiny offline models."""
-    from scale_repro.models.registry import PAPER_MODELS
-    from scale_repro.models.tiny import TINY_MODELS
+    from scale_repro.models.registry import catalogue
 
-    typer.echo(f"{'name':<28} {'kind':<6} checkpoint")
-    for name, hub_id in PAPER_MODELS.items():
-        typer.echo(f"{name:<28} {'paper':<6} {hub_id}")
-    for name, spec in TINY_MODELS.items():
-        typer.echo(
-            f"{name:<28} {'tiny':<6} random-init {spec.family}, {spec.geometry} image geometry "
-            f"(stands in for {spec.real_counterpart})"
-        )
-    from scale_repro.models.perceiving import PERCEIVING_MODELS
-
-    for name, seeing in PERCEIVING_MODELS.items():
-        typer.echo(f"{name:<28} {'tiny':<6} {seeing.description} (scale models build {name})")
+    typer.echo(f"{'name':<28} {'kind':<10} checkpoint")
+    for entry in catalogue().values():
+        typer.echo(f"{entry.name:<28} {entry.kind:<10} {entry.description}")
 
 
 @models_app.command("build-tiny")

@@ -528,11 +528,10 @@ def model_recipe(model: str | None) -> Path | None:
     """``configs/models/NAME.yaml`` for a short model name, applied before any other recipe."""
     if not model:
         return None
-    from scale_repro.models.perceiving import PERCEIVING_MODELS
+    from scale_repro.models.registry import catalogue
 
-    if model in PERCEIVING_MODELS:  # a tiny model after a perception stage trains like it
-        model = PERCEIVING_MODELS[model].tiny
-    path = CONFIGS_DIR / "models" / f"{model}.yaml"
+    entry = catalogue().get(model)
+    path = CONFIGS_DIR / "models" / f"{entry.trains_like if entry else model}.yaml"
     return path if path.is_file() else None
 
 

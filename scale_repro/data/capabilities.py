@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scale_repro.data.records import completion_text, format_question
+from scale_repro.data.records import format_question, tagged_completion
 from scale_repro.data.synth import (
     SHAPES,
     Question,
@@ -143,7 +143,10 @@ def _write_capabilities(staging: Path, config: CapabilityConfig) -> None:
                                 "from": "human",
                                 "value": "<image>\n" + format_question(question.text, list(question.choices)),
                             },
-                            {"from": "gpt", "value": completion_text(describe_scene(scene), question.answer)},
+                            {
+                                "from": "gpt",
+                                "value": tagged_completion(describe_scene(scene), question.answer),
+                            },
                         ],
                     }
                 )

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from scale_repro.data.records import Example, completion_text, format_question
+from scale_repro.data.records import Example, format_question, tagged_completion
 from scale_repro.data.validate import DataError, Rejection, ValidationReport, check_completion, check_image
 from scale_repro.method.answers import (
     LETTERS,
@@ -207,7 +207,7 @@ def load_vision_r1(
             )
             context += [
                 {"role": "user", "content": question},
-                {"role": "assistant", "content": completion_text(reasoning, answer_text)},
+                {"role": "assistant", "content": tagged_completion(reasoning, answer_text)},
             ]
     return LoadResult(examples, report)
 

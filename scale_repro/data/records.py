@@ -57,7 +57,8 @@ def prompt_text(question: str, instruction: str = INSTRUCTION) -> str:
     return f"{question}\n{instruction}"
 
 
-def completion_text(reasoning: str, answer: str) -> str:
+def tagged_completion(reasoning: str, answer: str) -> str:
+    """A reference completion in the paper's format: ``<think>reasoning</think><answer>answer</answer>``."""
     return f"<think>{reasoning.strip()}</think><answer>{answer.strip()}</answer>"
 
 
@@ -81,7 +82,7 @@ def to_conversation(
         row["completion"] = [
             {
                 "role": "assistant",
-                "content": completion_text(example.reasoning, example.answer_text or example.answer),
+                "content": tagged_completion(example.reasoning, example.answer_text or example.answer),
             }
         ]
     return row

@@ -24,7 +24,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from scale_repro.data.records import completion_text, format_question
+from scale_repro.data.records import format_question, tagged_completion
 from scale_repro.method.answers import LETTERS
 from scale_repro.runs.rundir import atomic_write_json, atomic_write_text, publishing
 
@@ -357,7 +357,9 @@ def _write_splits(staging: Path, config: SynthConfig) -> None:
                     {"from": "human", "value": human},
                     {
                         "from": "gpt",
-                        "value": completion_text(reasoning_trace(scene, q, config.reasoning_ratio), q.answer),
+                        "value": tagged_completion(
+                            reasoning_trace(scene, q, config.reasoning_ratio), q.answer
+                        ),
                     },
                 ],
                 "question_kind": q.kind,
@@ -498,5 +500,5 @@ def tokenizer_corpus() -> list[str]:
     ]
     for scene, q in generate_items(config)["train"]:
         lines.append(format_question(q.text, list(q.choices) if q.choices else None))
-        lines.append(completion_text(reasoning_trace(scene, q, 40.0), q.answer))
+        lines.append(tagged_completion(reasoning_trace(scene, q, 40.0), q.answer))
     return lines

@@ -187,17 +187,16 @@ def environment() -> dict[str, Any]:
 def build_models(models: list[str], echo=print) -> dict[str, Any]:
     """The tiny models and perceiving bases among ``models``, built (and cached) here, once,
     before parallel workers would race to build them; returns each perceiving base's record."""
-    from scale_repro.models.perceiving import PERCEIVING_MODELS, perceiving_record
-    from scale_repro.models.registry import tiny_model_path
-    from scale_repro.models.tiny import TINY_MODELS
+    from scale_repro.experiments.perception_base import ensure_perceiving
+    from scale_repro.models.perceiving import perceiving_record
+    from scale_repro.models.registry import catalogue, tiny_model_path
 
     bases = {}
     for model in models:
-        if model in PERCEIVING_MODELS:
-            from scale_repro.experiments.perception_base import ensure_perceiving
-
+        kind = catalogue()[model].kind if model in catalogue() else None
+        if kind == "perceiving":
             bases[model] = perceiving_record(ensure_perceiving(model, echo=echo))
-        elif model in TINY_MODELS:
+        elif kind == "tiny":
             tiny_model_path(model)
     return bases
 

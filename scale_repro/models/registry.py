@@ -23,6 +23,30 @@ PAPER_MODELS = {
 MERGED_DIR = "merged"
 
 
+@dataclass(frozen=True)
+class ModelEntry:
+    """One short model name, whatever table defines it."""
+
+    name: str
+    kind: str  # paper (a hub checkpoint) | tiny (random-init, built offline) | perceiving (a tiny base that sees)
+    description: str  # the checkpoint, or what it is built from
+    trains_like: str  # whose recipe in configs/models/ it trains with
+
+
+def catalogue() -> dict[str, ModelEntry]:
+    """Every short name ``--model`` takes: the one list `scale models list` prints."""
+    entries = [ModelEntry(name, "paper", hub_id, name) for name, hub_id in PAPER_MODELS.items()]
+    for name, spec in TINY_MODELS.items():
+        description = f"random-init {spec.family}, {spec.geometry} image geometry (stands in for {spec.real_counterpart})"
+        entries.append(ModelEntry(name, "tiny", description, name))
+    for name, seeing in PERCEIVING_MODELS.items():
+        # A tiny model after a perception stage trains like the tiny model it was built from.
+        entries.append(
+            ModelEntry(name, "perceiving", f"{seeing.description} (scale models build {name})", seeing.tiny)
+        )
+    return {entry.name: entry for entry in entries}
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("SCALE_CACHE", Path.home() / ".cache" / "scale-repro"))
 

@@ -22,7 +22,7 @@ from trl import GRPOConfig as TRLGRPOConfig
 from trl import GRPOTrainer
 
 from scale_repro.config import ConfigError, GRPOConfig
-from scale_repro.data.records import Example, prompt_text
+from scale_repro.data.records import Example, prompt_text, tagged_completion
 from scale_repro.method.formats import FORMATS
 from scale_repro.method.rewards import completion_text, reward_function
 from scale_repro.method.segments import THINK_OPEN
@@ -190,10 +190,8 @@ TRACE_OVER_LIMIT_WARN = 0.05
 
 def trace_lengths(examples: list[Example], processor) -> list[int]:
     """Tokens of each example's reference completion (when the data has traces)."""
-    from scale_repro.data.records import completion_text
-
     tokenizer = getattr(processor, "tokenizer", processor)
-    texts = [completion_text(e.reasoning, e.answer_text or e.answer) for e in examples if e.reasoning]
+    texts = [tagged_completion(e.reasoning, e.answer_text or e.answer) for e in examples if e.reasoning]
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
 
