@@ -121,3 +121,51 @@ def test_reproduce_dry_run_prints_the_plan():
     )
     assert lines[6] == "[  1/20] sft       to run runs/qwen2.5-vl-3b/vision-r1-science/seed0/1-sft-vanilla"
     assert len(lines) == 6 + 20
+
+
+def test_reproduce_shortens_any_experiment_by_recipe_and_refuses_an_unknown_one(tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "reproduce",
+            "--table",
+            "3",
+            "--recipe",
+            "SFT",
+            "--recipe",
+            "SCALe-SFT",
+            "--dry-run",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[:2] == [
+        "SFT: sft-vanilla (sft, ${TRAIN}, loss.mode=vanilla)",
+        "SCALe-SFT: sft-scale (sft, ${TRAIN}, loss.mode=scale)",
+    ]
+    assert "table3: 8 stages (4 training or rating, 4 evaluations; 4 independent chains)" in result.output
+    result = runner.invoke(
+        app, ["reproduce", "--table", "3", "--recipe", "SCALE-SFT", "--dry-run", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "error: table3: --recipe SCALE-SFT: not among its recipes (SFT, SFT-FW, SCALe-SFT, GRPO-FW, SCALe-GRPO)"
+    )
+    assert not tmp_path.joinpath("runs").exists()
+
+
+def test_quick_shortens_every_stage_of_any_experiment_even_a_recipe_that_sets_its_steps(tmp_path):
+    """staged-tiny's recipes set max_steps per stage; --quick's settings come after them."""
+    from scale_repro.experiments.planner import experiment_path
+    from scale_repro.experiments.runner import RunOptions, load, run_experiment
+
+    options = RunOptions(tmp_path, dry_run=True, quick=True, seeds=1)
+    path = experiment_path(name="staged-tiny")
+    _, spec = load(path, options)
+    stages = run_experiment(path, options, echo=lambda *_: None, spec=spec)["stages"]
+    steps = {(s.kind, s.config.max_steps) for s in stages if s.kind in ("sft", "grpo")}
+    assert steps == {("sft", 3), ("grpo", 1)}
+    assert {s.config.limit for s in stages if s.kind == "eval"} == {3}
+    assert {s.config.k for s in stages if s.kind == "pass_rate"} == {2}
+    assert spec.data["synth"]["n_train"] == 16 and spec.data["capabilities"]["n_per_capability"] == 4

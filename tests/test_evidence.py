@@ -162,7 +162,8 @@ def test_bad_experiment_file_names_the_file(tmp_path):
 
 def test_learning_curves_need_every_checkpoint_kept(tmp_path):
     spec = shorten(load_evidence(experiment_path(name="synthetic")), seeds=1, quick=True)
-    spec.sft = dict(spec.sft, set=[*spec.sft["set"], "max_steps=9", "save_steps=2", "save_total_limit=3"])
+    # After --quick's settings, which come after every stage's own.
+    spec.overlay["sft"] = [*spec.overlay["sft"], "max_steps=9", "save_steps=2", "save_total_limit=3"]
     data_dirs = prepare_data(spec, tmp_path / "data", echo=lambda m: None)
     with pytest.raises(ValueError, match=r"curves need all 5 checkpoints .* set save_total_limit >= 5"):
         plan_evidence(spec, tmp_path, data_dirs, prepare_capabilities(spec, tmp_path / "data", echo=print))

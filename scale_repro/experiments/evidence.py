@@ -72,6 +72,8 @@ class EvidenceSpec:
     sft: dict[str, Any] = field(default_factory=dict)
     grpo: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=dict)
+    # Settings after every stage's own, per method (sft, grpo, eval): what --quick sets.
+    overlay: dict[str, list[str]] = field(default_factory=dict)
     kind: str = EVIDENCE_KIND
 
     def synth_config(self, ratio: float) -> SynthConfig:
@@ -287,6 +289,7 @@ def plan_evidence(
                 sft=spec.sft,
                 grpo=spec.grpo,
                 eval=spec.eval,
+                overlay=spec.overlay,
             )
             for stage in plan(experiment, out / "runs", variables):
                 stages.setdefault(stage.run_dir, stage)

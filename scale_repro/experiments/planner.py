@@ -1,4 +1,4 @@
-"""Experiments: an experiment file -> a plan of stages -> run directories, on one runner.
+"""The one planner: an experiment file -> recipes -> a plan of stages and their run directories.
 
 An experiment (``configs/experiments/*.yaml``) names models, seeds, data sets and *recipes*.
 A recipe is an ordered list of stages; each stage names its method (``sft``, ``grpo``, or
@@ -15,11 +15,8 @@ recipes in ``configs/recipes/balanced-thinking.yaml``; an experiment picks them 
 A stage's run directory depends only on the stages up to it
 (``MODEL/[TRAIN/]seedN/1-a/2-b/eval-TARGET``), so recipes that share a prefix share its runs
 (GRPO trains from the same SFT run as the SFT configuration); one prefix planned with two
-different configs is an error before anything runs. Stages run in one process or, with
-``jobs``, independent chains in parallel; a stage whose manifest says it finished with the same
-config is skipped, a failed or interrupted one runs again, a failed stage's dependants are
-blocked. Every experiment (``scale reproduce``, the demo, the evidence and the curriculum)
-goes through :func:`plan` and :func:`run_stages`.
+different configs is an error before anything runs. The runner
+(:mod:`scale_repro.experiments.runner`) runs the plan; nothing here trains or imports torch.
 
 Variables: ``${TRAIN}`` is the data set's training data (a stage's default data), ``${RATED}``
 the file the recipe's latest ``pass_rate`` stage wrote; others (``${SYNTH}``, ``${CAP}``: data
@@ -73,11 +70,11 @@ QUICK_DATA = {"synth": {"n_train": 16, "n_test": 4}, "capabilities": {"n_per_cap
 
 
 def add_quick_settings(spec: Any) -> None:
-    """``--quick``: QUICK_SETTINGS after each section's own settings (the last word wins)."""
-    for section, extra in QUICK_SETTINGS.items():
-        block = getattr(spec, section, None)
-        if block is not None:
-            setattr(spec, section, dict(block, set=[*block.get("set", []), *extra]))
+    """``--quick``: QUICK_SETTINGS after every stage's own settings (the last word wins, so a
+    recipe's ``max_steps=150`` becomes 3 as well)."""
+    spec.overlay = {
+        method: [*spec.overlay.get(method, []), *extra] for method, extra in QUICK_SETTINGS.items()
+    } | {method: extra for method, extra in spec.overlay.items() if method not in QUICK_SETTINGS}
 
 
 @dataclass
@@ -135,6 +132,8 @@ class Experiment:
     kind: str = "reproduce"  # reproduce | curriculum (evidence files have their own loader)
     description: str = ""
     recipes_from: str | None = None  # the file the recipes list was picked from
+    # Settings after every stage's own, per method (sft, grpo, pass_rate, eval): what --quick sets.
+    overlay: dict[str, list[str]] = field(default_factory=dict)
 
     def tracks(self) -> list[dict[str, Any]]:
         if self.datasets:
@@ -341,7 +340,7 @@ def plan(experiment: Experiment, out: str | Path, variables: dict[str, str] | No
             evaluation = load_config(
                 EvalConfig,
                 recipe_paths(experiment.eval),
-                experiment.eval.get("set", []),
+                [*experiment.eval.get("set", []), *experiment.overlay.get("eval", [])],
                 model=evaluated,
                 task=target["task"],
                 hub_id=target.get("hub_id"),
@@ -390,7 +389,7 @@ def plan(experiment: Experiment, out: str | Path, variables: dict[str, str] | No
                         config = load_config(
                             METHODS[spec.method],
                             recipe_paths(defaults),
-                            [*defaults.get("set", []), *spec.set],
+                            [*defaults.get("set", []), *spec.set, *experiment.overlay.get(spec.method, [])],
                             inherit=inherited,
                             model=current_model,
                             output_dir=str(run_dir),

@@ -26,6 +26,7 @@ failed or interrupted one runs again, a failed stage's dependants are blocked.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -81,7 +82,16 @@ class RunOptions:
         return Path(self.results or Path(self.out) / "report").resolve()
 
 
+def _check_recipes(spec: Any, known: list[str], options: RunOptions) -> None:
+    unknown = [name for name in options.recipes or [] if name not in known]
+    if unknown:
+        raise ConfigError(
+            f"{spec.name}: --recipe {', '.join(unknown)}: not among its recipes ({', '.join(known)})"
+        )
+
+
 def _shorten_experiment(spec: Any, options: RunOptions) -> Any:
+    _check_recipes(spec, list(spec.recipes), options)
     if options.seeds:
         spec.seeds = spec.seeds[: options.seeds]
     if options.models:
@@ -95,10 +105,10 @@ def _shorten_experiment(spec: Any, options: RunOptions) -> Any:
 
 
 def _shorten_evidence(spec: Any, options: RunOptions) -> Any:
-    spec = evidence.shorten(
+    _check_recipes(spec, spec.configurations, options)
+    return evidence.shorten(
         spec, options.seeds, options.models, options.quick, options.recipes, sweep=not options.main_only
     )
-    return spec
 
 
 def _plan_experiment(spec: Any, out: Path, variables: dict[str, str]) -> list[Stage]:
@@ -227,9 +237,16 @@ def run_experiment(path: str | Path, options: RunOptions, echo=print, spec: Any 
     bases = build_models(spec.models, echo)
     summary = run_stages(stages, jobs=options.jobs, echo=echo)
     elapsed = time.time() - started
+    # A rerun that finds every stage done only rewrites the report: keep the wall clock of the
+    # invocation that did the work.
+    previous = results / "run.json"
+    wall_clock = elapsed
+    if not summary["ran"] and previous.is_file():
+        wall_clock = json.loads(previous.read_text()).get("wall_clock_s", elapsed)
     info = {
         "command": options.command,
-        "wall_clock_s": round(elapsed, 1),
+        "wall_clock_s": round(wall_clock, 1),
+        "this_invocation_s": round(elapsed, 1),
         # What the whole plan costs from scratch, whichever invocations did the work.
         "stage_time_s": round(
             sum((read_manifest(s.run_dir) or {}).get("wall_clock_s") or 0 for s in stages), 1
