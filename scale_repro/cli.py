@@ -271,9 +271,39 @@ def reproduce(
         list[str] | None, typer.Option("--recipe", help="Only these of the file's recipes (repeatable).")
     ] = None,
     quick: Annotated[bool, typer.Option(help="A few steps on a few examples (a smoke test).")] = False,
+    status: Annotated[
+        bool, typer.Option(help="Where every stage stands (done, running, queued, ...).")
+    ] = False,
+    launcher: Annotated[
+        str,
+        typer.Option(
+            help="local: stages in processes of this one | accelerate: each stage `accelerate launch`ed on "
+            "its own GPUs of this node | slurm: one sbatch job per stage, after those it needs."
+        ),
+    ] = "local",
+    gpus: Annotated[
+        int | None, typer.Option(help="accelerate: GPUs of this node to use (default: all).")
+    ] = None,
+    gpus_per_stage: Annotated[int, typer.Option(help="accelerate: GPUs of a training stage.")] = 8,
+    cpu_processes: Annotated[
+        int, typer.Option(help="accelerate: no GPUs; training stages as N CPU processes (gloo).")
+    ] = 0,
+    wait: Annotated[bool, typer.Option(help="slurm: wait for the jobs, then write the report.")] = False,
+    nodes: Annotated[int, typer.Option(help="slurm: nodes per training stage.")] = 1,
+    gpus_per_node: Annotated[
+        int, typer.Option(help="slurm: GPUs per node of a training stage (0: no GPUs, one process).")
+    ] = 8,
+    eval_gpus: Annotated[int, typer.Option(help="slurm: GPUs of an evaluation or pass-rate stage.")] = 1,
+    time_limit: Annotated[str, typer.Option("--time", help="slurm: each job's time limit.")] = "24:00:00",
+    partition: Annotated[str | None, typer.Option(help="slurm: partition.")] = None,
+    account: Annotated[str | None, typer.Option(help="slurm: account.")] = None,
+    sbatch: Annotated[
+        list[str] | None, typer.Option(help="slurm: another #SBATCH option, e.g. --sbatch=--qos=high.")
+    ] = None,
 ) -> None:
     """Run an experiment (a paper table, the staged curriculum, the evidence experiment): its
-    data, every recipe's stages (finished ones skipped), its report. --dry-run prints the plan."""
+    data, every recipe's stages (finished ones skipped), its report. --dry-run prints the plan,
+    --status where each stage stands."""
     from scale_repro.experiments.planner import experiment_path
     from scale_repro.experiments.runner import RunOptions, load, reproduce_command, run_experiment
     from scale_repro.yaml_files import CONFIGS_DIR
@@ -291,17 +321,58 @@ def reproduce(
     if not path.is_file():
         _fail(f"{path}: no such experiment file")
     name = path.stem if path.parent == CONFIGS_DIR / "experiments" else str(path)
+    if launcher not in ("local", "accelerate", "slurm"):
+        _fail(f"--launcher must be local, accelerate or slurm, got {launcher!r}")
+    from scale_repro.experiments.one_node import NodeResources
+    from scale_repro.experiments.slurm import SlurmResources
+
+    resources = SlurmResources(
+        nodes, gpus_per_node, eval_gpus, time_limit, partition, account, extra=sbatch or []
+    )
     options = RunOptions(
         out or Path("runs") / path.stem, results, jobs, dry_run, quick, seeds, models, recipes
     )
+    options.launcher, options.slurm, options.wait, options.status = launcher, resources, wait, status
+    options.node = NodeResources(gpus, gpus_per_stage, cpu_processes)
     options.command = reproduce_command(name, options)
     try:
         _, spec = load(path, options)
         result = run_experiment(path, options, echo=typer.echo, spec=spec)
     except (ValueError, *_user_errors()) as exc:
         _fail(str(exc))
-    if not dry_run and (result["summary"]["failed"] or result["summary"]["blocked"]):
+    summary = result.get("summary")
+    if summary and (summary["failed"] or summary["blocked"]):
         raise typer.Exit(1)
+
+
+@app.command("stage")
+def stage_command(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run directory `scale reproduce` planned (its stage.json).")
+    ],
+) -> None:
+    """Run one planned stage in its run directory, exactly as planned: what a Slurm job or an
+    `accelerate launch` of `scale reproduce --launcher ...` runs. Run again to resume."""
+    from scale_repro.experiments.planner import read_stage_file
+
+    _setup_logging()
+    try:
+        stage = read_stage_file(run_dir)
+    except _user_errors() as exc:
+        _fail(str(exc))
+    from scale_repro.experiments.runner import stage_function
+    from scale_repro.stages.lifecycle import charge_process_start
+
+    run = stage_function(stage.kind)
+    module = sys.modules[run.__module__]
+    charge_process_start()
+    try:
+        run(stage.config)
+    except (*_user_errors(), *getattr(module, "USER_ERRORS", ())) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail(f"{run_dir}: interrupted; run the same command to resume")
+    typer.echo(f"{stage.kind} run: {run_dir}")
 
 
 @app.command()

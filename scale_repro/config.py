@@ -603,5 +603,11 @@ def _merge(tree: dict[str, Any], data: dict[str, Any]) -> None:
             tree[key] = value
 
 
+def from_dict(cls, values: dict[str, Any], where: str):
+    """A config from a mapping that holds every field (a planned stage's file), checked like a
+    recipe; nothing is added from model recipes or runs."""
+    return _build(cls, values, where, {key: where for key in values})
+
+
 def to_dict(config) -> dict[str, Any]:
     return dataclasses.asdict(config)

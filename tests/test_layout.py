@@ -120,7 +120,7 @@ COMMANDS = list(_commands(get_command(app)))
 def test_the_commands_are_the_ones_the_readme_lists():
     top = sorted(c[0] for c in COMMANDS if len(c) == 1)
     assert top == sorted(
-        ["sft", "grpo", "eval", "report", "reproduce", "demo", "bench", "plan", "models", "data"]
+        ["sft", "grpo", "eval", "report", "reproduce", "stage", "demo", "bench", "plan", "models", "data"]
     )
     readme = (REPO_ROOT / "README.md").read_text()
     assert all(f"scale {' '.join(c)}" in readme for c in COMMANDS), [

@@ -39,17 +39,22 @@ from scale_repro.config import (
     GRPOConfig,
     PassRateConfig,
     SFTConfig,
+    from_dict,
     load_config,
     to_dict,
 )
 from scale_repro.data.difficulty import RATED_FILE
-from scale_repro.runs.rundir import config_hash
+from scale_repro.runs.rundir import atomic_write_json, config_hash, read_json
 from scale_repro.stages.lifecycle import stage_finished
-from scale_repro.yaml_files import CONFIGS_DIR, parse_yaml, read_yaml
+from scale_repro.yaml_files import CONFIGS_DIR, ConfigError, parse_yaml, read_yaml
 
 log = logging.getLogger("scale_repro")
 
 METHODS = {"sft": SFTConfig, "grpo": GRPOConfig, "pass_rate": PassRateConfig}
+STAGE_CONFIGS = {**METHODS, "eval": EvalConfig}
+# A planned stage as a file in its run directory: what `scale stage RUN_DIR` runs in another
+# process (a Slurm job, an accelerate launch), with exactly the planner's config.
+STAGE_FILE = "stage.json"
 TRAINING_METHODS = ("sft", "grpo")
 PAPER_RECIPES = CONFIGS_DIR / "recipes" / "balanced-thinking.yaml"
 # Filled in by the planner or by the command that writes the data, never from the environment
@@ -425,6 +430,31 @@ def plan(experiment: Experiment, out: str | Path, variables: dict[str, str] | No
     order = {"sft": 0, "grpo": 1, "pass_rate": 2, "eval": 3}
     # Earlier stages of a chain first; within a depth, training before rating before evaluation.
     return sorted(stages.values(), key=lambda s: (len(s.run_dir.parts), order[s.kind]))
+
+
+def write_stage_file(stage: Stage) -> Path:
+    path = stage.run_dir / STAGE_FILE
+    atomic_write_json(
+        path, {"kind": stage.kind, "config": to_dict(stage.config), "needs": [str(n) for n in stage.needs]}
+    )
+    return path
+
+
+def read_stage_file(run_dir: str | Path) -> Stage:
+    """The stage planned into ``run_dir``; a missing or altered file is a one-line error."""
+    path = Path(run_dir) / STAGE_FILE
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: no planned stage here (`scale reproduce` writes it when it launches the stage)"
+        )
+    try:
+        data = read_json(path)
+        config_class = STAGE_CONFIGS[data["kind"]]
+        config = from_dict(config_class, data["config"], str(path))
+        needs = [Path(n) for n in data.get("needs", [])]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a planned stage ({exc})") from None
+    return Stage(data["kind"], Path(config.output_dir), config, needs)
 
 
 def describe_recipes(experiment: Experiment) -> str:

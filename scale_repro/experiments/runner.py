@@ -35,11 +35,12 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scale_repro.experiments import evidence, providers
+from scale_repro.experiments import evidence, providers, slurm
+from scale_repro.experiments.one_node import run_on_node, visible_gpus
 from scale_repro.experiments.planner import (
     QUICK_DATA,
     Experiment,
@@ -53,6 +54,8 @@ from scale_repro.experiments.planner import (
 from scale_repro.experiments.reports.curriculum import write_curriculum_report
 from scale_repro.experiments.reports.evidence import write_evidence_report
 from scale_repro.experiments.reports.tables import write_report
+from scale_repro.experiments.slurm import SlurmResources
+from scale_repro.experiments.status import plan_status, render_status
 from scale_repro.runs.rundir import StageInterrupted, package_versions, read_manifest
 from scale_repro.yaml_files import ConfigError, read_yaml
 
@@ -76,6 +79,12 @@ class RunOptions:
     recipes: list[str] | None = None  # only these of the file's recipes (configurations)
     main_only: bool = False  # evidence: no ratio sweep, truncation arm or learning curves
     command: str = ""  # the command that reproduces this run, recorded in the report
+    launcher: str = (
+        "local"  # local: this machine, stages in worker processes | slurm: one sbatch job per stage
+    )
+    slurm: SlurmResources = field(default_factory=SlurmResources)  # what each Slurm job asks for
+    wait: bool = False  # slurm: wait for the jobs, then write the report
+    status: bool = False  # print where every stage stands; run nothing
 
     @property
     def report_dir(self) -> Path:
@@ -216,6 +225,10 @@ def run_experiment(path: str | Path, options: RunOptions, echo=print, spec: Any 
     say; returns ``stages`` on a dry run, else the run summary (``ran``, ``skipped``, ``failed``,
     ``blocked``) and what the report wrote."""
     started = time.time()
+    if options.launcher == "slurm" and not (options.dry_run or options.status):
+        slurm.check_slurm()  # before any data is written or anything submitted
+    if options.launcher == "accelerate" and not (options.dry_run or options.status):
+        visible_gpus(options.node)  # no GPUs: one line, before anything is written
     kind = KINDS[experiment_kind(path)]
     spec = spec if spec is not None else kind.shorten(kind.load(path), options)
     out, results = Path(options.out).resolve(), options.report_dir
@@ -229,13 +242,32 @@ def run_experiment(path: str | Path, options: RunOptions, echo=print, spec: Any 
         f"evaluations; {len(chains(stages))} independent chains) for {', '.join(spec.models)}, "
         f"{len(spec.seeds)} seed(s); runs under {out / 'runs'}"
     )
+    if options.status:
+        echo(render_status(plan_status(stages), relative_to=out))
+        return {"stages": stages}
     echo(describe(stages, relative_to=out))
+    if options.launcher == "slurm" and options.dry_run:
+        echo(describe_jobs(stages, options.slurm, out))
     if options.dry_run:
         return {"stages": stages}
     for name in CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(logging.ERROR)
     bases = build_models(spec.models, echo)
-    summary = run_stages(stages, jobs=options.jobs, echo=echo)
+    if options.launcher == "slurm":
+        finished_before = {s.run_dir for s in stages if s.finished()}
+        jobs = slurm.submit(stages, out, options.slurm, echo)
+        if not options.wait:
+            echo(
+                f"{len(jobs)} job(s) queued or running; `scale reproduce ... --status` shows each stage, "
+                "the same command again resubmits what is left, --wait writes the report when they end"
+            )
+            return {"summary": None, "jobs": jobs}
+        slurm.wait(jobs, echo)
+        summary = summary_from_run_dirs(stages, finished_before)
+    elif options.launcher == "accelerate":
+        summary = run_on_node(stages, options.node, echo)
+    else:
+        summary = run_stages(stages, jobs=options.jobs, echo=echo)
     elapsed = time.time() - started
     # A rerun that finds every stage done only rewrites the report: keep the wall clock of the
     # invocation that did the work.
@@ -264,6 +296,42 @@ def run_experiment(path: str | Path, options: RunOptions, echo=print, spec: Any 
     return {"summary": summary, **report}
 
 
+def describe_jobs(stages: list[Stage], resources: SlurmResources, out: Path) -> str:
+    """What ``--launcher slurm`` would submit: each stage not yet done, the stages it waits for,
+    and the command its job runs."""
+    numbers = {s.run_dir: i for i, s in enumerate(stages, 1)}
+    lines = []
+    for stage in stages:
+        if stage.finished():
+            continue
+        after = [f"{numbers[n]}" for n in stage.needs if n in numbers]
+        lines.append(
+            f"job {numbers[stage.run_dir]:>3}: {stage.kind:<9} {stage.run_dir.relative_to(out)}"
+            + (f"  after {', '.join(after)}" if after else "")
+        )
+        lines.append("         " + " ".join(f"#SBATCH {line}" for line in slurm.job_lines(stage, resources)))
+        lines.append("         " + slurm.launch_line(stage, resources))
+    return "\n".join(lines)
+
+
+def summary_from_run_dirs(stages: list[Stage], finished_before: set[Path]) -> dict[str, list[str]]:
+    """The runner's summary of stages another process ran (Slurm jobs), from their manifests."""
+    summary: dict[str, list[str]] = {"ran": [], "skipped": [], "failed": [], "blocked": []}
+    failed: set[Path] = set()
+    for stage in stages:
+        if stage.run_dir in finished_before:
+            summary["skipped"].append(str(stage.run_dir))
+        elif stage.finished():
+            summary["ran"].append(str(stage.run_dir))
+        elif any(n in failed for n in stage.needs):
+            failed.add(stage.run_dir)
+            summary["blocked"].append(str(stage.run_dir))
+        else:
+            failed.add(stage.run_dir)
+            summary["failed"].append(str(stage.run_dir))
+    return summary
+
+
 def reproduce_command(experiment: str, options: RunOptions) -> str:
     """The ``scale reproduce`` command line that runs ``experiment`` with ``options`` again."""
     parts = ["scale reproduce --experiment", experiment, f"--jobs {options.jobs}", f"--out {options.out}"]
@@ -271,17 +339,22 @@ def reproduce_command(experiment: str, options: RunOptions) -> str:
     parts += [f"--seeds {options.seeds}"] if options.seeds is not None else []
     parts += [f"--model {m}" for m in options.models or []]
     parts += [f"--recipe {r}" for r in options.recipes or []]
+    parts += [f"--launcher {options.launcher}"] if options.launcher != "local" else []
     return " ".join(parts + (["--quick"] if options.quick else []))
 
 
-def execute(stages: list[Stage], echo=print) -> dict[str, list[str]]:
-    """Run every stage not yet finished; a failed stage's dependants are skipped, the rest go on."""
+def stage_function(kind: str):
+    """The function that runs a stage of ``kind`` from its config (imports torch)."""
     from scale_repro.stages.evaluate import run_eval
     from scale_repro.stages.grpo import run_grpo
     from scale_repro.stages.pass_rate import run_pass_rate
     from scale_repro.stages.sft import run_sft
 
-    runners = {"sft": run_sft, "grpo": run_grpo, "pass_rate": run_pass_rate, "eval": run_eval}
+    return {"sft": run_sft, "grpo": run_grpo, "pass_rate": run_pass_rate, "eval": run_eval}[kind]
+
+
+def execute(stages: list[Stage], echo=print) -> dict[str, list[str]]:
+    """Run every stage not yet finished; a failed stage's dependants are skipped, the rest go on."""
     failed: set[Path] = set()
     summary: dict[str, list[str]] = {"ran": [], "skipped": [], "failed": [], "blocked": []}
     started = time.time()
@@ -298,7 +371,7 @@ def execute(stages: list[Stage], echo=print) -> dict[str, list[str]]:
             continue
         echo(f"{prefix} {stage.kind:<9} running: {stage.run_dir}")
         try:
-            ran_here = _run_or_wait(runners[stage.kind], stage, echo, f"{prefix} {stage.kind:<9}")
+            ran_here = _run_or_wait(stage_function(stage.kind), stage, echo, f"{prefix} {stage.kind:<9}")
             summary["ran" if ran_here else "skipped"].append(str(stage.run_dir))
         except StageInterrupted:
             raise  # SIGTERM: the whole experiment stops; the same command resumes it

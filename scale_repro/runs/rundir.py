@@ -42,6 +42,12 @@ TRACKED_PACKAGES = (
 )
 
 
+def main_process() -> bool:
+    """False on every rank but the first of a launched job (``RANK``, which torchrun and
+    ``accelerate launch`` set): those ranks read the run directory and never write it."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 class RunDirError(ValueError):
     """A run directory that cannot be used as asked (busy, another stage's, another config's)."""
 
@@ -309,7 +315,8 @@ class Manifest:
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
         self._refresh_clock()
-        atomic_write_json(self.path, self.data)
+        if main_process():  # under a launcher every rank holds the manifest; one writes it
+            atomic_write_json(self.path, self.data)
 
     def heartbeat(self) -> None:
         """Record the time spent so far, so a kill loses at most the time since the last beat."""
@@ -396,9 +403,9 @@ def claimed_run_dir(run_dir: Path, stage: str, config_hash: str, force: bool, ch
     """Hold the run directory for one stage: lock it (on the main process), empty it for
     ``--force``, and check it again under the lock, since another process may have finished
     the run meanwhile. Yields False when it did (nothing to do), True otherwise."""
-    lock = RunLock(run_dir).acquire() if int(os.environ.get("RANK", "0")) == 0 else None
+    lock = RunLock(run_dir).acquire() if main_process() else None
     try:
-        if force:
+        if force and lock is not None:
             clear_run_dir(run_dir)
         try:
             check_output_dir(run_dir, stage, config_hash, False, checkpoints)

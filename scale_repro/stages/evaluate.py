@@ -51,6 +51,10 @@ class EvalError(RuntimeError):
     pass
 
 
+# What `scale eval` reports in one line besides the errors every stage shares.
+USER_ERRORS = (EvalError,)
+
+
 def model_family(path: str) -> str:
     local = Path(path)
     if local.is_dir():
