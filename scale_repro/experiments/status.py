@@ -73,8 +73,11 @@ def plan_status(stages: list[Stage]) -> list[StageStatus]:
         if stage.finished():
             status = StageStatus(stage, "done", f"{manifest.get('wall_clock_s', 0):.0f}s")
         elif state == "RUNNING" or (manifest.get("status") == "running" and _alive(manifest)):
-            where = f"job {job['job_id']}, " if state == "RUNNING" else ""
-            status = StageStatus(stage, "running", where + _progress(stage, manifest))
+            parts = [
+                f"job {job['job_id']}" if state == "RUNNING" else "",
+                _progress(stage, manifest) or "starting",
+            ]
+            status = StageStatus(stage, "running", ", ".join(part for part in parts if part))
         elif state in slurm.WAITING and reason not in slurm.NEVER_STARTS:
             status = StageStatus(stage, "queued", f"job {job['job_id']} ({reason or state.lower()})")
         elif manifest.get("status") == "failed":
