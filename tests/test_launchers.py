@@ -105,5 +105,8 @@ def test_two_launched_processes_reach_the_in_process_weights(tmp_path, tiny_path
         log = (run_dir / "launch.log").read_text()
         assert "launch --main_process_port" in log and "--multi_gpu --num_processes 2" in log
         assert log.count(f"{manifest['stage']} run: ") == 2  # both ranks trained, one wrote
+    # The SFT pre-flight (every sample through the processor) ran on one rank; the other read it.
+    assert (launched / SFT / "launch.log").read_text().count("pre-flight: 24 samples") == 1
+    assert json.loads((launched / SFT / "preflight.json").read_text())["value"]["findings"]["samples"] == 24
     sft_log = [json.loads(line) for line in (launched / SFT / "train_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in sft_log if "loss" in e] == [1, 2, 3]

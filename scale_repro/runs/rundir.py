@@ -218,6 +218,33 @@ def read_train_log(run_dir: str | Path, problems: list[str] | None = None) -> li
     return entries
 
 
+def computed_once(path: Path, key: str, compute, wait_s: float = 3600.0, poll_s: float = 0.5) -> Any:
+    """``compute()``'s JSON result, worked out once per ``key`` and kept in ``path``: by the main
+    process of a launched job while the other ranks wait for the file (instead of all repeating
+    minutes of work while the GPUs idle), and read back by a rerun with the same key."""
+
+    def stored() -> Any:
+        try:
+            data = read_json(path)
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and data.get("key") == key else None
+
+    found = stored()
+    if found is not None:
+        return found["value"]
+    if main_process():
+        value = compute()
+        atomic_write_json(path, {"key": key, "value": value})
+        return value
+    deadline = time.time() + wait_s
+    while (found := stored()) is None:
+        if time.time() > deadline:
+            raise RunDirError(f"{path}: the main process did not write it within {wait_s:.0f}s")
+        time.sleep(poll_s)
+    return found["value"]
+
+
 def write_once(folder: Path, config: Any, write, echo=print, what: str = "data") -> Path:
     """``write(folder, config)`` unless ``folder``'s manifest says it was written with this same
     config (a dataclass): generated data is reused only if made the same way. Two processes

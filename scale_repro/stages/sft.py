@@ -27,7 +27,7 @@ from scale_repro.method.loss import segment_means, weighted_segments
 from scale_repro.method.schedule import LOSS_MODES, segment_weights
 from scale_repro.method.segments import IGNORED, label_segments
 from scale_repro.models.registry import resolve_model
-from scale_repro.runs.rundir import CHECKPOINTS_DIR
+from scale_repro.runs.rundir import CHECKPOINTS_DIR, computed_once, fingerprint
 from scale_repro.stages.budget import budget_report, measure, render
 from scale_repro.stages.callbacks import SafeResumeMixin, StageCallbacks
 from scale_repro.stages.export import train_and_export
@@ -236,6 +236,26 @@ def answer_budget_preflight(
     return kept, {**findings, "dropped": len(examples) - len(kept)}
 
 
+# The pre-flight's findings and the samples it kept, in the run directory, keyed by what decides them.
+PREFLIGHT_FILE = "preflight.json"
+
+
+def preflight_once(config: SFTConfig, examples: list[Example], resolved, data_fingerprint: str):
+    """:func:`answer_budget_preflight` once per data, model and budget: on the first rank of a
+    launched job (the others wait for its file), and not again when the run resumes."""
+    key = fingerprint(
+        [data_fingerprint, resolved.path, config.max_length, config.system_prompt, config.cut_answers]
+    )
+
+    def compute() -> dict[str, Any]:
+        kept, findings = answer_budget_preflight(config, examples, resolved)
+        return {"kept": [e.id for e in kept], "findings": findings}
+
+    result = computed_once(Path(config.output_dir) / PREFLIGHT_FILE, key, compute)
+    kept = set(result["kept"])
+    return [e for e in examples if e.id in kept], result["findings"]
+
+
 def run_sft(config: SFTConfig, force: bool = False, callbacks: list | None = None) -> Path:
     """Train, export the merged checkpoint and finish the manifest; returns the run directory."""
     run = StageRun("sft", config, force, checkpoints=CHECKPOINTS_DIR)
@@ -244,7 +264,7 @@ def run_sft(config: SFTConfig, force: bool = False, callbacks: list | None = Non
     check_trl_section(config, TRLSFTConfig)
     resolved = resolve_model(config.model)
     examples, data_info = load_examples(config)
-    examples, data_info["preflight"] = answer_budget_preflight(config, examples, resolved)
+    examples, data_info["preflight"] = preflight_once(config, examples, resolved, data_info["fingerprint"])
     with run.running() as manifest, distributed_teardown():
         if manifest is None:  # finished meanwhile by another process
             return run.run_dir
