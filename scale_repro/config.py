@@ -288,9 +288,11 @@ class EvalConfig:
     limit: int | None = None
     output_dir: str = ""
     max_new_tokens: int = 2048
-    batch_size: int = 1
+    # Requests generated together; None: 16 on the transformers path (1 for LLaVA-NeXT, whose
+    # lmms-eval class takes one at a time), 256 on vLLM (which schedules them itself).
+    batch_size: int | None = None
     device: str | None = None
-    use_vllm: bool = False
+    use_vllm: bool | None = None  # None: vLLM when it is installed and CUDA is present
     seed: int = 0
     labels: dict[str, Any] = field(default_factory=dict)
     # lmms-eval's model classes log a failed generation and answer "" (scored as invalid); an empty

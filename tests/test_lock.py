@@ -12,7 +12,12 @@ REPO = Path(__file__).resolve().parents[1]
 # What a GPU machine adds (make setup-gpu) that this one does not install, with its declared needs.
 NOT_INSTALLED_HERE = {"vllm": REPO / "tests" / "fixtures" / "lock" / "vllm-0.31.0.requires"}
 INTEGRATIONS = {"trl"}
-LINUX = {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64", "python_version": "3.11"}
+LINUX = {
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "python_version": "3.11",
+}
 
 # (package, requirement it declares that the lock overrides): see pyproject.toml for why.
 OVERRIDDEN = {("latex2sympy2", "antlr4-python3-runtime")}

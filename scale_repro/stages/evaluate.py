@@ -17,6 +17,7 @@ interrupted evaluation generates only what is missing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -114,6 +115,31 @@ def vllm_model_args(path: str, family: str, config: EvalConfig) -> str:
         if bounds:
             args += f",min_image_pixels={bounds[0]},max_pixels={bounds[1]}"
     return args
+
+
+# Requests generated together when the config leaves it open, and per stored chunk (what a
+# killed evaluation loses at most): vLLM schedules hundreds at once; lmms-eval's transformers
+# classes pad a batch to its longest prompt.
+HF_BATCH = 16
+VLLM_BATCH = 256
+HF_BATCHES_PER_CHUNK = 4
+
+
+def vllm_available() -> bool:
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+
+
+def effective_settings(config: EvalConfig, family: str) -> EvalConfig:
+    """The config with ``use_vllm`` and ``batch_size`` decided where it leaves them open."""
+    use_vllm = vllm_available() if config.use_vllm is None else config.use_vllm
+    batch = config.batch_size
+    if batch is None:
+        batch = VLLM_BATCH if use_vllm else (1 if family == "llava_next" else HF_BATCH)
+    return dataclasses.replace(config, use_vllm=use_vllm, batch_size=batch)
 
 
 def check_batch_size(family: str, config: EvalConfig) -> None:
@@ -296,6 +322,8 @@ def run_eval(config: EvalConfig, force: bool = False) -> Path:
         check_vllm_ready()
     resolved = resolve_model(config.model)
     family = model_family(resolved.path)
+    # What "unset" means on this machine, for this model (the run's identity stays the config's).
+    config = effective_settings(config, family)
     if config.use_vllm:
         vllm_model_args(resolved.path, family, config)  # refuses a combination it cannot match
     check_batch_size(family, config)
@@ -325,7 +353,9 @@ def _evaluate(manifest: Manifest, config: EvalConfig, resolved, family: str, exa
     from scale_repro.stages.lmms_model import ResumableModel
 
     store = out / "cache" / f"responses-{cache_key(config, resolved.path)}.jsonl"
-    lm = ResumableModel.create(model_name, model_args, config.batch_size, store)
+    chunk = config.batch_size if config.use_vllm else config.batch_size * HF_BATCHES_PER_CHUNK
+    manifest.update(batch_size=config.batch_size, chunk=chunk, use_vllm=config.use_vllm)
+    lm = ResumableModel.create(model_name, model_args, config.batch_size, store, chunk)
     with lmms_errors() as errors:
         results = simple_evaluate(
             model=lm,

@@ -65,9 +65,13 @@ class ResumableModel(lmms):
         object.__setattr__(self, "reused", 0)
 
     @classmethod
-    def create(cls, model_name: str, model_args: str, batch_size: int, store: Path) -> ResumableModel:
+    def create(
+        cls, model_name: str, model_args: str, batch_size: int, store: Path, chunk: int | None = None
+    ) -> ResumableModel:
+        """``chunk`` requests go to the model at a time (it batches them by ``batch_size``), and
+        are stored before the next chunk."""
         inner = models.get_model(model_name).create_from_arg_string(model_args, {"batch_size": batch_size})
-        return cls(inner, store, batch_size)
+        return cls(inner, store, chunk or batch_size)
 
     @property
     def is_simple(self) -> bool:  # type: ignore[override]
