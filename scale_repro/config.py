@@ -498,9 +498,12 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 # What a stage started from a run directory carries over from that run: how the model is held
-# and fed (precision, memory, parallelism, adapters, system turn), not the run's own
-# optimisation settings. Without it a GRPO stage started from a LoRA, bf16, ZeRO-2,
-# gradient-checkpointed SFT run would fall back to the class defaults.
+# and fed (precision, memory, parallelism, adapters, system turn, sequence budget, the per-device
+# batch and accumulation its model recipe sized for the hardware), not the run's own optimisation
+# settings (learning rate, steps, schedule). Without it a GRPO stage started from a LoRA, bf16,
+# ZeRO-2, gradient-checkpointed SFT run of LLaVA-NeXT would fall back to the class defaults:
+# max_length 2048, which the model's 1.5k-2.9k-token image prompts plus 1024 completion tokens
+# overflow, and one micro-batch per step, which gives vLLM a handful of prompts per weight sync.
 INHERITED_FROM_RUN = (
     "bf16",
     "gradient_checkpointing",
@@ -508,6 +511,9 @@ INHERITED_FROM_RUN = (
     "lora",
     "system_prompt",
     "trust_remote_code",
+    "max_length",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
 )
 
 

@@ -306,3 +306,41 @@ def test_a_run_without_learning_signal_or_with_a_collapsed_policy_is_told_so(cap
         "step 6: the policy's entropy is 0.010: it has collapsed onto near-deterministic completions; "
         "lower the learning rate or add a KL penalty (beta)"
     ]
+
+
+def test_grpo_from_a_llava_next_sft_run_keeps_its_recipe_budget_and_passes_its_preflight(tmp_path, synth_dir):
+    """LLaVA-NeXT's image prompts (anyres tiles) run 1.5k-2.9k tokens: GRPO from its SFT run must
+    keep the model recipe's max_length 4096, batch and accumulation, not fall back to 2048."""
+    from transformers import AutoProcessor
+
+    from scale_repro.config import to_dict
+    from scale_repro.data.sources import load_training_examples
+    from scale_repro.models.registry import tiny_model_path
+    from scale_repro.runs.rundir import atomic_write_json
+    from scale_repro.yaml_files import CONFIGS_DIR
+
+    recipe = CONFIGS_DIR / "models" / "llava-v1.6-mistral-7b.yaml"
+    sft = load_config(SFTConfig, [recipe], model="llava-v1.6-mistral-7b", output_dir=str(tmp_path / "sft"))
+    atomic_write_json(
+        tmp_path / "sft" / "manifest.json", {"stage": "sft", "status": "finished", "config": to_dict(sft)}
+    )
+    config = load_config(GRPOConfig, [CONFIGS_DIR / "grpo" / "default.yaml"], [], model=str(tmp_path / "sft"))
+    assert (config.max_length, config.per_device_train_batch_size, config.gradient_accumulation_steps) == (
+        4096,
+        2,
+        8,
+    )
+    assert config.learning_rate == 1e-5  # GRPO's own, not the SFT run's
+
+    processor = AutoProcessor.from_pretrained(tiny_model_path("tiny-llava-next-real"))
+    examples = load_training_examples(str(synth_dir)).examples[:4]
+    checks = preflight(examples, processor, config)
+    # 1,249 tokens for these small images (more for larger ones): too many for 2048 with 1024 to
+    # complete, well within the recipe's 4096.
+    assert (
+        2048 - config.max_completion_length
+        < checks["longest_prompt_tokens"]
+        <= 4096 - config.max_completion_length
+    )
+    with pytest.raises(PreflightError, match="exceeds max_length 2048"):
+        preflight(examples, processor, load_config(GRPOConfig, [CONFIGS_DIR / "grpo" / "default.yaml"], []))

@@ -113,8 +113,8 @@ def test_grpo_from_a_run_directory_inherits_how_the_model_is_held(tmp_path):
     )
     assert (config.lora.enabled, config.lora.r, config.lora.alpha) == (True, 64, 128)
     assert config.system_prompt == "Be brief."
-    # The SFT run's optimisation settings stay its own.
-    assert (config.learning_rate, config.max_length) == (1e-5, 2048)
+    # Its sequence budget comes along (the model's image prompts need it); its learning rate does not.
+    assert (config.learning_rate, config.max_length) == (1e-5, 8192)
     # A recipe or --set still wins over what is inherited.
     config = load_config(GRPOConfig, None, ["lora.r=8"], model=str(tmp_path / "sft"))
     assert config.lora.r == 8
