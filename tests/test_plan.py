@@ -118,3 +118,26 @@ def test_grpo_from_a_run_directory_inherits_how_the_model_is_held(tmp_path):
     # A recipe or --set still wins over what is inherited.
     config = load_config(GRPOConfig, None, ["lora.r=8"], model=str(tmp_path / "sft"))
     assert config.lora.r == 8
+
+
+def test_zero2_model_states_follow_the_zero_papers_formula():
+    """Rajbhandari et al. (ZeRO), mixed-precision Adam: 2 bytes of weights on every GPU, and
+    (2 + 12) bytes of gradients and optimizer state per trainable parameter over N GPUs. A full
+    fine-tune of Qwen2.5-VL-3B (3.75B, vision tower of 0.67B frozen) on 8 GPUs: 12.0 GiB."""
+    from scale_repro.sizing.gpu_plan import GIB, PAPER_SHAPES, model_states_bytes
+
+    qwen = PAPER_SHAPES["Qwen/Qwen2.5-VL-3B-Instruct"]
+    trainable = qwen.parameters - qwen.vision_parameters
+    assert model_states_bytes(qwen.parameters, trainable, 8) == 2 * 3.75e9 + 14 * 3.08e9 / 8
+    assert round(model_states_bytes(qwen.parameters, trainable, 8) / GIB, 1) == 12.0
+    assert round(model_states_bytes(qwen.parameters, trainable, 1) / GIB, 1) == 47.1  # nothing to share
+
+
+def test_the_plan_counts_evaluation_and_totals():
+    result = runner.invoke(
+        app, ["plan", "--table", "1", "--gpus", "8", "--gpu-memory", "80", "--out", "/dev/null"]
+    )
+    assert result.exit_code == 0, result.output
+    # Table 1: 30 evaluations, ScienceQA-IMG (2,017 questions) and IconQA (21,489) at 1,024 tokens each.
+    assert "Evaluation: 30 runs, 352,590 questions, 361.1M generated tokens" in result.output
+    assert "Total " in result.output and "training " in result.output and ", evaluation " in result.output

@@ -6,7 +6,8 @@ and GPU-hours at an assumed throughput. Everything here is an estimate from the 
 and the stage's settings, stated with its assumptions; `scale bench` measures the throughput.
 
 Memory per GPU, bf16 mixed precision under DeepSpeed ZeRO-2 (weights replicated; gradients
-and optimizer state sharded over the GPUs):
+and optimizer state partitioned over the GPUs; the ZeRO paper's model states, 2 + (2 + 12) / N
+bytes per parameter for N GPUs, counting only trainable parameters in the second term):
 - weights: 2 bytes x parameters;
 - trainable parameters (LoRA adapters, or the language model and projector in full
   fine-tuning): gradients 2 bytes and AdamW state 12 bytes (fp32 master, m, v) per
@@ -120,12 +121,44 @@ def lora_parameters(shape: Shape, r: int, target_modules: list[str]) -> int:
     return per_layer * shape.layers
 
 
+def model_states_bytes(parameters: float, trainable: float, gpus: int) -> float:
+    """ZeRO-2 with bf16 weights: every weight on every GPU (2 bytes), the trainable ones'
+    gradients (2) and AdamW state (12: fp32 master, m, v) partitioned over the GPUs."""
+    return 2 * parameters + (2 + 12) * trainable / gpus
+
+
 def activation_bytes(shape: Shape, tokens: int, checkpointing: bool) -> float:
     per_token_layer_input = 2 * shape.hidden
     per_token_layer = 2 * (8 * shape.hidden + 3 * shape.intermediate) * 2  # forward and backward
     if checkpointing:
         return tokens * (shape.layers * per_token_layer_input + per_token_layer)
     return tokens * shape.layers * (per_token_layer_input + per_token_layer)
+
+
+# Questions of each benchmark's test split (lmms-lab/ScienceQA ScienceQA-IMG test, the dataset
+# card of lmms-lab/ICON-QA test: 21,489 examples), what an evaluation generates for.
+BENCHMARK_QUESTIONS = {"scienceqa": 2017, "iconqa": 21489}
+
+
+@dataclass
+class EvalPlan:
+    run: str
+    task: str
+    questions: int
+    tokens: float  # generated
+    gpu_hours: float
+
+
+def plan_evaluation(stage, rollout_tps: float) -> EvalPlan | None:
+    """One evaluation on one GPU: its questions times half the completion limit, generated at
+    the rollout throughput (greedy, batched: generation is what it costs)."""
+    questions = BENCHMARK_QUESTIONS.get(stage.config.task)
+    if questions is None:
+        return None
+    if stage.config.limit:
+        questions = min(questions, stage.config.limit)
+    tokens = questions * stage.config.max_new_tokens / 2
+    return EvalPlan(str(stage.run_dir), stage.config.task, questions, tokens, tokens / rollout_tps / 3600)
 
 
 @dataclass
@@ -185,7 +218,7 @@ def plan_stage(
     if tokens_per_sample is None:
         assumptions.append(f"{per_sample:.0f} tokens per sample (half of max_length)")
     micro = config.per_device_train_batch_size
-    memory = 2 * shape.parameters + 2 * trainable + (2 + 12) * trainable / gpus
+    memory = model_states_bytes(shape.parameters, trainable, gpus)
     memory += activation_bytes(shape, micro * length, config.gradient_checkpointing)
     epochs = config.num_train_epochs if config.max_steps in (None, -1) else None
     if stage.kind == "sft":
@@ -232,7 +265,9 @@ def plan_table(
 
     experiment = load_experiment(experiment_path(table))
     train, rollout, source = throughputs(train_tps, rollout_tps)
-    stages = [s for s in plan_stages(experiment, "runs") if s.kind in ("sft", "grpo")]
+    planned = plan_stages(experiment, "runs")
+    stages = [s for s in planned if s.kind in ("sft", "grpo")]
+    evaluations = [e for e in (plan_evaluation(s, rollout) for s in planned if s.kind == "eval") if e]
     base = {s.run_dir: s.config.model for s in stages if s.kind == "sft"}
     rows = [
         plan_stage(
@@ -254,7 +289,10 @@ def plan_table(
         "samples_per_stage": samples,
         "throughput": {"train_tokens_per_s": train, "rollout_tokens_per_s": rollout, "source": source},
         "stages": [asdict(r) for r in rows],
-        "gpu_hours": sum(r.gpu_hours for r in rows),
+        "evaluations": [asdict(e) for e in evaluations],
+        "training_gpu_hours": sum(r.gpu_hours for r in rows),
+        "evaluation_gpu_hours": sum(e.gpu_hours for e in evaluations),
+        "gpu_hours": sum(r.gpu_hours for r in rows) + sum(e.gpu_hours for e in evaluations),
         "all_fit": all(r.fits for r in rows),
     }
 
@@ -278,11 +316,20 @@ def render(result: dict[str, Any]) -> str:
             f"{'yes' if s['fits'] else 'NO'} | {s['tokens'] / 1e6:.1f}M | {s['gpu_hours']:.2f} |"
         )
     assumptions = sorted({a for s in result["stages"] for a in s["assumptions"]})
+    evaluations = result.get("evaluations", [])
+    if evaluations:
+        questions = sum(e["questions"] for e in evaluations)
+        lines += [
+            "",
+            f"Evaluation: {len(evaluations)} runs, {questions:,} questions, "
+            f"{sum(e['tokens'] for e in evaluations) / 1e6:.1f}M generated tokens, "
+            f"{result['evaluation_gpu_hours']:.1f} GPU-hours (one GPU each, at the rollout throughput).",
+        ]
     lines += [
         "",
-        f"Total {result['gpu_hours']:.1f} GPU-hours ({result['gpu_hours'] / result['gpus']:.1f} h on "
-        f"{result['gpus']} GPU(s)); {'every stage fits' if result['all_fit'] else 'some stages do NOT fit'}. "
-        "Evaluation stages are not counted.",
+        f"Total {result['gpu_hours']:.1f} GPU-hours: training {result['training_gpu_hours']:.1f}, evaluation "
+        f"{result['evaluation_gpu_hours']:.1f} ({result['gpu_hours'] / result['gpus']:.1f} h on "
+        f"{result['gpus']} GPU(s)); {'every stage fits' if result['all_fit'] else 'some stages do NOT fit'}.",
     ]
     if assumptions:
         lines.append("Assumed: " + "; ".join(assumptions) + ".")
