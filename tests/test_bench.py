@@ -62,3 +62,28 @@ def test_plan_uses_a_gpu_benchmark_when_there_is_one(tmp_path, monkeypatch):
     assert throughputs(None, None) == (4100.0, 2300.0, "measured (results/bench/gpu.json)")
     assert throughputs(3000.0, None)[0] == 3000.0
     assert ASSUMED_TRAIN_TOKENS_PER_S == 2500.0
+
+
+def test_training_flops_per_token_match_a_hand_count():
+    """Qwen2.5-VL-3B (3.75B parameters, 0.67B of them the vision tower; 36 layers, 16 heads of
+    128) at 2,048 tokens: 6 x 3.08e9 + 12 x 36 x 16 x 128 x 2048 = 20.29 GFLOPs per token in full
+    fine-tuning; 4 x 3.08e9 + the same attention = 14.13 under LoRA; + 2 x 0.67e9 per image token
+    with the tower frozen."""
+    from scale_repro.sizing.bench import train_flops_per_token
+    from scale_repro.sizing.gpu_plan import PAPER_SHAPES
+
+    qwen = PAPER_SHAPES["Qwen/Qwen2.5-VL-3B-Instruct"]
+    attention = 12 * 36 * 16 * 128 * 2048
+    assert train_flops_per_token(qwen, 2048, lora=False, vision_trained=False) == 6 * 3.08e9 + attention
+    assert train_flops_per_token(qwen, 2048, lora=True, vision_trained=False) == 4 * 3.08e9 + attention
+    with_images = train_flops_per_token(qwen, 2048, lora=True, vision_trained=False, image_share=0.5)
+    assert with_images == 4 * 3.08e9 + attention + 2 * 0.67e9 * 0.5
+    assert round(train_flops_per_token(qwen, 2048, lora=False, vision_trained=False) / 1e9, 2) == 20.29
+
+
+def test_a_device_gets_its_own_peak_or_none():
+    from scale_repro.sizing.bench import peak_flops
+
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989.4e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756.4e12  # not the SXM's
+    assert peak_flops("NVIDIA GeForce RTX 4090") is None  # no guess from a substring

@@ -10,9 +10,12 @@ A paper model whose weights are not on this machine is benchmarked random-init f
 config (``--random-init``): the speed of a step does not depend on the values of the weights.
 On a CPU the default model is a tiny one, so the code path is exercised everywhere.
 
-MFU counts 6 x parameters FLOPs per token (forward and backward, the usual convention; LoRA
-and gradient checkpointing change what is computed, not this figure) against the device's
-dense bf16 peak.
+MFU is the model FLOPs a step needs (:func:`train_flops_per_token`, from the architecture: the
+language model's matmuls at 6 FLOPs per weight and token, 4 under LoRA, whose frozen weights get
+no gradient; causal attention at 12 x layers x heads x head dim x sequence length (PaLM's count);
+the vision tower on image tokens only) per second, against the device's dense bf16 peak from an
+exact table of data-sheet figures. Gradient checkpointing recomputes a forward pass: hardware
+FLOPs, not model FLOPs, so it does not count.
 """
 
 from __future__ import annotations
@@ -32,8 +35,19 @@ from transformers import TrainerCallback
 
 log = logging.getLogger("scale_repro")
 WARMUP_STEPS = 2
-# Dense bf16 peak FLOP/s by device name (vendor data sheets), for MFU.
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
+# Dense bf16 peak FLOP/s (no sparsity) by the exact name torch reports, from NVIDIA's data sheets.
+# A name not here gets no MFU rather than another card's peak (an H100 PCIe is not an SXM).
+PEAK_BF16_FLOPS = {
+    "NVIDIA H100 80GB HBM3": 989.4e12,  # H100 SXM5
+    "NVIDIA H100 PCIe": 756.4e12,
+    "NVIDIA H100 NVL": 835.4e12,
+    "NVIDIA H200": 989.4e12,  # H200 SXM, the H100 SXM's compute
+    "NVIDIA A100-SXM4-80GB": 312e12,
+    "NVIDIA A100-SXM4-40GB": 312e12,
+    "NVIDIA A100 80GB PCIe": 312e12,
+    "NVIDIA A100-PCIE-40GB": 312e12,
+    "NVIDIA L40S": 362.05e12,
+}
 
 
 class StepTimer(TrainerCallback):
@@ -57,7 +71,25 @@ def device_name() -> str:
 
 
 def peak_flops(name: str) -> float | None:
-    return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
+    return PEAK_BF16_FLOPS.get(name.strip())
+
+
+def train_flops_per_token(
+    shape, sequence: float, lora: bool, vision_trained: bool, image_share: float = 0.0
+) -> float:
+    """Model FLOPs of one training step per token of a sequence of ``sequence`` tokens.
+
+    Language model: 2 FLOPs per weight and token forward, 4 backward (activation and weight
+    gradients), so 6; under LoRA the frozen weights get no weight gradient, so 4 (the adapters'
+    own are negligible). Attention: 12 x layers x heads x head dim x sequence (forward and
+    backward, causal, as PaLM counts it). Vision tower: its weights on the image tokens only
+    (``image_share`` of the sequence), forward (2) or forward and backward (6) as it trains.
+    """
+    language = shape.parameters - shape.vision_parameters
+    dense = (4 if lora else 6) * language
+    attention = 12 * shape.layers * shape.heads * shape.head_dim * sequence
+    vision = (6 if vision_trained and not lora else 2) * shape.vision_parameters * image_share
+    return dense + attention + vision
 
 
 def peak_memory_gib() -> float:
@@ -141,9 +173,15 @@ def run_bench(
         tokens_per_sample = manifest["data"]["preflight"]["tokens"]["median"]
         step_s = statistics.median(_warm(timer.times))
         tokens_per_s = batch * tokens_per_sample / step_s
-        parameters = shape_of(resolve_model(path).path).parameters
+        shape = shape_of(resolve_model(path).path)
+        parameters = shape.parameters
         name = device_name()
         peak = peak_flops(name)
+        # The pre-flight does not split image tokens out yet, so the vision tower is not charged:
+        # MFU errs low, by the vision tower's share (under a tenth of these models' FLOPs).
+        flops_per_token = train_flops_per_token(
+            shape, tokens_per_sample, sft.lora.enabled, not sft.lora.freeze_vision
+        )
         result: dict[str, Any] = {
             "device": "cpu" if not on_gpu else name,
             "model": model,
@@ -156,7 +194,8 @@ def run_bench(
             "sft_step_s": step_s,
             "sft_tokens_per_sample": tokens_per_sample,
             "sft_tokens_per_s": tokens_per_s,
-            "mfu": 6 * parameters * tokens_per_s / peak if peak else None,
+            "train_flops_per_token": flops_per_token,
+            "mfu": flops_per_token * tokens_per_s / peak if peak else None,
             "peak_memory_gib": peak_memory_gib(),
             "rollouts": {},
         }
