@@ -110,3 +110,73 @@ def test_two_launched_processes_reach_the_in_process_weights(tmp_path, tiny_path
     assert json.loads((launched / SFT / "preflight.json").read_text())["value"]["findings"]["samples"] == 24
     sft_log = [json.loads(line) for line in (launched / SFT / "train_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in sft_log if "loss" in e] == [1, 2, 3]
+
+
+def test_without_gpus_the_accelerate_launcher_stops_in_one_line_before_anything_is_written(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scale_repro.cli",
+            "reproduce",
+            "--experiment",
+            str(write_experiment(tmp_path / "e.yaml", 1)),
+            "--launcher",
+            "accelerate",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: --launcher accelerate: no GPU is visible (CUDA); use --launcher local on this machine, or "
+        "--cpu-processes N to run the launch path on CPU processes"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_table1_on_slurm_dry_run_shows_each_job_its_dependencies_and_its_launch_line(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scale_repro.cli",
+            "reproduce",
+            "--table",
+            "1",
+            "--launcher",
+            "slurm",
+            "--dry-run",
+            "--out",
+            str(tmp_path / "t1"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    jobs = [line for line in result.stdout.splitlines() if line.startswith("job ")]
+    assert len(jobs) == 54  # 12 SFT, 12 GRPO, 30 evaluations
+    grpo = next(line for line in jobs if " grpo " in line)
+    assert grpo.endswith(
+        (
+            "after 1",
+            "after 2",
+            "after 3",
+            "after 4",
+            "after 5",
+            "after 6",
+            "after 7",
+            "after 8",
+            "after 9",
+            "after 10",
+            "after 11",
+            "after 12",
+        )
+    )
+    launches = [line.strip() for line in result.stdout.splitlines() if "accelerate launch" in line]
+    assert len(launches) == 24 and all("--num_processes 8" in line for line in launches)
+    assert not (tmp_path / "t1").exists()
