@@ -17,7 +17,6 @@ stage twice, even when two such commands run at once.
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import subprocess
@@ -227,8 +226,3 @@ def wait(jobs: dict[Path, str], echo=print, poll_s: float = 5.0) -> None:
             echo(summary)
             reported = summary
         time.sleep(poll_s)
-
-
-def cancel(jobs: dict[Path, str]) -> None:
-    if jobs:
-        subprocess.run(["scancel", *jobs.values()], check=False, env=os.environ)
