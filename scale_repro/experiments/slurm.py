@@ -137,7 +137,7 @@ def job_script(stage: Stage, resources: SlurmResources) -> str:
     )
 
 
-def _squeue(job_ids: list[str]) -> dict[str, tuple[str, str]]:
+def queue_states(job_ids: list[str]) -> dict[str, tuple[str, str]]:
     """``{job id: (state, reason)}`` for the jobs Slurm still knows as queued or running."""
     if not job_ids:
         return {}
@@ -169,7 +169,7 @@ def submit(stages: list[Stage], out: Path, resources: SlurmResources, echo=print
     jobs: dict[Path, str] = {}
     with exclusive(Path(out) / ".slurm-submit.lock"):
         recorded = {s.run_dir: recorded_job(s) for s in stages}
-        states = _squeue([r["job_id"] for r in recorded.values() if r])
+        states = queue_states([r["job_id"] for r in recorded.values() if r])
         for stage in stages:  # the plan puts every stage after the ones it needs
             if stage.finished():
                 continue
@@ -215,7 +215,7 @@ def wait(jobs: dict[Path, str], echo=print, poll_s: float = 5.0) -> None:
     ids = list(jobs.values())
     reported = None
     while True:
-        states = _squeue(ids)
+        states = queue_states(ids)
         active = {
             job: state for job, state in states.items() if state[0] in ACTIVE and state[1] not in NEVER_STARTS
         }

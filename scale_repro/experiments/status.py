@@ -56,7 +56,7 @@ def _alive(manifest: dict) -> bool:
 
 def plan_status(stages: list[Stage]) -> list[StageStatus]:
     jobs = {s.run_dir: slurm.recorded_job(s) for s in stages}
-    queue = slurm._squeue([j["job_id"] for j in jobs.values() if j]) if shutil.which("squeue") else {}
+    queue = slurm.queue_states([j["job_id"] for j in jobs.values() if j]) if shutil.which("squeue") else {}
     by_dir: dict[Path, StageStatus] = {}
     for stage in stages:
         manifest = read_manifest(stage.run_dir) or {}
