@@ -130,6 +130,13 @@ class TrainConfig:
     # A system turn before every prompt; None leaves it to the chat template. Training and
     # evaluation must agree: lmms-eval's Gemma-3 model always sends one (see configs/models/).
     system_prompt: str | None = None
+    # Image size bounds in pixels for processors that resize to a pixel budget (Qwen2.5-VL): an
+    # image above max_pixels is scaled down, one below min_pixels up. Applied to the processor in
+    # training, the pre-flight and GRPO rollouts, and saved with the exported checkpoint, which
+    # evaluation (and vLLM) read. None: the checkpoint's own (Qwen2.5-VL's 12.8 MP allows ~16k
+    # tokens an image).
+    min_pixels: int | None = None
+    max_pixels: int | None = None
     # Any other field of TRL's SFTConfig / GRPOConfig (and transformers' TrainingArguments), by
     # its TRL name, passed as it is: e.g. trl: {optim: adamw_torch_fused, torch_compile: true}.
     # Fields this config has are passed under their own names already (set them there).
@@ -164,6 +171,8 @@ class TrainConfig:
                 _at_least(self.save_total_limit, 1, " (the newest checkpoint is what a rerun resumes from)"),
             ),
             ("dataloader_num_workers", _at_least(self.dataloader_num_workers, 0)),
+            ("min_pixels", _at_least(self.min_pixels, 1)),
+            ("max_pixels", _at_least(self.max_pixels, self.min_pixels or 1)),
         ]
         if self.deepspeed and not Path(self.deepspeed).is_file():
             found.append(("deepspeed", f"config file {self.deepspeed} not found"))

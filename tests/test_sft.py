@@ -219,3 +219,47 @@ def test_nonfinite_gradients_stop_the_run_or_are_skipped_when_asked(tmp_path, ti
     assert manifest["status"] == "finished" and manifest["skipped_nonfinite_steps"] == [2]
     weights = load_file(run / "merged" / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+@pytest.mark.slow
+def test_max_pixels_shrinks_qwen_images_in_training_and_travels_with_the_checkpoint(tmp_path):
+    """Qwen2.5-VL at its real pixel budget (12.8 MP): a 448 px image is 256 image tokens; at
+    max_pixels 200x200 it is resized down (49 tokens after the 2x2 merge), in the pre-flight's
+    count, in training, and in the exported processor that evaluation and vLLM read."""
+    from scale_repro.data.synth import SynthConfig, write_synthetic
+    from scale_repro.stages.evaluate import qwen_pixel_bounds
+
+    data = write_synthetic(tmp_path / "data", SynthConfig(seed=0, n_train=8, n_test=2, image_size=448))
+    counts = {}
+    for name, extra in (("native", []), ("capped", ["max_pixels=40000"])):
+        config = load_config(
+            SFTConfig,
+            None,
+            ["max_steps=1", "per_device_train_batch_size=2", "save_steps=100", *extra],
+            model="tiny-qwen2.5-vl-real",
+            output_dir=str(tmp_path / name),
+            **{"data.spec": str(data)},
+        )
+        run = run_sft(config)
+        manifest = json.loads((run / "manifest.json").read_text())
+        counts[name] = manifest["data"]["preflight"]["tokens"]["median"]
+    assert counts["native"] - counts["capped"] == 256 - 49
+    assert qwen_pixel_bounds(str(tmp_path / "capped" / "merged"))[1] == 40000
+    assert qwen_pixel_bounds(str(tmp_path / "native" / "merged"))[1] == 12845056
+
+
+def test_max_pixels_on_a_processor_without_a_pixel_budget_is_refused():
+    from scale_repro.stages.training import apply_pixel_bounds
+    from scale_repro.yaml_files import ConfigError
+
+    class FixedSize:
+        size = {"height": 336, "width": 336}
+
+    class Processor:
+        image_processor = FixedSize()
+
+    config = load_config(SFTConfig, None, ["max_pixels=40000"])
+    with pytest.raises(
+        ConfigError, match="^min_pixels / max_pixels: FixedSize does not resize to a pixel budget"
+    ):
+        apply_pixel_bounds(Processor(), config)

@@ -33,6 +33,7 @@ from scale_repro.stages.callbacks import SafeResumeMixin, StageCallbacks
 from scale_repro.stages.export import train_and_export
 from scale_repro.stages.lifecycle import StageRun
 from scale_repro.stages.training import (
+    apply_pixel_bounds,
     check_trl_section,
     distributed_teardown,
     load_examples,
@@ -216,6 +217,7 @@ def answer_budget_preflight(
         )
 
     processor = AutoProcessor.from_pretrained(resolved.path, trust_remote_code=config.trust_remote_code)
+    apply_pixel_bounds(processor, config)  # counted at the size it will train at
     budgets = measure(to_rows(examples, config.system_prompt), processor)
     report = budget_report(budgets, config.max_length)
     log.info("%s", report.summary())
@@ -243,9 +245,14 @@ PREFLIGHT_FILE = "preflight.json"
 def preflight_once(config: SFTConfig, examples: list[Example], resolved, data_fingerprint: str):
     """:func:`answer_budget_preflight` once per data, model and budget: on the first rank of a
     launched job (the others wait for its file), and not again when the run resumes."""
-    key = fingerprint(
-        [data_fingerprint, resolved.path, config.max_length, config.system_prompt, config.cut_answers]
-    )
+    decided_by = [
+        data_fingerprint,
+        resolved.path,
+        config.max_length,
+        config.system_prompt,
+        config.cut_answers,
+    ]
+    key = fingerprint([*decided_by, config.min_pixels, config.max_pixels])
 
     def compute() -> dict[str, Any]:
         kept, findings = answer_budget_preflight(config, examples, resolved)

@@ -62,9 +62,31 @@ def load_for_training(config: TrainConfig, resolved, manifest: Manifest, data_in
         data=data_info,
     )
     model, processor = load_model_and_processor(resolved.path, resolve_bf16(config), config.trust_remote_code)
+    apply_pixel_bounds(processor, config)
     if not config.lora.enabled and config.lora.freeze_vision:
         freeze_vision_tower(model)
     return model, processor
+
+
+def apply_pixel_bounds(processor, config: TrainConfig) -> None:
+    """``min_pixels`` / ``max_pixels`` on a processor that resizes to a pixel budget (its
+    ``size`` holds ``shortest_edge`` / ``longest_edge`` in pixels, as Qwen2.5-VL's does); saved
+    with the processor, so the exported checkpoint carries them to evaluation and vLLM."""
+    if config.min_pixels is None and config.max_pixels is None:
+        return
+    image_processor = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None)
+    if size is None or "longest_edge" not in size or "shortest_edge" not in size:
+        raise ConfigError(
+            f"min_pixels / max_pixels: {type(image_processor).__name__} does not resize to a pixel budget "
+            "(Qwen2.5-VL's processor does); leave them unset for this model"
+        )
+    for key, value in (("shortest_edge", config.min_pixels), ("longest_edge", config.max_pixels)):
+        if value is not None:
+            if isinstance(size, dict):
+                size[key] = value
+            else:  # transformers' SizeDict
+                setattr(size, key, value)
 
 
 def lora_target_regex(lora: LoraConfig) -> str:
