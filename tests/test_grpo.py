@@ -344,3 +344,28 @@ def test_grpo_from_a_llava_next_sft_run_keeps_its_recipe_budget_and_passes_its_p
     )
     with pytest.raises(PreflightError, match="exceeds max_length 2048"):
         preflight(examples, processor, load_config(GRPOConfig, [CONFIGS_DIR / "grpo" / "default.yaml"], []))
+
+
+def test_every_prompt_is_sized_before_the_model_loads(tmp_path, synth_dir, monkeypatch):
+    """tiny-gemma3's longest prompt here is 127 tokens with its image, so 64 completion tokens
+    do not fit in 180: the pre-flight sizes every prompt (images by their size) and stops before
+    any model loads, with nothing written."""
+    import scale_repro.stages.training as training
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the prompts were sized")
+
+    monkeypatch.setattr(training, "load_model_and_processor", refuse)
+    config = load_config(
+        GRPOConfig,
+        None,
+        ["max_length=180", "max_completion_length=64", "max_steps=1"],
+        model="tiny-gemma3",
+        output_dir=str(tmp_path / "grpo"),
+        **{"data.spec": str(synth_dir)},
+    )
+    with pytest.raises(
+        PreflightError, match=r"prompts leave no room for max_completion_length 64 within max_length 180"
+    ):
+        run_grpo(config)
+    assert not (tmp_path / "grpo").exists()

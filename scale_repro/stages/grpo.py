@@ -28,10 +28,12 @@ from scale_repro.method.rewards import completion_text, reward_function
 from scale_repro.method.segments import THINK_OPEN
 from scale_repro.models.registry import resolve_model
 from scale_repro.runs.rundir import CHECKPOINTS_DIR
+from scale_repro.stages.budget import ImageCost, sample_budget
 from scale_repro.stages.callbacks import SafeResumeMixin, StageCallbacks
 from scale_repro.stages.export import train_and_export
 from scale_repro.stages.lifecycle import StageRun
 from scale_repro.stages.training import (
+    apply_pixel_bounds,
     check_trl_section,
     distributed_teardown,
     load_examples,
@@ -39,6 +41,7 @@ from scale_repro.stages.training import (
     peft_config,
     resolve_bf16,
     to_dataset,
+    to_rows,
     trl_arguments,
 )
 
@@ -184,6 +187,37 @@ def preflight(examples: list[Example], processor, config: GRPOConfig, sample: in
     }
 
 
+def prompt_budget(config: GRPOConfig, examples: list[Example], resolved) -> dict[str, Any]:
+    """Every prompt's tokens with the model's own processor, before the model loads: the text
+    tokenized, each image counted by its size (read from the file's header; the processor is run
+    once per size). A prompt that leaves no room for ``max_completion_length`` within
+    ``max_length`` stops the run here, naming it, not hours in."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(resolved.path, trust_remote_code=config.trust_remote_code)
+    apply_pixel_bounds(processor, config)
+    cost = ImageCost(processor)
+    rows = to_rows(examples, config.system_prompt, FORMATS[config.answer_format].instruction)
+    lengths = []
+    for row in rows:
+        row = {**row, "completion": [{"role": "assistant", "content": "."}]}  # sized: the prompt only
+        lengths.append(sample_budget(row, processor, cost).prompt_tokens)
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    budget = config.max_length
+    if budget is not None and lengths[longest] + config.max_completion_length > budget:
+        over = sum(n + config.max_completion_length > budget for n in lengths)
+        raise PreflightError(
+            f"{over} of {len(lengths)} prompts leave no room for max_completion_length {config.max_completion_length} "
+            f"within max_length {budget} (longest: example {examples[longest].id}, {lengths[longest]} tokens with "
+            "its images). Raise max_length, lower max_completion_length, or shrink the images (max_pixels)"
+        )
+    return {
+        "prompts": len(lengths),
+        "longest_prompt_tokens": lengths[longest],
+        "longest": examples[longest].id,
+    }
+
+
 # Share of reference traces longer than max_completion_length above which GRPO warns.
 TRACE_OVER_LIMIT_WARN = 0.05
 
@@ -316,6 +350,7 @@ def run_grpo(config: GRPOConfig, force: bool = False, callbacks: list | None = N
     check_trl_section(config, TRLGRPOConfig)
     resolved = resolve_model(config.model)
     examples, data_info = load_examples(config)
+    data_info["prompt_budget"] = prompt_budget(config, examples, resolved)  # every prompt, before loading
     with run.running() as manifest, distributed_teardown():
         if manifest is None:  # finished meanwhile by another process
             return run.run_dir
