@@ -326,14 +326,29 @@ def reproduce(
     from scale_repro.experiments.one_node import NodeResources
     from scale_repro.experiments.slurm import SlurmResources
 
-    resources = SlurmResources(
-        nodes, gpus_per_node, eval_gpus, time_limit, partition, account, extra=sbatch or []
-    )
     options = RunOptions(
-        out or Path("runs") / path.stem, results, jobs, dry_run, quick, seeds, models, recipes
+        out=out or Path("runs") / path.stem,
+        results=results,
+        jobs=jobs,
+        dry_run=dry_run,
+        quick=quick,
+        seeds=seeds,
+        models=models,
+        recipes=recipes,
+        launcher=launcher,
+        wait=wait,
+        status=status,
+        node=NodeResources(gpus=gpus, gpus_per_stage=gpus_per_stage, cpu_processes=cpu_processes),
+        slurm=SlurmResources(
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            eval_gpus=eval_gpus,
+            time=time_limit,
+            partition=partition,
+            account=account,
+            extra=sbatch or [],
+        ),
     )
-    options.launcher, options.slurm, options.wait, options.status = launcher, resources, wait, status
-    options.node = NodeResources(gpus, gpus_per_stage, cpu_processes)
     options.command = reproduce_command(name, options)
     try:
         _, spec = load(path, options)
