@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from scale_repro.experiments import evidence, providers, slurm
-from scale_repro.experiments.one_node import run_on_node, visible_gpus
+from scale_repro.experiments.one_node import NodeResources, run_on_node, visible_gpus
 from scale_repro.experiments.planner import (
     QUICK_DATA,
     Experiment,
@@ -79,9 +79,10 @@ class RunOptions:
     recipes: list[str] | None = None  # only these of the file's recipes (configurations)
     main_only: bool = False  # evidence: no ratio sweep, truncation arm or learning curves
     command: str = ""  # the command that reproduces this run, recorded in the report
-    launcher: str = (
-        "local"  # local: this machine, stages in worker processes | slurm: one sbatch job per stage
-    )
+    # local: stages in worker processes of this one | accelerate: each stage launched on its own
+    # GPUs of this node | slurm: one sbatch job per stage
+    launcher: str = "local"
+    node: NodeResources = field(default_factory=NodeResources)  # what --launcher accelerate uses
     slurm: SlurmResources = field(default_factory=SlurmResources)  # what each Slurm job asks for
     wait: bool = False  # slurm: wait for the jobs, then write the report
     status: bool = False  # print where every stage stands; run nothing
