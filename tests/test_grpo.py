@@ -96,8 +96,9 @@ def test_two_step_grpo_from_an_sft_run(tmp_path, synth_dir, sft_runs, model):
 
 @pytest.mark.slow
 def test_default_grpo_runs_on_one_cpu_process_and_records_every_setting(tmp_path, synth_dir, sft_runs):
-    """`scale grpo` with the shipped defaults (batch 4, 8 generations) on one process: the
-    generation batch is raised to 8 (2 optimizer steps per generation) instead of stopping."""
+    """`scale grpo` with the shipped defaults (8 generations) from an SFT run of per-device batch
+    2, which it keeps, on one process: the generation batch is raised to 8 (4 optimizer steps per
+    generation) instead of stopping."""
     from typer.testing import CliRunner
 
     from scale_repro.cli import app
@@ -139,7 +140,7 @@ def test_default_grpo_runs_on_one_cpu_process_and_records_every_setting(tmp_path
     } == {
         "num_generations": 8,
         "generation_batch_size": 8,
-        "steps_per_generation": 2,
+        "steps_per_generation": 4,
         "loss_type": "dapo",
         "scale_rewards": "group",
         "mask_truncated_completions": False,

@@ -146,17 +146,19 @@ def test_killed_evaluation_generates_only_what_is_missing(tmp_path, synth_dir, s
         "--data",
         synth_dir,
         "--limit",
-        "4",
+        "8",
         "--max-new-tokens",
         "8",
+        "--set",
+        "batch_size=1",  # stored in chunks of 4 requests
     ]
     assert scale("eval", *args, "--output-dir", tmp_path / "straight").returncode == 0
-    killed = scale("eval", *args, "--output-dir", tmp_path / "run", kill_at="generation:2")
+    killed = scale("eval", *args, "--output-dir", tmp_path / "run", kill_at="generation:4")
     assert killed.returncode == -signal.SIGKILL
     rerun = scale("eval", *args, "--output-dir", tmp_path / "run")
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     manifest = read_manifest(tmp_path / "run")
-    assert (manifest["generated"], manifest["reused"]) == (2, 2)
+    assert (manifest["generated"], manifest["reused"]) == (4, 4)
     completions = [
         [
             json.loads(line)["completion"]
@@ -169,7 +171,7 @@ def test_killed_evaluation_generates_only_what_is_missing(tmp_path, synth_dir, s
     os.remove(tmp_path / "run" / "manifest.json")
     again = scale("eval", *args, "--output-dir", tmp_path / "run")
     assert again.returncode == 0
-    assert (read_manifest(tmp_path / "run")["generated"], read_manifest(tmp_path / "run")["reused"]) == (0, 4)
+    assert (read_manifest(tmp_path / "run")["generated"], read_manifest(tmp_path / "run")["reused"]) == (0, 8)
 
 
 def test_a_second_run_into_a_busy_directory_refuses_naming_the_holder(tmp_path, synth_dir):

@@ -94,7 +94,10 @@ class ScaleSFTTrainer(SafeResumeMixin, SFTTrainer):
         super().__init__(*args, **kwargs)
         if self.segment_loss:
             # The loss below is already the mean over the samples of the whole accumulated,
-            # all-process batch, so the Trainer must not divide it again.
+            # all-process batch, so the Trainer must not divide it again, and must count the
+            # accumulated batch's items (our _get_num_items_in_batch) for it. transformers 5.17
+            # reads both from model_accepts_loss_kwargs; later releases read loss_is_scaled_for_ga.
+            self.model_accepts_loss_kwargs = True
             self.loss_is_scaled_for_ga = True
 
     @property
