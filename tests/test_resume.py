@@ -41,10 +41,14 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def assert_same_weights(a: Path, b: Path) -> None:
+    """Equal to float noise. A resumed process may sum in another order (thread scheduling), and
+    AdamW's m / sqrt(v) amplifies that where v is tiny: one element of 8,192 moved 1.5e-5 under
+    transformers 5.17. A lost or repeated step moves nearly every weight by about the learning
+    rate (2e-3 here), far outside these bounds."""
     first, second = weights(a), weights(b)
     assert set(first) == set(second)
     for key in first:
-        torch.testing.assert_close(first[key], second[key], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(first[key], second[key], rtol=1e-3, atol=1e-4)
 
 
 def logged_steps(run: Path) -> list[int]:
