@@ -6,7 +6,6 @@ interrupted (resumes when the command runs again); blocked (by which stage); to 
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from pathlib import Path
 
 from scale_repro.experiments import slurm
 from scale_repro.experiments.planner import Stage
-from scale_repro.runs.rundir import read_manifest, read_train_log
+from scale_repro.runs.rundir import process_alive, read_manifest, read_train_log
 
 
 @dataclass
@@ -43,15 +42,7 @@ def _alive(manifest: dict) -> bool:
     if attempt.get("host") != platform.node():
         return True
     pid = attempt.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return isinstance(pid, int) and pid > 0 and process_alive(pid)
 
 
 def plan_status(stages: list[Stage]) -> list[StageStatus]:

@@ -149,7 +149,7 @@ def exclusive(lock_path: Path):
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -175,7 +175,7 @@ def publishing(out: str | Path):
         *out.parent.glob(f".{out.name}.old-{host}-*"),
     ]:
         pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
     staging = out.with_name(f".{out.name}.partial-{host}-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
