@@ -45,6 +45,19 @@ def test_bench_times_sft_and_grpo_through_the_real_stages(tmp_path, tiny_paths):
     assert figures["mfu"] is None  # no known peak for a CPU
     assert figures["rollouts"]["vllm"] is None  # no CUDA here
     assert figures["rollout_tokens_per_s"] == figures["rollouts"]["transformers"]["rollout_tokens_per_s"] > 0
+    # Rollouts are timed on generation alone, which is a part of the step.
+    rollout = figures["rollouts"]["transformers"]
+    assert 0 < rollout["generation_s"] < rollout["step_s"]
+    # The vision tower is charged on its own patches: Gemma-3's processor resizes every image to
+    # its fixed square, which the tower cuts into patches (tiny-gemma3's own sizes, read back).
+    from transformers import AutoConfig, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_paths["tiny-gemma3"])
+    side, patch = processor.image_processor.size["height"], AutoConfig.from_pretrained(
+        tiny_paths["tiny-gemma3"]
+    ).vision_config.patch_size
+    assert figures["sft_vision_patches_per_sample"] == (side // patch) ** 2
+    assert figures["sft_image_tokens_per_sample"] >= processor.image_seq_length
     assert "| SFT tokens/s |" in result.output and (tmp_path / "bench.md").is_file()
 
 
@@ -67,8 +80,8 @@ def test_plan_uses_a_gpu_benchmark_when_there_is_one(tmp_path, monkeypatch):
 def test_training_flops_per_token_match_a_hand_count():
     """Qwen2.5-VL-3B (3.75B parameters, 0.67B of them the vision tower; 36 layers, 16 heads of
     128) at 2,048 tokens: 6 x 3.08e9 + 12 x 36 x 16 x 128 x 2048 = 20.29 GFLOPs per token in full
-    fine-tuning; 4 x 3.08e9 + the same attention = 14.13 under LoRA; + 2 x 0.67e9 per image token
-    with the tower frozen."""
+    fine-tuning; 4 x 3.08e9 + the same attention = 14.13 under LoRA; + 2 x 0.67e9 per patch
+    of the images, spread over the sequence, with the tower frozen."""
     from scale_repro.sizing.bench import train_flops_per_token
     from scale_repro.sizing.gpu_plan import PAPER_SHAPES
 
@@ -76,8 +89,9 @@ def test_training_flops_per_token_match_a_hand_count():
     attention = 12 * 36 * 16 * 128 * 2048
     assert train_flops_per_token(qwen, 2048, lora=False, vision_trained=False) == 6 * 3.08e9 + attention
     assert train_flops_per_token(qwen, 2048, lora=True, vision_trained=False) == 4 * 3.08e9 + attention
-    with_images = train_flops_per_token(qwen, 2048, lora=True, vision_trained=False, image_share=0.5)
-    assert with_images == 4 * 3.08e9 + attention + 2 * 0.67e9 * 0.5
+    # One 448 x 448 image: 1,024 patches of 14 x 14 for the tower (256 tokens for the language model).
+    with_image = train_flops_per_token(qwen, 2048, lora=True, vision_trained=False, vision_patches=1024)
+    assert with_image == 4 * 3.08e9 + attention + 2 * 0.67e9 * 1024 / 2048
     assert round(train_flops_per_token(qwen, 2048, lora=False, vision_trained=False) / 1e9, 2) == 20.29
 
 

@@ -75,21 +75,31 @@ def peak_flops(name: str) -> float | None:
 
 
 def train_flops_per_token(
-    shape, sequence: float, lora: bool, vision_trained: bool, image_share: float = 0.0
+    shape, sequence: float, lora: bool, vision_trained: bool, vision_patches: float = 0.0
 ) -> float:
     """Model FLOPs of one training step per token of a sequence of ``sequence`` tokens.
 
     Language model: 2 FLOPs per weight and token forward, 4 backward (activation and weight
     gradients), so 6; under LoRA the frozen weights get no weight gradient, so 4 (the adapters'
     own are negligible). Attention: 12 x layers x heads x head dim x sequence (forward and
-    backward, causal, as PaLM counts it). Vision tower: its weights on the image tokens only
-    (``image_share`` of the sequence), forward (2) or forward and backward (6) as it trains.
+    backward, causal, as PaLM counts it). Vision tower: its weights on the ``vision_patches``
+    patches of the sequence's images (not on text tokens), forward (2) or forward and backward
+    (6) as it trains, spread over the sequence's tokens.
     """
     language = shape.parameters - shape.vision_parameters
     dense = (4 if lora else 6) * language
     attention = 12 * shape.layers * shape.heads * shape.head_dim * sequence
-    vision = (6 if vision_trained and not lora else 2) * shape.vision_parameters * image_share
+    vision = (6 if vision_trained and not lora else 2) * shape.vision_parameters * vision_patches / sequence
     return dense + attention + vision
+
+
+def vision_patches(model_path: str, pixels: float) -> float:
+    """Patches the vision tower runs on for ``pixels`` pixels (per channel), by its patch size."""
+    from transformers import AutoConfig
+
+    vision = getattr(AutoConfig.from_pretrained(model_path), "vision_config", None)
+    patch = getattr(vision, "patch_size", None)
+    return pixels / patch**2 if patch else 0.0
 
 
 def peak_memory_gib() -> float:
@@ -177,10 +187,10 @@ def run_bench(
         parameters = shape.parameters
         name = device_name()
         peak = peak_flops(name)
-        # The pre-flight does not split image tokens out yet, so the vision tower is not charged:
-        # MFU errs low, by the vision tower's share (under a tenth of these models' FLOPs).
+        images = manifest["data"]["preflight"]["images"]
+        patches = vision_patches(resolve_model(path).path, images["pixels_median"])
         flops_per_token = train_flops_per_token(
-            shape, tokens_per_sample, sft.lora.enabled, not sft.lora.freeze_vision
+            shape, tokens_per_sample, sft.lora.enabled, not sft.lora.freeze_vision, patches
         )
         result: dict[str, Any] = {
             "device": "cpu" if not on_gpu else name,
@@ -194,6 +204,8 @@ def run_bench(
             "sft_step_s": step_s,
             "sft_tokens_per_sample": tokens_per_sample,
             "sft_tokens_per_s": tokens_per_s,
+            "sft_image_tokens_per_sample": images["tokens_median"],
+            "sft_vision_patches_per_sample": patches,
             "train_flops_per_token": flops_per_token,
             "mfu": flops_per_token * tokens_per_s / peak if peak else None,
             "peak_memory_gib": peak_memory_gib(),
@@ -218,17 +230,17 @@ def run_bench(
                 ],
             )
             run_grpo(grpo, callbacks=[timer])
-            lengths = [
-                e["completions/mean_length"] for e in read_train_log(out) if "completions/mean_length" in e
+            # Generation alone (ScaleGRPOTrainer logs it), not the whole step with its backward.
+            timed = [
+                (e["rollout/tokens"], e["rollout/generation_s"])
+                for e in read_train_log(out)
+                if e.get("rollout/generation_s")
             ]
-            # One log entry per step.
-            pairs = list(zip(timer.times, lengths, strict=False))
-            pairs = pairs[WARMUP_STEPS:] or pairs
-            tokens = sum(generations * length for _, length in pairs)
-            seconds = sum(t for t, _ in pairs)
+            timed = timed[WARMUP_STEPS:] or timed
             result["rollouts"][engine] = {
-                "step_s": statistics.median(t for t, _ in pairs),
-                "rollout_tokens_per_s": tokens / seconds,
+                "step_s": statistics.median(_warm(timer.times)),
+                "generation_s": statistics.median(seconds for _, seconds in timed),
+                "rollout_tokens_per_s": sum(t for t, _ in timed) / sum(s for _, s in timed),
             }
         fastest = result["rollouts"].get("vllm") or result["rollouts"]["transformers"]
         result["rollout_tokens_per_s"] = fastest["rollout_tokens_per_s"]

@@ -33,6 +33,8 @@ class SampleBudget:
     prompt_tokens: int  # image tokens included
     completion_tokens: int
     answer_offset: int  # index in the completion of its first ANSWER token (completion_tokens: none)
+    image_tokens: int = 0  # of prompt_tokens, the images' placeholders the language model reads
+    image_pixels: int = 0  # pixels the vision tower sees (every crop and tile), per channel
 
     @property
     def total(self) -> int:
@@ -67,11 +69,14 @@ def _tokenizer(processor):
 
 
 class ImageCost:
-    """Tokens one image adds to a prompt, by image size, measured once per size."""
+    """Tokens one image adds to a prompt, by image size, measured once per size; and the pixels
+    the vision tower then sees (:attr:`pixels`: LLaVA-NeXT's crops and Qwen's resized grid, not
+    the file's size), from which `scale bench` counts the vision tower's FLOPs."""
 
     def __init__(self, processor):
         self.processor = processor
         self.by_size: dict[tuple[int, int], int] = {}
+        self.pixels: dict[tuple[int, int], int] = {}
 
     def __call__(self, size: tuple[int, int]) -> int:
         if size not in self.by_size:
@@ -85,11 +90,14 @@ class ImageCost:
                 },
                 self.processor,
             )["prompt"]
-            with_image = self.processor(
-                images=[Image.new("RGB", size)], text=[probe], add_special_tokens=False
-            )["input_ids"][0]
+            encoded = self.processor(
+                images=[Image.new("RGB", size)], text=[probe], add_special_tokens=False, return_tensors="np"
+            )
             text_only = _tokenizer(self.processor)(probe, add_special_tokens=False)["input_ids"]
-            self.by_size[size] = len(with_image) - len(text_only)
+            self.by_size[size] = len(encoded["input_ids"][0]) - len(text_only)
+            # Qwen2-VL's processors repeat each image along a time axis of temporal_patch_size frames.
+            frames = getattr(getattr(self.processor, "image_processor", None), "temporal_patch_size", None) or 1
+            self.pixels[size] = int(encoded["pixel_values"].size) // (3 * frames)
         return self.by_size[size]
 
 
@@ -107,11 +115,14 @@ def sample_budget(row: dict[str, Any], processor, cost: ImageCost) -> SampleBudg
     text = render(row, processor)
     tokenizer = _tokenizer(processor)
     prompt = len(tokenizer(text["prompt"], add_special_tokens=False)["input_ids"])
-    prompt += sum(cost(image_size(image)) for image in row.get("images") or [])
+    sizes = [image_size(image) for image in row.get("images") or []]
+    image_tokens = sum(cost(size) for size in sizes)
+    prompt += image_tokens
     encoded = tokenizer(text["completion"], add_special_tokens=False, return_offsets_mapping=True)
     labels = label_segments(text["completion"], encoded["offset_mapping"])
     answer_offset = next((i for i, label in enumerate(labels) if label == ANSWER), len(labels))
-    return SampleBudget(str(row.get("id", "")), prompt, len(labels), answer_offset)
+    pixels = sum(cost.pixels[size] for size in sizes)
+    return SampleBudget(str(row.get("id", "")), prompt, len(labels), answer_offset, image_tokens, pixels)
 
 
 @dataclass
@@ -121,6 +132,7 @@ class BudgetReport:
     max_length: int | None
     samples: int = 0
     tokens: dict[str, float] = field(default_factory=dict)  # total per sample: median, p95, max
+    images: dict[str, float] = field(default_factory=dict)  # per sample, medians: tokens, pixels
     longest: dict[str, Any] = field(default_factory=dict)
     cut: dict[str, list[str]] = field(default_factory=dict)  # kind -> ids (all of them)
 
@@ -136,6 +148,7 @@ class BudgetReport:
             "samples": self.samples,
             "max_length": self.max_length,
             "tokens": self.tokens,
+            "images": self.images,
             "longest": self.longest,
             "cut": {
                 kind: {"count": len(ids), "first": ids[:MAX_IDS]} for kind, ids in sorted(self.cut.items())
@@ -173,6 +186,10 @@ def budget_report(budgets: Iterable[SampleBudget], max_length: int | None) -> Bu
         "median": statistics.median(totals),
         "p95": totals[min(len(totals) - 1, int(0.95 * len(totals)))],
         "max": totals[-1],
+    }
+    report.images = {
+        "tokens_median": statistics.median(b.image_tokens for b in budgets),
+        "pixels_median": statistics.median(b.image_pixels for b in budgets),
     }
     longest = max(budgets, key=lambda b: b.total)
     report.longest = {"id": longest.id, "tokens": longest.total, "prompt_tokens": longest.prompt_tokens}

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,21 @@ USER_ERRORS = (PreflightError,)
 
 
 class ScaleGRPOTrainer(SafeResumeMixin, GRPOTrainer):
-    """TRL's GRPOTrainer; resuming a full fine-tuning run loads every tensor or stops."""
+    """TRL's GRPOTrainer; resuming a full fine-tuning run loads every tensor or stops, and the
+    train log times the rollouts on their own (``rollout/generation_s``, ``rollout/tokens``),
+    which TRL's profiling sends to W&B, MLflow and Trackio but not to the log: `scale bench`
+    divides rollout tokens by generation time, not by the whole step."""
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        started = time.perf_counter()
+        completion_ids, logprobs = super()._generate_single_turn(
+            prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+        )
+        # With vLLM this includes the weight sync before generation: a rollout cannot start without it.
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["rollout/generation_s"].append(time.perf_counter() - started)
+        self._metrics[mode]["rollout/tokens"].append(float(sum(len(ids) for ids in completion_ids)))
+        return completion_ids, logprobs
 
 
 def generation_batch(config: GRPOConfig, processes: int | None = None) -> int:
