@@ -17,7 +17,7 @@ export TOKENIZERS_PARALLELISM := false
 
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
-.PHONY: setup setup-gpu test test-fast demo lint reproduce-table1 reproduce-table2 reproduce-table3 evidence bench bench-gpu clean
+.PHONY: setup setup-gpu test test-fast demo lint reproduce-table1 reproduce-table2 reproduce-table3 evidence bench bench-gpu gpu-check gpu-check-cpu gpu-wheels clean
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -62,10 +62,23 @@ bench: setup
 	$(PY) scripts/bench_grpo.py
 	$(PY) -m scale_repro.cli bench
 
-# On a GPU machine (`make setup-gpu`): the paper's Qwen2.5-VL-3B, random-init from its config, at
-# 448 px; `scale plan` then uses the measured throughput.
+# On a GPU machine (`make setup-gpu`): the paper's Qwen2.5-VL-3B at full size, random-init from its
+# vendored widths (no download), at its model recipe's settings and 448 px; `scale plan` then uses
+# the measured throughput.
 bench-gpu:
 	$(PY) -m scale_repro.cli bench --model qwen2.5-vl-3b --random-init --out results/bench/gpu.json
+
+# The GPU check (scripts/gpu_check.sh): SFT with ZeRO-2, GRPO, batched evaluation and the bench on
+# one GPU, one JSON out; gpu-check-cpu is its CPU mode (the test suite runs it too). gpu-wheels
+# fills ./wheels with what a GPU machine without network lacks.
+gpu-check:
+	scripts/gpu_check.sh
+
+gpu-check-cpu: setup
+	scripts/gpu_check.sh --cpu --out results/bench/gpu_check_cpu
+
+gpu-wheels: setup
+	scripts/gpu_wheels.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

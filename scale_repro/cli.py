@@ -421,7 +421,9 @@ def bench_command(
         typer.Option(help="Model to time (default: qwen2.5-vl-3b on a GPU, tiny-qwen2.5-vl on a CPU)."),
     ] = None,
     steps: Annotated[int, typer.Option(help="Optimizer steps per stage (the first 2 are warm-up).")] = 6,
-    batch: Annotated[int, typer.Option(help="SFT samples per step.")] = 2,
+    batch: Annotated[
+        int | None, typer.Option(help="SFT samples per device and micro-step (default: the model recipe's).")
+    ] = None,
     image_size: Annotated[int, typer.Option(help="Side of the synthetic images, in pixels.")] = 448,
     random_init: Annotated[
         bool, typer.Option(help="Random weights from the model's config: no weight download needed.")
@@ -435,7 +437,7 @@ def bench_command(
     from scale_repro.sizing.bench import render, run_bench, write
 
     for name, value in (("--steps", steps), ("--batch", batch), ("--image-size", image_size)):
-        if value < 1:
+        if value is not None and value < 1:
             _fail(f"{name} must be at least 1, got {value}")
     try:
         result = run_bench(model, steps, batch, image_size, random_init)
@@ -530,16 +532,30 @@ def models_build_tiny(
 @models_app.command("build")
 def models_build(
     name: Annotated[
-        str, typer.Argument(help="A perceiving base (see `scale models list`): small-llava-next-seeing, ...")
+        str,
+        typer.Argument(
+            help="A tiny model, a perceiving base (small-llava-next-seeing, ...) or a full-size random-init "
+            "paper model (qwen2.5-vl-3b-random, ...; GPU): see `scale models list`."
+        ),
     ],
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """Build a tiny base that sees: its perception SFT stage, then lmms-eval on held-out scenes
-    (cached; refused below the base's accuracy floor)."""
+    """Build a tiny model, a tiny base that sees (its perception SFT stage, then lmms-eval on
+    held-out scenes; refused below the base's accuracy floor), or a paper model at full size,
+    random-init, on a GPU. All are cached; where, is printed."""
     from scale_repro.models.perceiving import PERCEIVING_MODELS, PerceptionFloorError, perceiving_record
+    from scale_repro.models.registry import catalogue, resolve_model
 
+    entry = catalogue().get(name)
+    if entry and entry.kind in ("tiny", "random"):
+        try:
+            typer.echo(f"{name} -> {resolve_model(name, seed).path}")
+        except _user_errors() as exc:
+            _fail(str(exc))
+        return
     if name not in PERCEIVING_MODELS:
-        _fail(f"unknown perceiving base {name!r}; choose from {', '.join(PERCEIVING_MODELS)}")
+        buildable = [n for n, e in catalogue().items() if e.kind in ("tiny", "random", "perceiving")]
+        _fail(f"unknown model to build {name!r}; choose from {', '.join(buildable)}")
     from scale_repro.experiments.perception_base import ensure_perceiving
 
     try:

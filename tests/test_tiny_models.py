@@ -86,3 +86,40 @@ def test_real_geometry_models_render_with_the_real_templates():
     ]:
         processor = AutoProcessor.from_pretrained(tiny_model_path(name))
         assert processor.chat_template == real_chat_template(family)
+
+
+@pytest.mark.parametrize(
+    "name, parameters",
+    [
+        # Each hub repository's safetensors parameter count.
+        ("qwen2.5-vl-3b-random", 3_754_622_976),  # Qwen/Qwen2.5-VL-3B-Instruct
+        ("gemma-3-4b-random", 4_300_079_472),  # google/gemma-3-4b-it
+        ("llava-v1.6-mistral-7b-random", 7_566_747_648),  # llava-hf/llava-v1.6-mistral-7b-hf
+    ],
+)
+def test_random_paper_models_have_the_paper_models_exact_size(name, parameters):
+    """The ``-random`` models (built on a GPU) at the vendored widths, counted on the meta device."""
+    import torch
+
+    from scale_repro.models.tiny import BUILDERS, TINY_MODELS, at_paper_widths, train_tokenizer
+
+    spec = TINY_MODELS[name]
+    tokenizer = train_tokenizer(spec.family)
+    tiny, _ = BUILDERS[spec.family](tokenizer, 0, len(tokenizer), True)
+    with torch.device("meta"):
+        model = type(tiny)._from_config(at_paper_widths(tiny.config, spec.family))
+    assert sum(p.numel() for p in model.parameters()) == parameters
+
+
+def test_a_random_paper_model_on_a_cpu_is_refused_in_one_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from scale_repro.cli import app
+
+    monkeypatch.setenv("SCALE_CACHE", str(tmp_path))
+    result = CliRunner().invoke(app, ["models", "build", "qwen2.5-vl-3b-random"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "error: qwen2.5-vl-3b-random is Qwen/Qwen2.5-VL-3B-Instruct at full size, random-init, built on a "
+        "GPU: no CUDA here; on a CPU use a tiny model (scale models list)"
+    )

@@ -68,7 +68,9 @@ def launch_command(stage: Stage, resources: NodeResources, gpus: list[int], port
         "--main_process_port",
         str(port),
     ]
-    if resources.cpu_processes > 0:
+    if resources.cpu_processes == 1:  # accelerate refuses --multi_gpu below 2 processes
+        return [*accelerate, "--cpu", "--num_processes", "1", *scale]
+    if resources.cpu_processes > 1:
         # accelerate's --cpu starts one process; its torchrun launcher (--multi_gpu) starts N, which
         # find no CUDA and join one gloo group (accelerate's MULTI_CPU).
         return [*accelerate, "--multi_gpu", "--num_processes", str(resources.cpu_processes), *scale]

@@ -216,7 +216,7 @@ def build_models(models: list[str], echo=print) -> dict[str, Any]:
         kind = catalogue()[model].kind if model in catalogue() else None
         if kind == "perceiving":
             bases[model] = perceiving_record(ensure_perceiving(model, echo=echo))
-        elif kind == "tiny":
+        elif kind in ("tiny", "random"):
             tiny_model_path(model)
     return bases
 

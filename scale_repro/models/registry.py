@@ -28,7 +28,8 @@ class ModelEntry:
     """One short model name, whatever table defines it."""
 
     name: str
-    kind: str  # paper (a hub checkpoint) | tiny (random-init, built offline) | perceiving (a tiny base that sees)
+    kind: str  # paper (a hub checkpoint) | tiny (random-init, built offline) | random (a paper model at
+    # full size, random-init, built on a GPU) | perceiving (a tiny base that sees)
     description: str  # the checkpoint, or what it is built from
     trains_like: str  # whose recipe in configs/models/ it trains with
 
@@ -37,6 +38,10 @@ def catalogue() -> dict[str, ModelEntry]:
     """Every short name ``--model`` takes: the one list `scale models list` prints."""
     entries = [ModelEntry(name, "paper", hub_id, name) for name, hub_id in PAPER_MODELS.items()]
     for name, spec in TINY_MODELS.items():
+        if spec.paper_widths:  # the paper model at full size, random-init: trains with its recipe
+            description = f"{spec.real_counterpart} at full size, random-init, no download (GPU only)"
+            entries.append(ModelEntry(name, "random", description, name.removesuffix("-random")))
+            continue
         description = f"random-init {spec.family}, {spec.geometry} image geometry (stands in for {spec.real_counterpart})"
         entries.append(ModelEntry(name, "tiny", description, name))
     for name, seeing in PERCEIVING_MODELS.items():
@@ -71,12 +76,21 @@ def tiny_model_path(name: str, seed: int = 0) -> Path:
     once (the others wait, then load it), and never replaced under a process loading it."""
     from scale_repro.runs.rundir import exclusive
 
-    path = cache_dir() / "tiny" / f"{name}-seed{seed}-v{TINY_BUILD_VERSION}"
+    path = _tiny_path(name, seed)
     if not (path / "config.json").is_file():
         with exclusive(path.with_name(f".{path.name}.lock")):
             if not (path / "config.json").is_file():
                 build_tiny(name, path, seed=seed)
     return path
+
+
+def _tiny_path(name: str, seed: int) -> Path:
+    return cache_dir() / "tiny" / f"{name}-seed{seed}-v{TINY_BUILD_VERSION}"
+
+
+def tiny_model_path_if_built(name: str, seed: int = 0) -> Path | None:
+    path = _tiny_path(name, seed)
+    return path if (path / "config.json").is_file() else None
 
 
 def perceiving_model_path(name: str, seed: int = 0) -> Path:
@@ -88,7 +102,16 @@ def resolve_model(name: str, seed: int = 0) -> ResolvedModel:
     if name in PAPER_MODELS:
         return ResolvedModel(name, PAPER_MODELS[name], "paper")
     if name in TINY_MODELS:
-        return ResolvedModel(name, str(tiny_model_path(name, seed)), "tiny")
+        spec = TINY_MODELS[name]
+        if spec.paper_widths and not (path := tiny_model_path_if_built(name, seed)):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ModelNotFound(
+                    f"{name} is {spec.real_counterpart} at full size, random-init, built on a GPU: "
+                    "no CUDA here; on a CPU use a tiny model (scale models list)"
+                )
+        return ResolvedModel(name, str(tiny_model_path(name, seed)), "random" if spec.paper_widths else "tiny")
     if name in PERCEIVING_MODELS:
         path = perceiving_model_path(name, seed)
         if not (path / "config.json").is_file():

@@ -84,6 +84,85 @@ class TinySpec:
     real_counterpart: str
     geometry: str = "tiny"  # tiny | real: image processor settings and chat template
     width: int = 1  # 2: the "small" variant, twice as wide and deep (see _build_llava)
+    paper_widths: bool = False  # the real model's widths and vocabulary size (PAPER_WIDTHS): GPU only
+
+
+# The paper models' widths, from their hub repositories' config.json, for random-init models at
+# full size (the ``-random`` names): `scale bench` and scripts/gpu_check.sh time them on a GPU with
+# no download. Their tokenizer stays the tiny one (its ids fit the real vocabulary size); their
+# image processor and chat template are the real ones (the ``real`` geometry).
+PAPER_WIDTHS = {
+    # Qwen/Qwen2.5-VL-3B-Instruct config.json: 3.75B parameters.
+    "qwen2_5_vl": {
+        "text": dict(
+            vocab_size=151936,
+            hidden_size=2048,
+            intermediate_size=11008,
+            num_hidden_layers=36,
+            num_attention_heads=16,
+            num_key_value_heads=2,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
+        ),
+        "vision": dict(
+            depth=32,
+            hidden_size=1280,
+            intermediate_size=3420,
+            num_heads=16,
+            out_hidden_size=2048,
+            fullatt_block_indexes=[7, 15, 23, 31],
+        ),
+        "top": dict(tie_word_embeddings=True),
+    },
+    # google/gemma-3-4b-it config.json: 4.30B parameters (SigLIP so400m at 896 px).
+    "gemma3": {
+        "text": dict(
+            vocab_size=262208,
+            hidden_size=2560,
+            intermediate_size=10240,
+            num_hidden_layers=34,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            head_dim=256,
+            query_pre_attn_scalar=256,
+            sliding_window=1024,
+        ),
+        "vision": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16),
+        "top": {},
+    },
+    # llava-hf/llava-v1.6-mistral-7b-hf config.json: 7.57B parameters (Mistral-7B, CLIP ViT-L/14-336).
+    "llava_next": {
+        "text": dict(
+            vocab_size=32064,
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=128,
+        ),
+        "vision": dict(
+            hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, projection_dim=768
+        ),
+        "top": {},
+    },
+}
+
+
+def at_paper_widths(config, family: str):
+    """``config`` (a tiny model's) with the paper model's widths; its token ids and image geometry
+    unchanged. Sub-configs are rebuilt, not patched, so what they derive from their sizes (Gemma-3's
+    per-layer attention types, say) follows."""
+    widths = PAPER_WIDTHS[family]
+
+    def rebuilt(sub, overrides):
+        fields = {k: v for k, v in sub.to_dict().items() if k != "layer_types"}
+        return {**fields, **overrides}
+
+    top = config.to_dict()
+    top["text_config"] = rebuilt(config.text_config, widths["text"])
+    top["vision_config"] = rebuilt(config.vision_config, widths["vision"])
+    top.update(widths["top"])
+    return type(config)(**top)
 
 
 GEOMETRIES = ("tiny", "real")
@@ -97,6 +176,15 @@ TINY_MODELS = {
     **{
         f"{name}-real": TinySpec(f"{name}-real", family, real, "real")
         for name, (family, real) in _FAMILIES.items()
+    },
+    # The paper models at full size, random-init (GPU only; see PAPER_WIDTHS).
+    **{
+        f"{paper}-random": TinySpec(f"{paper}-random", family, real, "real", paper_widths=True)
+        for paper, (family, real) in {
+            "qwen2.5-vl-3b": _FAMILIES["tiny-qwen2.5-vl"],
+            "gemma-3-4b": _FAMILIES["tiny-gemma3"],
+            "llava-v1.6-mistral-7b": _FAMILIES["tiny-llava-next"],
+        }.items()
     },
     # Twice the width and depth of tiny-llava-next, for what the tiny widths cannot learn.
     "small-llava-next": TinySpec(
@@ -377,6 +465,11 @@ def build_tiny(name: str, out_dir: str | Path, seed: int = 0, vocab_size: int | 
     if name not in TINY_MODELS:
         raise KeyError(f"unknown tiny model {name!r}; choose from {', '.join(TINY_MODELS)}")
     spec = TINY_MODELS[name]
+    if spec.paper_widths and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"{name} is {spec.real_counterpart} at full size, random-init: it is built on a GPU (in bf16); "
+            "on a CPU use a tiny model"
+        )
     out = Path(out_dir)
     tokenizer = train_tokenizer(spec.family)
     set_seed(seed)
@@ -386,6 +479,9 @@ def build_tiny(name: str, out_dir: str | Path, seed: int = 0, vocab_size: int | 
         model, processor = BUILDERS[spec.family](
             tokenizer, seed, vocab_size or len(tokenizer), spec.geometry == "real", **extra
         )
+        if spec.paper_widths:
+            with torch.device("cuda"):
+                model = type(model)._from_config(at_paper_widths(model.config, spec.family), dtype=torch.bfloat16)
     model.generation_config.do_sample = False
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     with publishing(out) as staging:

@@ -6,8 +6,11 @@ chosen image size. GRPO: rollout tokens per second from `scale grpo`, with trans
 generation and, where vLLM and CUDA are present, with vLLM colocated. The first steps are
 warm-up and not counted.
 
-A paper model whose weights are not on this machine is benchmarked random-init from its
-config (``--random-init``): the speed of a step does not depend on the values of the weights.
+A paper model whose weights are not on this machine is benchmarked random-init
+(``--random-init``): its ``-random`` counterpart, built on the GPU at the widths vendored in
+:mod:`scale_repro.models.tiny` (no download); the speed of a step does not depend on the values
+of the weights. Every run uses the model recipe's settings (LoRA, batch, accumulation,
+``max_length``, gradient checkpointing, DeepSpeed).
 On a CPU the default model is a tiny one, so the code path is exercised everywhere.
 
 MFU is the model FLOPs a step needs (:func:`train_flops_per_token`, from the architecture: the
@@ -131,19 +134,21 @@ def _warm(times: list[float]) -> list[float]:
 def run_bench(
     model: str | None = None,
     steps: int = 6,
-    batch: int = 2,
+    batch: int | None = None,
     image_size: int = 448,
     random_init: bool = False,
     generations: int = 4,
     completion_tokens: int = 64,
     work_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Benchmark SFT and GRPO steps; returns the figures (see the module docstring)."""
+    """Benchmark SFT and GRPO steps at the model recipe's settings (its LoRA, batch, accumulation,
+    ``max_length``, gradient checkpointing and DeepSpeed config; ``batch`` replaces its per-device
+    batch); returns the figures (see the module docstring)."""
     import torch
 
-    from scale_repro.config import GRPOConfig, SFTConfig, load_config
+    from scale_repro.config import GRPOConfig, SFTConfig, load_config, model_recipe
     from scale_repro.data.synth import SynthConfig, write_synthetic
-    from scale_repro.models.registry import resolve_model
+    from scale_repro.models.registry import catalogue, resolve_model
     from scale_repro.runs.rundir import package_versions, read_manifest, read_train_log
     from scale_repro.sizing.gpu_plan import shape_of
     from scale_repro.stages.grpo import run_grpo, vllm_available
@@ -151,14 +156,17 @@ def run_bench(
 
     on_gpu = torch.cuda.is_available()
     model = model or ("qwen2.5-vl-3b" if on_gpu else "tiny-qwen2.5-vl")
+    # A random-init copy lives in a temporary folder: name the recipe of the model it copies.
+    recipes = [recipe] if (recipe := model_recipe(model)) else []
     own_dir = work_dir is None
     work = Path(work_dir or tempfile.mkdtemp(prefix="scale-bench-"))
     try:
-        path = random_init_copy(resolve_model(model).path, work / "random-init") if random_init else model
-        data = write_synthetic(
-            work / "data",
-            SynthConfig(seed=0, n_train=batch * (steps + 1) * 2, n_test=2, image_size=image_size),
-        )
+        path = model
+        if random_init and f"{model}-random" in catalogue():  # a paper model: its vendored widths
+            path = resolve_model(f"{model}-random").path
+        elif random_init:
+            path = random_init_copy(resolve_model(model).path, work / "random-init")
+        data = work / "data"
         common = [
             f"model={path}",
             f"data.spec={data}",
@@ -169,20 +177,23 @@ def run_bench(
         timer = StepTimer()
         sft = load_config(
             SFTConfig,
-            None,
+            recipes,
             [
                 *common,
                 f"output_dir={work / 'sft'}",
-                f"per_device_train_batch_size={batch}",
-                "gradient_accumulation_steps=1",
+                *([f"per_device_train_batch_size={batch}"] if batch else []),
                 "cut_answers=keep",
             ],
+        )
+        samples_per_step = sft.per_device_train_batch_size * sft.gradient_accumulation_steps
+        write_synthetic(
+            data, SynthConfig(seed=0, n_train=samples_per_step * (steps + 1), n_test=2, image_size=image_size)
         )
         run_sft(sft, callbacks=[timer])
         manifest = read_manifest(work / "sft")
         tokens_per_sample = manifest["data"]["preflight"]["tokens"]["median"]
         step_s = statistics.median(_warm(timer.times))
-        tokens_per_s = batch * tokens_per_sample / step_s
+        tokens_per_s = samples_per_step * tokens_per_sample / step_s
         shape = shape_of(resolve_model(path).path)
         parameters = shape.parameters
         name = device_name()
@@ -199,7 +210,12 @@ def run_bench(
             "parameters": parameters,
             "lora": sft.lora.enabled,
             "image_size": image_size,
-            "batch": batch,
+            "batch": sft.per_device_train_batch_size,
+            "gradient_accumulation_steps": sft.gradient_accumulation_steps,
+            "max_length": sft.max_length,
+            "gradient_checkpointing": sft.gradient_checkpointing,
+            "deepspeed": sft.deepspeed,
+            "recipe": str(recipe) if recipe else None,
             "steps": steps,
             "sft_step_s": step_s,
             "sft_tokens_per_sample": tokens_per_sample,
@@ -219,7 +235,7 @@ def run_bench(
             out = work / f"grpo-{engine}"
             grpo = load_config(
                 GRPOConfig,
-                None,
+                recipes,
                 [
                     *common,
                     f"output_dir={out}",
@@ -262,7 +278,8 @@ def render(result: dict[str, Any]) -> str:
         "| measure | value |",
         "|---|---|",
         f"| parameters | {result['parameters']:,.0f}{' (LoRA)' if result['lora'] else ''} |",
-        f"| SFT step (batch {result['batch']}, {result['image_size']} px images) | {result['sft_step_s']:.3f} s |",
+        f"| SFT optimizer step (batch {result['batch']} x {result['gradient_accumulation_steps']} accumulated, "
+        f"{result['image_size']} px images) | {result['sft_step_s']:.3f} s |",
         f"| SFT tokens per sample (images included) | {result['sft_tokens_per_sample']:.0f} |",
         f"| SFT tokens/s | {result['sft_tokens_per_s']:,.0f} |",
         f"| MFU | {mfu} |",
@@ -273,7 +290,14 @@ def render(result: dict[str, Any]) -> str:
             f"{figures['rollout_tokens_per_s']:,.0f}" if figures else "not available (needs CUDA and vllm)"
         )
         lines.append(f"| GRPO rollout tokens/s, {engine} | {value} |")
-    lines += ["", f"Median over steps after {WARMUP_STEPS} warm-up steps."]
+    settings = ", ".join(
+        f"{key} {result[key]}" for key in ("max_length", "gradient_checkpointing", "deepspeed") if result.get(key)
+    )
+    lines += [
+        "",
+        f"Median over steps after {WARMUP_STEPS} warm-up steps, at the settings of "
+        f"{result.get('recipe') or 'the defaults'}{f' ({settings})' if settings else ''}.",
+    ]
     return "\n".join(lines) + "\n"
 
 
