@@ -206,7 +206,7 @@ def test_empty_completions_stop_the_evaluation_unless_allowed(tmp_path, tiny_pat
     assert (metrics["empty_completions"], metrics["invalid_rate"]) == (2, 1.0)
 
 
-def test_vllm_eval_sees_what_the_transformers_path_sees_or_refuses(tiny_paths):
+def test_vllm_eval_sees_what_the_transformers_path_sees(tmp_path, tiny_paths):
     from scale_repro.stages.evaluate import check_vllm_ready, effective_settings, lmms_model
 
     qwen = load_config(EvalConfig, None, ["model=tiny-qwen2.5-vl", "use_vllm=true", "max_new_tokens=64"])
@@ -217,9 +217,25 @@ def test_vllm_eval_sees_what_the_transformers_path_sees_or_refuses(tiny_paths):
         f"model={tiny_paths['tiny-qwen2.5-vl']},max_new_tokens=64,trust_remote_code=False,batch_size=256,"
         "min_image_pixels=4096,max_pixels=4096"
     )
-    gemma = load_config(EvalConfig, None, ["model=tiny-gemma3", "use_vllm=true", "system_prompt=Be brief."])
-    with pytest.raises(EvalError, match="cannot send the Gemma-3 system turn"):
-        lmms_model(str(tiny_paths["tiny-gemma3"]), "gemma3", gemma)
+    # Gemma-3: lmms-eval's vLLM class sends user turns only; the system turn goes in through the
+    # chat template, so vLLM renders what the transformers path (system turn + user turn) renders.
+    gemma = load_config(
+        EvalConfig, None, ["model=tiny-gemma3", "use_vllm=true", 'system_prompt=Be brief, "exact".']
+    )
+    name, args = lmms_model(str(tiny_paths["tiny-gemma3"]), "gemma3", gemma, tmp_path)
+    template = tmp_path / "chat_template_with_system.jinja"
+    assert args.endswith(f",chat_template={template}")
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_paths["tiny-gemma3"])
+    user = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many circles?"}]}
+    system = {"role": "system", "content": [{"type": "text", "text": 'Be brief, "exact".'}]}
+    via_vllm = processor.apply_chat_template(
+        [user], chat_template=template.read_text(), tokenize=False, add_generation_prompt=True
+    )
+    via_transformers = processor.apply_chat_template([system, user], tokenize=False, add_generation_prompt=True)
+    assert via_vllm == via_transformers
+    assert 'Be brief, "exact".' in via_vllm
     with pytest.raises(EvalError, match="--use-vllm needs CUDA and the vllm package"):
         check_vllm_ready()  # this suite runs on CPU
 

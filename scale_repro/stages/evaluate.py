@@ -76,12 +76,12 @@ def model_family(path: str) -> str:
     return model_type
 
 
-def lmms_model(path: str, family: str, config: EvalConfig) -> tuple[str, str]:
-    """lmms-eval model name and model_args for this checkpoint."""
+def lmms_model(path: str, family: str, config: EvalConfig, out: Path | None = None) -> tuple[str, str]:
+    """lmms-eval model name and model_args for this checkpoint (files they name go to ``out``)."""
     import torch
 
     if config.use_vllm:
-        return "vllm", vllm_model_args(path, family, config)
+        return "vllm", vllm_model_args(path, family, config, out)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     # Its Qwen model moves inputs to CUDA unless device_map names the device.
     args = f"pretrained={path},device={device},device_map={device}"
@@ -96,25 +96,40 @@ def lmms_model(path: str, family: str, config: EvalConfig) -> tuple[str, str]:
     return LMMS_MODEL[family], args
 
 
-def vllm_model_args(path: str, family: str, config: EvalConfig) -> str:
-    """lmms-eval's vLLM model set to see what the transformers path sees, or refused.
+def vllm_model_args(path: str, family: str, config: EvalConfig, out: Path | None = None) -> str:
+    """lmms-eval's vLLM model set to see what the transformers path sees.
 
     Same greedy decoding (the task files ask for temperature 0) and completion limit; the
     checkpoint's own pixel bounds for Qwen (lmms-eval's vLLM default is 1,605,632 pixels);
-    no remote code (lmms-eval's vLLM default trusts it). Gemma-3's system turn, which the
-    transformers path sends, cannot be sent through it, so that combination is refused.
+    no remote code (lmms-eval's vLLM default trusts it). Gemma-3's system turn, which lmms-eval's
+    transformers class sends and its vLLM class cannot, goes in through the chat template
+    (:func:`system_folded_template`, written to ``out``), so both send the same prompt.
     """
-    if family == "gemma3" and config.system_prompt:
-        raise EvalError(
-            "--use-vllm: lmms-eval's vLLM model cannot send the Gemma-3 system turn the transformers path sends "
-            f"({config.system_prompt!r}), so the prompts would differ; evaluate without --use-vllm"
-        )
     args = f"model={path},max_new_tokens={config.max_new_tokens},trust_remote_code=False,batch_size={config.batch_size}"
     if family == "qwen2_5_vl":
         bounds = qwen_pixel_bounds(path)
         if bounds:
             args += f",min_image_pixels={bounds[0]},max_pixels={bounds[1]}"
+    if family == "gemma3" and config.system_prompt and out is not None:
+        from transformers import AutoProcessor
+
+        template = out / "chat_template_with_system.jinja"
+        own = AutoProcessor.from_pretrained(path).chat_template
+        atomic_write_text(template, system_folded_template(own, config.system_prompt))
+        args += f",chat_template={template}"
     return args
+
+
+def system_folded_template(template: str, system_prompt: str) -> str:
+    """``template`` with ``system_prompt`` as the system turn of every conversation that has none.
+    Gemma-3's own template folds a system turn into the first user turn; lmms-eval's vLLM class
+    sends user turns only, so the turn is added where the template reads it."""
+    literal = json.dumps(system_prompt)  # a JSON string is a Jinja string literal
+    return (
+        "{%- if messages[0]['role'] != 'system' -%}"
+        f"{{%- set messages = [{{'role': 'system', 'content': {literal}}}] + messages -%}}"
+        "{%- endif -%}" + template
+    )
 
 
 # Requests generated together when the config leaves it open, and per stored chunk (what a
@@ -324,8 +339,6 @@ def run_eval(config: EvalConfig, force: bool = False) -> Path:
     family = model_family(resolved.path)
     # What "unset" means on this machine, for this model (the run's identity stays the config's).
     config = effective_settings(config, family)
-    if config.use_vllm:
-        vllm_model_args(resolved.path, family, config)  # refuses a combination it cannot match
     check_batch_size(family, config)
     # Our own loader checks the columns and tells which questions lmms-eval must answer.
     examples = load_test_examples(config.task, config.data, hub_id=config.hub_id).examples
@@ -339,7 +352,7 @@ def _evaluate(manifest: Manifest, config: EvalConfig, resolved, family: str, exa
     out = Path(config.output_dir)
     expected = len(examples) if config.limit is None else min(config.limit, len(examples))
     task_name, tasks_dir = write_task_yaml(config, out)
-    model_name, model_args = lmms_model(resolved.path, family, config)
+    model_name, model_args = lmms_model(resolved.path, family, config, out)
     manifest.update(
         model={"name": config.model, "path": resolved.path, "kind": resolved.kind, "family": family},
         lmms_model=model_name,
