@@ -53,9 +53,10 @@ def test_bench_times_sft_and_grpo_through_the_real_stages(tmp_path, tiny_paths):
     from transformers import AutoConfig, AutoProcessor
 
     processor = AutoProcessor.from_pretrained(tiny_paths["tiny-gemma3"])
-    side, patch = processor.image_processor.size["height"], AutoConfig.from_pretrained(
-        tiny_paths["tiny-gemma3"]
-    ).vision_config.patch_size
+    side, patch = (
+        processor.image_processor.size["height"],
+        AutoConfig.from_pretrained(tiny_paths["tiny-gemma3"]).vision_config.patch_size,
+    )
     assert figures["sft_vision_patches_per_sample"] == (side // patch) ** 2
     assert figures["sft_image_tokens_per_sample"] >= processor.image_seq_length
     assert "| SFT tokens/s |" in result.output and (tmp_path / "bench.md").is_file()

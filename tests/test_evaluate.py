@@ -233,7 +233,9 @@ def test_vllm_eval_sees_what_the_transformers_path_sees(tmp_path, tiny_paths):
     via_vllm = processor.apply_chat_template(
         [user], chat_template=template.read_text(), tokenize=False, add_generation_prompt=True
     )
-    via_transformers = processor.apply_chat_template([system, user], tokenize=False, add_generation_prompt=True)
+    via_transformers = processor.apply_chat_template(
+        [system, user], tokenize=False, add_generation_prompt=True
+    )
     assert via_vllm == via_transformers
     assert 'Be brief, "exact".' in via_vllm
     with pytest.raises(EvalError, match="--use-vllm needs CUDA and the vllm package"):

@@ -67,7 +67,11 @@ def changed_tensors(before, after) -> int:
 @pytest.mark.parametrize("model", TINY)
 def test_two_step_grpo_from_an_sft_run(tmp_path, synth_dir, sft_runs, model):
     config = load_config(
-        GRPOConfig, None, grpo_overrides(synth_dir, tmp_path / "grpo", str(sft_runs[model])) + SPREAD
+        GRPOConfig,
+        None,
+        grpo_overrides(synth_dir, tmp_path / "grpo", str(sft_runs[model]))
+        + SPREAD
+        + ["report_to=[tensorboard]"],
     )
     run_dir = run_grpo(config)
     manifest = read_manifest(run_dir)
@@ -92,6 +96,30 @@ def test_two_step_grpo_from_an_sft_run(tmp_path, synth_dir, sft_runs, model):
     ):
         assert key in steps[0]
     assert (run_dir / "merged" / "model.safetensors").is_file()
+    # The policy's drift from its start grows as it trains; the same diagnostics stream to TensorBoard.
+    drift = [e["policy/weight_drift"] for e in steps]
+    assert 0 < drift[0] < drift[1]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("train/policy/weight_drift")] == [1, 2]
+    assert [e.value for e in events.Scalars("train/policy/weight_drift")] == pytest.approx(drift)
+    for tag in ("train/reward", "train/reward_std", "train/frac_reward_zero_std", "train/entropy"):
+        assert [e.step for e in events.Scalars(tag)] == [1, 2], tag
+    assert [e.value for e in events.Scalars("train/reward")] == pytest.approx([e["reward"] for e in steps])
+
+
+def test_trackers_are_transformers_own_and_checked_before_a_model_loads():
+    from transformers.integrations import INTEGRATION_TO_CALLBACK
+
+    from scale_repro.config import TRACKERS, ConfigError
+
+    assert TRACKERS == tuple(INTEGRATION_TO_CALLBACK)
+    with pytest.raises(
+        ConfigError,
+        match=r"^--set report_to=\[tensorbord\]: report_to unknown tracker 'tensorbord'; choose from azure_ml, ",
+    ):
+        load_config(GRPOConfig, None, ["model=tiny-qwen2.5-vl", "report_to=[tensorbord]"])
 
 
 @pytest.mark.slow
@@ -306,6 +334,14 @@ def test_a_run_without_learning_signal_or_with_a_collapsed_policy_is_told_so(cap
     assert [r.getMessage() for r in caplog.records][1:] == [
         "step 6: the policy's entropy is 0.010: it has collapsed onto near-deterministic completions; "
         "lower the learning rate or add a KL penalty (beta)"
+    ]
+    for step, length in [(8, 120.0), (9, 40.0), (10, 29.0), (11, 10.0)]:  # under a quarter: said once
+        callback.on_log(
+            None, SimpleNamespace(global_step=step), None, logs={"completions/mean_length": length}
+        )
+    assert [r.getMessage() for r in caplog.records][2:] == [
+        "step 10: completions average 29 tokens, down from 120 at the start: the policy is collapsing "
+        "onto short answers (a reward that pays for brevity or format alone?)"
     ]
 
 

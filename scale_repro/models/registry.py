@@ -111,7 +111,9 @@ def resolve_model(name: str, seed: int = 0) -> ResolvedModel:
                     f"{name} is {spec.real_counterpart} at full size, random-init, built on a GPU: "
                     "no CUDA here; on a CPU use a tiny model (scale models list)"
                 )
-        return ResolvedModel(name, str(tiny_model_path(name, seed)), "random" if spec.paper_widths else "tiny")
+        return ResolvedModel(
+            name, str(tiny_model_path(name, seed)), "random" if spec.paper_widths else "tiny"
+        )
     if name in PERCEIVING_MODELS:
         path = perceiving_model_path(name, seed)
         if not (path / "config.json").is_file():

@@ -126,7 +126,9 @@ PAPER_WIDTHS = {
             query_pre_attn_scalar=256,
             sliding_window=1024,
         ),
-        "vision": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16),
+        "vision": dict(
+            hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16
+        ),
         "top": {},
     },
     # llava-hf/llava-v1.6-mistral-7b-hf config.json: 7.57B parameters (Mistral-7B, CLIP ViT-L/14-336).
@@ -141,7 +143,11 @@ PAPER_WIDTHS = {
             head_dim=128,
         ),
         "vision": dict(
-            hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, projection_dim=768
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            projection_dim=768,
         ),
         "top": {},
     },
@@ -481,7 +487,9 @@ def build_tiny(name: str, out_dir: str | Path, seed: int = 0, vocab_size: int | 
         )
         if spec.paper_widths:
             with torch.device("cuda"):
-                model = type(model)._from_config(at_paper_widths(model.config, spec.family), dtype=torch.bfloat16)
+                model = type(model)._from_config(
+                    at_paper_widths(model.config, spec.family), dtype=torch.bfloat16
+                )
     model.generation_config.do_sample = False
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     with publishing(out) as staging:

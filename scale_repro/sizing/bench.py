@@ -291,7 +291,9 @@ def render(result: dict[str, Any]) -> str:
         )
         lines.append(f"| GRPO rollout tokens/s, {engine} | {value} |")
     settings = ", ".join(
-        f"{key} {result[key]}" for key in ("max_length", "gradient_checkpointing", "deepspeed") if result.get(key)
+        f"{key} {result[key]}"
+        for key in ("max_length", "gradient_checkpointing", "deepspeed")
+        if result.get(key)
     )
     lines += [
         "",

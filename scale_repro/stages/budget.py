@@ -96,7 +96,9 @@ class ImageCost:
             text_only = _tokenizer(self.processor)(probe, add_special_tokens=False)["input_ids"]
             self.by_size[size] = len(encoded["input_ids"][0]) - len(text_only)
             # Qwen2-VL's processors repeat each image along a time axis of temporal_patch_size frames.
-            frames = getattr(getattr(self.processor, "image_processor", None), "temporal_patch_size", None) or 1
+            frames = (
+                getattr(getattr(self.processor, "image_processor", None), "temporal_patch_size", None) or 1
+            )
             self.pixels[size] = int(encoded["pixel_values"].size) // (3 * frames)
         return self.by_size[size]
 

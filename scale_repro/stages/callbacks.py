@@ -127,6 +127,49 @@ class DivergenceGuard(TrainerCallback):
                 )
 
 
+class WeightDrift(TrainerCallback):
+    """``policy/weight_drift`` in every training log: how far the trained weights have moved from
+    where this attempt started, as ||w - w0|| / ||w0|| over the trainable tensors (LoRA: the
+    adapters; full fine-tuning: every trained weight, its start kept on the CPU). A cheap stand-in
+    for the policy's KL from its start, which TRL logs as ``kl`` only with a reference model
+    (``beta`` > 0). A resumed attempt measures from its checkpoint."""
+
+    KEY = "policy/weight_drift"
+
+    def __init__(self):
+        self.start: dict[str, torch.Tensor] = {}
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if model is not None:
+            self.start = {
+                name: p.detach().to("cpu", copy=True)
+                for name, p in model.named_parameters()
+                if p.requires_grad
+            }
+
+    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+        if logs is None or model is None or not self.start or "loss" not in logs:
+            return
+        moved = base = 0.0
+        for name, p in model.named_parameters():
+            if name in self.start:
+                start = self.start[name].float()
+                moved += float((p.detach().float().cpu() - start).pow(2).sum())
+                base += float(start.pow(2).sum())
+        logs[self.KEY] = math.sqrt(moved / base) if base > 0 else math.sqrt(moved)
+
+
+def trackers_last(trainer) -> None:
+    """The trackers named in ``report_to`` (TensorBoard, Trackio, W&B, ...) get each log after the
+    stage's own callbacks have added to it (weight drift, say): the trainer puts them first."""
+    from transformers.integrations import INTEGRATION_TO_CALLBACK
+
+    trackers = tuple(
+        INTEGRATION_TO_CALLBACK[name] for name in trainer.args.report_to if name in INTEGRATION_TO_CALLBACK
+    )
+    trainer.callback_handler.callbacks.sort(key=lambda callback: isinstance(callback, trackers))
+
+
 class StopOnSigterm(TrainerCallback):
     """SIGTERM (what Slurm sends at a job's time limit, and what a preemption sends) ends the
     current step, saves a checkpoint and stops training; the stage then marks its attempt
@@ -203,6 +246,7 @@ class StageCallbacks:
         stop, skip = StopOnSigterm(), SkipNonfiniteSteps()
         skipping = config.nonfinite_steps == "skip"
         callbacks = [
+            WeightDrift(),  # first: the log file and the trackers get what it adds
             JsonlLogCallback(run_dir / TRAIN_LOG),
             DivergenceGuard(skipping=skipping),
             ManifestHeartbeat(manifest),

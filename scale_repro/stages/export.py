@@ -17,7 +17,7 @@ from scale_repro.models.registry import MERGED_DIR
 from scale_repro.runs.checkpoints import CheckpointInfo, newest_complete
 from scale_repro.runs.faults import kill_point
 from scale_repro.runs.rundir import CHECKPOINTS_DIR, Manifest, StageInterrupted, publishing, read_train_log
-from scale_repro.stages.callbacks import StageCallbacks, nonfinite_weights
+from scale_repro.stages.callbacks import StageCallbacks, nonfinite_weights, trackers_last
 from scale_repro.stages.lifecycle import TrainingDiverged
 
 log = logging.getLogger("scale_repro")
@@ -49,6 +49,7 @@ def train_and_export(
 ) -> None:
     """Train (resuming from the newest complete checkpoint), export, finish the manifest."""
     resume = resume_point(run_dir)
+    trackers_last(trainer)
     started = time.time()
     if resume and resume.max_steps is not None and resume.step >= resume.max_steps:
         log.info("%s holds the final step: exporting it without training again", resume.path)

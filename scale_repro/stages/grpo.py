@@ -63,7 +63,9 @@ class ScaleGRPOTrainer(SafeResumeMixin, GRPOTrainer):
     which TRL's profiling sends to W&B, MLflow and Trackio but not to the log: `scale bench`
     divides rollout tokens by generation time, not by the whole step."""
 
-    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+    def _generate_single_turn(
+        self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False
+    ):
         started = time.perf_counter()
         completion_ids, logprobs = super()._generate_single_turn(
             prompt_ids, images, multimodal_fields, num_generations, has_tool_images
@@ -269,11 +271,21 @@ class LearningSignalWarning(TrainerCallback):
     """Says, once each, what an RL run with a flat reward curve needs to hear: most groups
     carry no learning signal (every completion of a prompt earned the same reward, so every
     advantage is 0 and the step changes nothing), or the policy has collapsed (entropy near
-    0). Read from what TRL logs each step (``frac_reward_zero_std``, ``entropy``)."""
+    0, or completions shrunk to under ``min_length_share`` of their first logged length). Read
+    from what TRL logs each step (``frac_reward_zero_std``, ``entropy``,
+    ``completions/mean_length``)."""
 
-    def __init__(self, window: int = 5, no_signal: float = 0.9, min_entropy: float = 0.05):
+    def __init__(
+        self,
+        window: int = 5,
+        no_signal: float = 0.9,
+        min_entropy: float = 0.05,
+        min_length_share: float = 0.25,
+    ):
         self.window, self.no_signal, self.min_entropy = window, no_signal, min_entropy
+        self.min_length_share = min_length_share
         self.zero_std: list[float] = []
+        self.first_length: float | None = None
         self.warned: set[str] = set()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -290,6 +302,19 @@ class LearningSignalWarning(TrainerCallback):
                     state.global_step - self.window + 1,
                     state.global_step,
                     100 * share,
+                )
+        length = logs.get("completions/mean_length")
+        if length is not None and self.first_length is None:
+            self.first_length = float(length)
+        elif length is not None and self.first_length and "length" not in self.warned:
+            if length < self.min_length_share * self.first_length:
+                self.warned.add("length")
+                log.warning(
+                    "step %d: completions average %.0f tokens, down from %.0f at the start: the policy is "
+                    "collapsing onto short answers (a reward that pays for brevity or format alone?)",
+                    state.global_step,
+                    length,
+                    self.first_length,
                 )
         entropy = logs.get("entropy")
         if entropy is not None and entropy < self.min_entropy and "entropy" not in self.warned:

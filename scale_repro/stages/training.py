@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,7 @@ def to_dataset(examples: list[Example], system_prompt: str | None = None, instru
 # Fields TRL's config shares with ours that the stage sets itself, from the run directory and the
 # machine (every other shared field passes as the config holds it).
 SET_BY_THE_STAGE = ("output_dir", "seed", "bf16", "report_to")
+TENSORBOARD_DIR = "tensorboard"  # under a training run directory, with report_to: [tensorboard]
 
 
 def trl_field_names(trl_class) -> set[str]:
@@ -246,6 +248,10 @@ def trl_arguments(config: TrainConfig, trl_class, run_dir: Path, bf16: bool, **s
     """TRL's config for a stage: every field our config shares with ``trl_class`` as the config
     holds it, then ``config.trl``, then what the stage sets (``stage_settings`` last)."""
     names = trl_field_names(trl_class)
+    if "tensorboard" in config.report_to:
+        # transformers' TensorBoardCallback reads its folder from the environment only (else it
+        # nests one per date and host under the checkpoints): the run directory's tensorboard/.
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / TENSORBOARD_DIR)
     shared = {
         f.name: getattr(config, f.name)
         for f in dataclasses.fields(config)
