@@ -13,6 +13,8 @@ def test_quick_demo_runs_end_to_end(tmp_path, tiny_paths):
     assert len(summary["ran"]) == 3 + 3 + 14 + 4
     report = (tmp_path / "demo" / "report" / "report.md").read_text()
     assert "| tiny-llava-next | ScienceQA |" in report
+    assert "![grpo_diagnostics.png](grpo_diagnostics.png)" in report  # its 3 GRPO runs' diagnostics
+    assert (tmp_path / "demo" / "report" / "grpo_diagnostics.png").stat().st_size > 0
     metrics = json.loads(next((tmp_path / "demo" / "runs").rglob("metrics.json")).read_text())
     assert metrics["n"] == 3
     evidence = (tmp_path / "demo" / "evidence" / "report" / "evidence.md").read_text()

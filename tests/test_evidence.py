@@ -316,7 +316,14 @@ def test_one_seed_few_steps_experiment_runs_in_parallel_workers(tmp_path, tiny_p
     assert "| 20x | SCALe-SFT − SFT | accuracy | 1 |" in markdown
     assert "| 20x | Staged − Merged | mean_completion_tokens | 1 |" in markdown
     assert "### Learning curves at 20x" in markdown
-    for plot in ("segment_losses.png", "accuracy.png", "ratio_sweep.png", "learning_curves.png"):
+    plots = (
+        "segment_losses.png",
+        "accuracy.png",
+        "ratio_sweep.png",
+        "learning_curves.png",
+        "grpo_diagnostics.png",
+    )
+    for plot in plots:
         assert (results / plot).stat().st_size > 0
     # Running the same command again finds every stage finished.
     again = CliRunner().invoke(

@@ -172,3 +172,23 @@ def test_plain_eval_runs_get_labels_from_their_manifests(tmp_path):
     assert records["e3"]["labels"] == {**expected, "configuration": "Base"}
     assert records["e4"]["labels"] == {**expected, "configuration": "SFT-FW"}  # a given label wins
     assert records["e2"]["train_time_s"] == 12.0
+
+
+def test_grpo_diagnostics_are_plotted_from_the_train_logs(tmp_path):
+    """One figure from every GRPO run's train_log.jsonl; nothing when no GRPO run has logged a step."""
+    import json
+
+    from scale_repro.experiments.reports.grpo_curves import grpo_logs, plot_grpo_diagnostics
+
+    assert plot_grpo_diagnostics(tmp_path, tmp_path) == []
+    for name, stage in (("a/grpo", "grpo"), ("a/sft", "sft")):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "manifest.json").write_text(json.dumps({"stage": stage, "status": "finished"}))
+        lines = [
+            {"step": s, "reward": 0.1 * s, "entropy": 1.0, "policy/weight_drift": 0.01 * s} for s in (1, 2)
+        ]
+        (run / "train_log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert list(grpo_logs(tmp_path / "runs")) == ["a/grpo"]
+    assert plot_grpo_diagnostics(tmp_path / "runs", tmp_path) == ["grpo_diagnostics.png"]
+    assert (tmp_path / "grpo_diagnostics.png").stat().st_size > 0

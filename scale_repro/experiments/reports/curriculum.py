@@ -8,10 +8,12 @@ Writes ``summary.json`` and ``report.md`` to the results folder.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from scale_repro.experiments.planner import Experiment, Stage, describe_recipes
+from scale_repro.experiments.reports.grpo_curves import plot_grpo_diagnostics
 from scale_repro.experiments.reports.stats import mean_sd, paired_interval
 from scale_repro.runs.rundir import atomic_write_json, atomic_write_text
 
@@ -174,6 +176,9 @@ def write_curriculum_report(
 ) -> dict[str, Any]:
     """``summary.json`` and ``report.md`` in ``out`` from the evaluations among ``stages``."""
     report = summarise(spec, _rows(stages))
+    runs = Path(os.path.commonpath([str(s.run_dir) for s in stages])) if stages else out
+    plots = plot_grpo_diagnostics(runs, out)
     atomic_write_json(out / "summary.json", {**report, "run": info})
-    atomic_write_text(out / "report.md", render(spec, report, info))
-    return {"report": str(out / "report.md"), **report}
+    markdown = render(spec, report, info) + "".join(f"\n![{p}]({p})\n" for p in plots)
+    atomic_write_text(out / "report.md", markdown)
+    return {"report": str(out / "report.md"), "plots": plots, **report}

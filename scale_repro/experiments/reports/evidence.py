@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from scale_repro.experiments.planner import sft_loss_modes
+from scale_repro.experiments.reports.grpo_curves import plot_grpo_diagnostics
 from scale_repro.experiments.reports.stats import PairedInterval, mean_sd, paired_interval, signed
 from scale_repro.experiments.reports.tables import collect
 from scale_repro.runs.rundir import atomic_write_json, atomic_write_text, read_train_log
@@ -557,7 +558,7 @@ def write_evidence_report(
     evaluated = gather(runs, evaluations)
     rows = [r for r in evaluated if r["step"] is None]  # the final models
     summary = summarise(spec, rows, [r for r in evaluated if r["step"] is not None])
-    plots = plot(spec, rows, summary, out)
+    plots = plot(spec, rows, summary, out) + plot_grpo_diagnostics(runs, out)
     atomic_write_json(out / "summary.json", summary)
     atomic_write_json(out / "run.json", {**run_info, "spec": asdict(spec)})
     atomic_write_text(out / "runs.csv", runs_csv(evaluated))

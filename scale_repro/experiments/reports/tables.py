@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from scale_repro.experiments.planner import paper_configuration
+from scale_repro.experiments.reports.grpo_curves import plot_grpo_diagnostics
 from scale_repro.runs.rundir import (
     RunDirError,
     atomic_write_text,
@@ -332,7 +333,7 @@ def plot(records: list[dict[str, Any]], runs: Path, out: Path, skipped: list[dic
         ax.set_ylabel(f"{metric} (%)"), ax.legend(fontsize=7), ax.set_title(TITLES[table])
         fig.tight_layout(), fig.savefig(out / name, dpi=120), plt.close(fig)
         written.append(name)
-    return written
+    return written + plot_grpo_diagnostics(runs, out)
 
 
 def write_report(runs: str | Path, out: str | Path, paper_path: Path = PAPER_TABLES) -> dict[str, Any]:
