@@ -95,6 +95,11 @@ def test_real_geometry_models_render_with_the_real_templates():
         ("qwen2.5-vl-3b-random", 3_754_622_976),  # Qwen/Qwen2.5-VL-3B-Instruct
         ("gemma-3-4b-random", 4_300_079_472),  # google/gemma-3-4b-it
         ("llava-v1.6-mistral-7b-random", 7_566_747_648),  # llava-hf/llava-v1.6-mistral-7b-hf
+        # The curriculum's backbones, against their model cards' figures.
+        ("qwen3-vl-8b-random", 8_767_123_696),  # 8.77B: vision 576.4M, language 8.19B
+        ("qwen2.5-vl-7b-random", 8_292_166_656),  # 8.29B
+        ("internvl3-8b-random", 7_944_373_760),  # 7.94B
+        ("internvl3.5-8b-random", 8_528_318_464),  # 8.5B: vision 0.3B, language 8.2B
     ],
 )
 def test_random_paper_models_have_the_paper_models_exact_size(name, parameters):
@@ -107,7 +112,7 @@ def test_random_paper_models_have_the_paper_models_exact_size(name, parameters):
     tokenizer = train_tokenizer(spec.family)
     tiny, _ = BUILDERS[spec.family](tokenizer, 0, len(tokenizer), True)
     with torch.device("meta"):
-        model = type(tiny)._from_config(at_paper_widths(tiny.config, spec.family))
+        model = type(tiny)._from_config(at_paper_widths(tiny.config, spec.paper))
     assert sum(p.numel() for p in model.parameters()) == parameters
 
 

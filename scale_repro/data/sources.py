@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scale_repro.data.benchmarks import BENCHMARKS, benchmark_examples
 from scale_repro.data.loaders import (
     LoadResult,
     SubsetRule,
@@ -166,6 +167,7 @@ class TestTask:
     hub_id: str | None
     former_hub_id: str | None
     split: str = "test"
+    config: str | None = None  # the hub data set's configuration
 
 
 # lmms-eval moved its copies from lmms-lab to lmms-lab-encoder ("migrate dataset paths to new
@@ -175,6 +177,11 @@ TEST_TASKS = {
     "iconqa": TestTask("iconqa", "lmms-lab-encoder/ICON-QA", "lmms-lab/ICON-QA"),
     "synthetic-scienceqa": TestTask("scienceqa", None, None),
     "synthetic-iconqa": TestTask("iconqa", None, None),
+    # The staged curriculum's suite (scale_repro.data.benchmarks): the schema is the benchmark's name.
+    **{
+        name: TestTask(name, bench.hub_id, None, bench.split, bench.config)
+        for name, bench in BENCHMARKS.items()
+    },
 }
 
 
@@ -191,7 +198,7 @@ def open_test_set(task: str, data: str | None = None, split: str | None = None, 
     synth = synth_manifest(source)
     if synth:
         source = str(Path(source) / synth["files"][spec.schema])
-    config = "ScienceQA-IMG" if spec.schema == "scienceqa" else None
+    config = "ScienceQA-IMG" if spec.schema == "scienceqa" else spec.config
     former = (
         spec.former_hub_id if source == spec.hub_id else spec.hub_id if source == spec.former_hub_id else None
     )
@@ -208,9 +215,15 @@ def load_test_examples(
     """Test examples for an evaluation task; ``data`` (a local copy) or ``hub_id`` overrides
     where they come from."""
     dataset, source = open_test_set(task, data, split, hub_id)
-    if TEST_TASKS[task].schema == "scienceqa":
+    schema = TEST_TASKS[task].schema
+    if schema == "scienceqa":
         return scienceqa_examples(dataset, source, strict=strict)
-    return iconqa_examples(dataset, source, strict=strict)
+    if schema == "iconqa":
+        return iconqa_examples(dataset, source, strict=strict)
+    examples = benchmark_examples(schema, dataset, source)  # a bad row stops: rows are scored by index
+    report = ValidationReport(path=source, total=len(dataset), selected=len(dataset))
+    report.valid = len(examples)
+    return LoadResult(examples, report)
 
 
 def _schema_of(dataset) -> str | None:

@@ -521,6 +521,23 @@ def is_correct(answer_text: str | None, reference: str, choices: Sequence[str] |
     return _words_match(answer, ref)
 
 
+def is_readable(answer_text: str | None, reference: str, choices: Sequence[str] | str | None = None) -> bool:
+    """Whether the rules can read an answer of the kind ``reference`` asks for from
+    ``answer_text``: one option for multiple choice, a number or an expression for a numeric or
+    mathematical reference, any words otherwise. What they cannot read an LLM judge (the
+    curriculum paper's scoring) might still credit; the evaluation reports the share."""
+    if answer_text is None or not _unwrap(answer_text):
+        return False
+    options = parse_choices(choices)
+    if _reference_letter(str(reference), options) is not None:
+        return choice_letter(answer_text, options) is not None
+    ref = _unwrap(str(reference))
+    if _number_value(ref) is not None:
+        answer = _math_form(_unwrap(answer_text))
+        return _single_number(answer) is not None or _is_math(answer)
+    return True
+
+
 def normalize_answer(text: str, choices: Sequence[str] | str | None = None) -> str:
     """A canonical key for an answer: its letter for a recognised choice, a number's value, or
     its words."""

@@ -19,6 +19,12 @@ PAPER_MODELS = {
     "gemma-3-4b": "google/gemma-3-4b-it",
     "qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct",
     "llava-v1.6-mistral-7b": "llava-hf/llava-v1.6-mistral-7b-hf",
+    # The staged curriculum's backbones, as VLM-CapCurriculum's training/_env.sh names them: the
+    # transformers-native checkpoints (InternVL's "-hf"/"-HF"; no remote code).
+    "qwen3-vl-8b": "Qwen/Qwen3-VL-8B-Instruct",
+    "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
+    "internvl3-8b": "OpenGVLab/InternVL3-8B-hf",
+    "internvl3.5-8b": "OpenGVLab/InternVL3_5-8B-HF",
 }
 MERGED_DIR = "merged"
 
@@ -38,7 +44,7 @@ def catalogue() -> dict[str, ModelEntry]:
     """Every short name ``--model`` takes: the one list `scale models list` prints."""
     entries = [ModelEntry(name, "paper", hub_id, name) for name, hub_id in PAPER_MODELS.items()]
     for name, spec in TINY_MODELS.items():
-        if spec.paper_widths:  # the paper model at full size, random-init: trains with its recipe
+        if spec.paper:  # the paper model at full size, random-init: trains with its recipe
             description = f"{spec.real_counterpart} at full size, random-init, no download (GPU only)"
             entries.append(ModelEntry(name, "random", description, name.removesuffix("-random")))
             continue
@@ -103,7 +109,7 @@ def resolve_model(name: str, seed: int = 0) -> ResolvedModel:
         return ResolvedModel(name, PAPER_MODELS[name], "paper")
     if name in TINY_MODELS:
         spec = TINY_MODELS[name]
-        if spec.paper_widths and not (path := tiny_model_path_if_built(name, seed)):
+        if spec.paper and not (path := tiny_model_path_if_built(name, seed)):
             import torch
 
             if not torch.cuda.is_available():
@@ -111,9 +117,7 @@ def resolve_model(name: str, seed: int = 0) -> ResolvedModel:
                     f"{name} is {spec.real_counterpart} at full size, random-init, built on a GPU: "
                     "no CUDA here; on a CPU use a tiny model (scale models list)"
                 )
-        return ResolvedModel(
-            name, str(tiny_model_path(name, seed)), "random" if spec.paper_widths else "tiny"
-        )
+        return ResolvedModel(name, str(tiny_model_path(name, seed)), "random" if spec.paper else "tiny")
     if name in PERCEIVING_MODELS:
         path = perceiving_model_path(name, seed)
         if not (path / "config.json").is_file():

@@ -80,11 +80,11 @@ LLAVA_MISTRAL_TEMPLATE = (
 @dataclass(frozen=True)
 class TinySpec:
     name: str
-    family: str  # qwen2_5_vl | gemma3 | llava_next
+    family: str  # qwen2_5_vl | gemma3 | llava_next | qwen3_vl | internvl
     real_counterpart: str
     geometry: str = "tiny"  # tiny | real: image processor settings and chat template
     width: int = 1  # 2: the "small" variant, twice as wide and deep (see _build_llava)
-    paper_widths: bool = False  # the real model's widths and vocabulary size (PAPER_WIDTHS): GPU only
+    paper: str | None = None  # a paper model's short name: its widths and vocabulary (PAPER_WIDTHS); GPU only
 
 
 # The paper models' widths, from their hub repositories' config.json, for random-init models at
@@ -93,7 +93,7 @@ class TinySpec:
 # image processor and chat template are the real ones (the ``real`` geometry).
 PAPER_WIDTHS = {
     # Qwen/Qwen2.5-VL-3B-Instruct config.json: 3.75B parameters.
-    "qwen2_5_vl": {
+    "qwen2.5-vl-3b": {
         "text": dict(
             vocab_size=151936,
             hidden_size=2048,
@@ -114,7 +114,7 @@ PAPER_WIDTHS = {
         "top": dict(tie_word_embeddings=True),
     },
     # google/gemma-3-4b-it config.json: 4.30B parameters (SigLIP so400m at 896 px).
-    "gemma3": {
+    "gemma-3-4b": {
         "text": dict(
             vocab_size=262208,
             hidden_size=2560,
@@ -132,7 +132,7 @@ PAPER_WIDTHS = {
         "top": {},
     },
     # llava-hf/llava-v1.6-mistral-7b-hf config.json: 7.57B parameters (Mistral-7B, CLIP ViT-L/14-336).
-    "llava_next": {
+    "llava-v1.6-mistral-7b": {
         "text": dict(
             vocab_size=32064,
             hidden_size=4096,
@@ -151,14 +151,97 @@ PAPER_WIDTHS = {
         ),
         "top": {},
     },
+    # The curriculum's backbones. Qwen/Qwen3-VL-8B-Instruct config.json: 8.77B parameters (its
+    # model card: vision 0.58B, language 8.19B).
+    "qwen3-vl-8b": {
+        "text": dict(
+            vocab_size=151936,
+            hidden_size=4096,
+            intermediate_size=12288,
+            num_hidden_layers=36,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=128,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 5000000.0,
+                "mrope_section": [24, 20, 20],
+                "mrope_interleaved": True,
+            },
+        ),
+        "vision": dict(
+            depth=27,
+            hidden_size=1152,
+            intermediate_size=4304,
+            num_heads=16,
+            out_hidden_size=4096,
+            num_position_embeddings=2304,
+            deepstack_visual_indexes=[8, 16, 24],
+        ),
+        "top": dict(tie_word_embeddings=False),
+    },
+    # Qwen/Qwen2.5-VL-7B-Instruct config.json (Qwen2.5-7B and the 32-block 1280-wide tower).
+    "qwen2.5-vl-7b": {
+        "text": dict(
+            vocab_size=152064,
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
+        ),
+        "vision": dict(
+            depth=32,
+            hidden_size=1280,
+            intermediate_size=3420,
+            num_heads=16,
+            out_hidden_size=3584,
+            fullatt_block_indexes=[7, 15, 23, 31],
+        ),
+        "top": dict(tie_word_embeddings=False),
+    },
+    # OpenGVLab/InternVL3-8B-hf: InternViT-300M-448px (24 layers, 1024 wide) and Qwen2.5-7B
+    # (transformers' convert_internvl_weights_to_hf.py; the original config.json's llm_config).
+    "internvl3-8b": {
+        "text": dict(
+            vocab_size=151674,
+            hidden_size=3584,
+            intermediate_size=18944,
+            num_hidden_layers=28,
+            num_attention_heads=28,
+            num_key_value_heads=4,
+        ),
+        "vision": dict(
+            hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16
+        ),
+        "top": dict(tie_word_embeddings=False),
+    },
+    # OpenGVLab/InternVL3_5-8B-HF: the same InternViT-300M and Qwen3-8B.
+    "internvl3.5-8b": {
+        "text": dict(
+            model_type="qwen3",
+            vocab_size=151936,
+            hidden_size=4096,
+            intermediate_size=12288,
+            num_hidden_layers=36,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            head_dim=128,
+        ),
+        "vision": dict(
+            hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16
+        ),
+        "top": dict(tie_word_embeddings=False),
+    },
 }
 
 
-def at_paper_widths(config, family: str):
+def at_paper_widths(config, paper: str):
     """``config`` (a tiny model's) with the paper model's widths; its token ids and image geometry
     unchanged. Sub-configs are rebuilt, not patched, so what they derive from their sizes (Gemma-3's
     per-layer attention types, say) follows."""
-    widths = PAPER_WIDTHS[family]
+    widths = PAPER_WIDTHS[paper]
 
     def rebuilt(sub, overrides):
         fields = {k: v for k, v in sub.to_dict().items() if k != "layer_types"}
@@ -176,6 +259,9 @@ _FAMILIES = {
     "tiny-qwen2.5-vl": ("qwen2_5_vl", "Qwen/Qwen2.5-VL-3B-Instruct"),
     "tiny-gemma3": ("gemma3", "google/gemma-3-4b-it"),
     "tiny-llava-next": ("llava_next", "llava-hf/llava-v1.6-mistral-7b-hf"),
+    # The staged curriculum's backbones ("From Seeing to Thinking").
+    "tiny-qwen3-vl": ("qwen3_vl", "Qwen/Qwen3-VL-8B-Instruct"),
+    "tiny-internvl": ("internvl", "OpenGVLab/InternVL3-8B-hf"),
 }
 TINY_MODELS = {
     **{name: TinySpec(name, family, real) for name, (family, real) in _FAMILIES.items()},
@@ -185,11 +271,15 @@ TINY_MODELS = {
     },
     # The paper models at full size, random-init (GPU only; see PAPER_WIDTHS).
     **{
-        f"{paper}-random": TinySpec(f"{paper}-random", family, real, "real", paper_widths=True)
+        f"{paper}-random": TinySpec(f"{paper}-random", family, real, "real", paper=paper)
         for paper, (family, real) in {
             "qwen2.5-vl-3b": _FAMILIES["tiny-qwen2.5-vl"],
             "gemma-3-4b": _FAMILIES["tiny-gemma3"],
             "llava-v1.6-mistral-7b": _FAMILIES["tiny-llava-next"],
+            "qwen3-vl-8b": _FAMILIES["tiny-qwen3-vl"],
+            "qwen2.5-vl-7b": ("qwen2_5_vl", "Qwen/Qwen2.5-VL-7B-Instruct"),
+            "internvl3-8b": _FAMILIES["tiny-internvl"],
+            "internvl3.5-8b": ("internvl", "OpenGVLab/InternVL3_5-8B-HF"),
         }.items()
     },
     # Twice the width and depth of tiny-llava-next, for what the tiny widths cannot learn.
@@ -231,7 +321,17 @@ SPECIAL_TOKENS = {
         "<image_soft_token>",
     ],
     "llava_next": ["<unk>", "<s>", "</s>", "<image>", "[INST]", "[/INST]"],
+    "internvl": [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<img>",
+        "</img>",
+        "<IMG_CONTEXT>",
+        "<video>",
+    ],
 }
+SPECIAL_TOKENS["qwen3_vl"] = SPECIAL_TOKENS["qwen2_5_vl"]
 
 
 def train_tokenizer(family: str, vocab_size: int = TINY_VOCAB):
@@ -253,7 +353,7 @@ def train_tokenizer(family: str, vocab_size: int = TINY_VOCAB):
     )
     tokenizer.train_from_iterator(tokenizer_corpus(), trainer=trainer)
 
-    if family == "qwen2_5_vl":
+    if family in ("qwen2_5_vl", "qwen3_vl"):
         kwargs = dict(
             eos_token="<|im_end|>",
             pad_token="<|endoftext|>",
@@ -262,6 +362,19 @@ def train_tokenizer(family: str, vocab_size: int = TINY_VOCAB):
                 "video_token": "<|video_pad|>",
                 "vision_bos_token": "<|vision_start|>",
                 "vision_eos_token": "<|vision_end|>",
+            },
+        )
+    elif (
+        family == "internvl"
+    ):  # the names InternVLProcessor reads (transformers' conversion script sets them)
+        kwargs = dict(
+            eos_token="<|im_end|>",
+            pad_token="<|endoftext|>",
+            extra_special_tokens={
+                "start_image_token": "<img>",
+                "end_image_token": "</img>",
+                "context_image_token": "<IMG_CONTEXT>",
+                "video_token": "<video>",
             },
         )
     elif family == "gemma3":
@@ -456,7 +569,140 @@ def _build_llava(tokenizer, seed: int, vocab_size: int, real: bool, width: int =
     return model, processor
 
 
-BUILDERS = {"qwen2_5_vl": _build_qwen, "gemma3": _build_gemma, "llava_next": _build_llava}
+def _build_qwen3_vl(tokenizer, seed: int, vocab_size: int, real: bool):
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+    from transformers.models.qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen3_vl import Qwen3VLVideoProcessor
+
+    ids = tokenizer.convert_tokens_to_ids
+    hidden = 64
+    # Real: Qwen/Qwen3-VL-8B-Instruct's preprocessor_config.json: 16-px patches merged 2 x 2 (one
+    # token per 32 x 32 pixels) between 65,536 and 16,777,216 pixels, mean and std 0.5.
+    patch = 16 if real else 8
+    min_pixels, max_pixels = (65536, 16777216) if real else (IMAGE_SIZE * IMAGE_SIZE,) * 2
+    config = Qwen3VLConfig(
+        text_config=dict(
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=32768 if real else 4096,
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 5000000.0,
+                "mrope_section": [2, 3, 3],
+                "mrope_interleaved": True,
+            },
+            bos_token_id=ids("<|endoftext|>"),
+            eos_token_id=ids("<|im_end|>"),
+            pad_token_id=ids("<|endoftext|>"),
+        ),
+        vision_config=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            patch_size=patch,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            out_hidden_size=hidden,
+            num_position_embeddings=64,
+            deepstack_visual_indexes=[0, 1],
+        ),
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
+        tie_word_embeddings=False,
+    )
+    model = Qwen3VLForConditionalGeneration(config)
+    image_processor = Qwen2VLImageProcessor(
+        patch_size=patch,
+        merge_size=2,
+        temporal_patch_size=2,
+        size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    processor = Qwen3VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=Qwen3VLVideoProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2),
+        chat_template=real_chat_template("qwen3_vl") if real else QWEN_TEMPLATE,
+    )
+    return model, processor
+
+
+def _build_internvl(tokenizer, seed: int, vocab_size: int, real: bool):
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor
+    from transformers.models.got_ocr2 import GotOcr2ImageProcessor
+    from transformers.models.internvl import InternVLVideoProcessor
+
+    ids = tokenizer.convert_tokens_to_ids
+    # Real: OpenGVLab/InternVL3-8B-hf: 448-px tiles (up to 12 and a thumbnail) of 14-px patches,
+    # pixel-shuffled by 0.5 to 256 tokens a tile (transformers' convert_internvl_weights_to_hf.py).
+    tile, patch, max_tiles = (448, 14, 12) if real else (IMAGE_SIZE // 2, 8, 4)
+    tokens_per_tile = (tile // patch) ** 2 // 4
+    config = InternVLConfig(
+        vision_config=dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=[tile, tile],
+            patch_size=[patch, patch],
+            attention_bias=True,
+            norm_type="layer_norm",
+        ),
+        text_config=dict(
+            model_type="qwen2",  # Qwen2.5 in InternVL3; Qwen3 in InternVL3.5
+            vocab_size=vocab_size,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=32768 if real else 4096,
+            bos_token_id=ids("<|endoftext|>"),
+            eos_token_id=ids("<|im_end|>"),
+            pad_token_id=ids("<|endoftext|>"),
+        ),
+        image_token_id=ids("<IMG_CONTEXT>"),
+        image_seq_length=tokens_per_tile,
+        downsample_ratio=0.5,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+        tie_word_embeddings=False,
+    )
+    model = InternVLForConditionalGeneration(config)
+    image_processor = GotOcr2ImageProcessor(
+        size={"height": tile, "width": tile},
+        crop_to_patches=True,
+        min_patches=1,
+        max_patches=max_tiles,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
+    processor = InternVLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=InternVLVideoProcessor(size={"height": tile, "width": tile}),
+        image_seq_length=tokens_per_tile,
+        chat_template=real_chat_template("internvl"),  # short enough for both geometries
+    )
+    return model, processor
+
+
+BUILDERS = {
+    "qwen2_5_vl": _build_qwen,
+    "gemma3": _build_gemma,
+    "llava_next": _build_llava,
+    "qwen3_vl": _build_qwen3_vl,
+    "internvl": _build_internvl,
+}
 
 
 def build_tiny(name: str, out_dir: str | Path, seed: int = 0, vocab_size: int | None = None) -> Path:
@@ -471,7 +717,7 @@ def build_tiny(name: str, out_dir: str | Path, seed: int = 0, vocab_size: int | 
     if name not in TINY_MODELS:
         raise KeyError(f"unknown tiny model {name!r}; choose from {', '.join(TINY_MODELS)}")
     spec = TINY_MODELS[name]
-    if spec.paper_widths and not torch.cuda.is_available():
+    if spec.paper and not torch.cuda.is_available():
         raise RuntimeError(
             f"{name} is {spec.real_counterpart} at full size, random-init: it is built on a GPU (in bf16); "
             "on a CPU use a tiny model"
@@ -485,10 +731,10 @@ def build_tiny(name: str, out_dir: str | Path, seed: int = 0, vocab_size: int | 
         model, processor = BUILDERS[spec.family](
             tokenizer, seed, vocab_size or len(tokenizer), spec.geometry == "real", **extra
         )
-        if spec.paper_widths:
+        if spec.paper:
             with torch.device("cuda"):
                 model = type(model)._from_config(
-                    at_paper_widths(model.config, spec.family), dtype=torch.bfloat16
+                    at_paper_widths(model.config, spec.paper), dtype=torch.bfloat16
                 )
     model.generation_config.do_sample = False
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -64,6 +64,20 @@ PAPER_SHAPES = {
     "llava-hf/llava-v1.6-mistral-7b-hf": Shape(
         7.57e9, 0.32e9, 4096, 14336, 32, 32, 8, 128, 32064, "llava-hf/llava-v1.6-mistral-7b-hf config.json"
     ),
+    # The curriculum's backbones: counted from the widths vendored in scale_repro.models.tiny
+    # (PAPER_WIDTHS; tests/test_tiny_models.py holds the exact counts), vision with its projector.
+    "Qwen/Qwen3-VL-8B-Instruct": Shape(
+        8.767e9, 0.576e9, 4096, 12288, 36, 32, 8, 128, 151936, "Qwen/Qwen3-VL-8B-Instruct config.json"
+    ),
+    "Qwen/Qwen2.5-VL-7B-Instruct": Shape(
+        8.292e9, 0.677e9, 3584, 18944, 28, 28, 4, 128, 152064, "Qwen/Qwen2.5-VL-7B-Instruct config.json"
+    ),
+    "OpenGVLab/InternVL3-8B-hf": Shape(
+        7.944e9, 0.332e9, 3584, 18944, 28, 28, 4, 128, 151674, "OpenGVLab/InternVL3-8B-hf config.json"
+    ),
+    "OpenGVLab/InternVL3_5-8B-HF": Shape(
+        8.528e9, 0.338e9, 4096, 12288, 36, 32, 8, 128, 151936, "OpenGVLab/InternVL3_5-8B-HF config.json"
+    ),
 }
 
 

@@ -26,8 +26,9 @@ from typing import Any
 import yaml
 
 from scale_repro.config import EvalConfig
+from scale_repro.data.benchmarks import BENCHMARKS
 from scale_repro.data.sources import TEST_TASKS, load_test_examples, synth_manifest
-from scale_repro.method.answers import agrees_with_trace, is_correct
+from scale_repro.method.answers import agrees_with_trace, is_correct, is_readable
 from scale_repro.method.formats import FORMATS
 from scale_repro.models.registry import PROCESSOR_FILES, resolve_model
 from scale_repro.runs.rundir import (
@@ -42,10 +43,26 @@ from scale_repro.stages.lifecycle import StageRun
 
 log = logging.getLogger("scale_repro")
 TASKS_DIR = Path(__file__).parent / "lmms_tasks"
-BASE_TASK = {"scienceqa": "scienceqa_img_cot", "iconqa": "iconqa_cot"}
+BASE_TASK = {
+    "scienceqa": "scienceqa_img_cot",
+    "iconqa": "iconqa_cot",
+    **{name: f"bench_{name}" for name in BENCHMARKS},  # the curriculum's suite
+}
 # The task variant of each answer format (lmms_tasks/*_boxed.yaml: think, then \boxed{}).
 FORMAT_SUFFIX = {"tags": "", "think_boxed": "_boxed"}
-LMMS_MODEL = {"qwen2_5_vl": "qwen2_5_vl", "gemma3": "gemma3", "llava_next": "llava_hf"}
+LMMS_MODEL = {
+    "qwen2_5_vl": "qwen2_5_vl",
+    "gemma3": "gemma3",
+    "llava_next": "llava_hf",
+    "qwen3_vl": "qwen3_vl",
+    "internvl": "internvl_hf",  # the transformers-native class (lmms-eval's internvl3 loads remote code)
+}
+# lmms-eval classes that generate one request at a time and assert so at their first generation,
+# after the model has loaded (chat/llava_hf.py: "Do not support batch_size_per_gpu > 1";
+# chat/internvl_hf.py: "Batch size should be 1 for InternVLHf").
+ONE_AT_A_TIME = {"llava_next": "llava_hf", "internvl": "internvl_hf"}
+# Families whose processor resizes to a pixel budget that lmms-eval's class takes as min/max_pixels.
+PIXEL_BUDGET = ("qwen2_5_vl", "qwen3_vl")
 
 
 class EvalError(RuntimeError):
@@ -85,7 +102,7 @@ def lmms_model(path: str, family: str, config: EvalConfig, out: Path | None = No
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     # Its Qwen model moves inputs to CUDA unless device_map names the device.
     args = f"pretrained={path},device={device},device_map={device}"
-    if family == "qwen2_5_vl":
+    if family in PIXEL_BUDGET:
         # lmms-eval resizes Qwen images with its own pixel bounds; use the checkpoint's, so the
         # model sees images at the resolution it was trained on.
         bounds = qwen_pixel_bounds(path)
@@ -106,7 +123,7 @@ def vllm_model_args(path: str, family: str, config: EvalConfig, out: Path | None
     (:func:`system_folded_template`, written to ``out``), so both send the same prompt.
     """
     args = f"model={path},max_new_tokens={config.max_new_tokens},trust_remote_code=False,batch_size={config.batch_size}"
-    if family == "qwen2_5_vl":
+    if family in PIXEL_BUDGET:
         bounds = qwen_pixel_bounds(path)
         if bounds:
             args += f",min_image_pixels={bounds[0]},max_pixels={bounds[1]}"
@@ -153,18 +170,17 @@ def effective_settings(config: EvalConfig, family: str) -> EvalConfig:
     use_vllm = vllm_available() if config.use_vllm is None else config.use_vllm
     batch = config.batch_size
     if batch is None:
-        batch = VLLM_BATCH if use_vllm else (1 if family == "llava_next" else HF_BATCH)
+        batch = VLLM_BATCH if use_vllm else (1 if family in ONE_AT_A_TIME else HF_BATCH)
     return dataclasses.replace(config, use_vllm=use_vllm, batch_size=batch)
 
 
 def check_batch_size(family: str, config: EvalConfig) -> None:
-    """lmms-eval's LLaVA model answers one request at a time and asserts so at the first
-    generation (lmms_eval/models/chat/llava_hf.py: "Do not support batch_size_per_gpu > 1"),
-    after the model has loaded: refuse the setting before anything loads."""
-    if family == "llava_next" and not config.use_vllm and config.batch_size > 1:
+    """lmms-eval's LLaVA and InternVL models answer one request at a time and assert so at the
+    first generation, after the model has loaded: refuse the setting before anything loads."""
+    if family in ONE_AT_A_TIME and not config.use_vllm and config.batch_size > 1:
         raise EvalError(
-            f"batch_size {config.batch_size}: lmms-eval's llava_hf model generates one request at a time; "
-            "set batch_size=1 for LLaVA-NeXT checkpoints (or evaluate with --use-vllm on a GPU)"
+            f"batch_size {config.batch_size}: lmms-eval's {ONE_AT_A_TIME[family]} model generates one request "
+            f"at a time; set batch_size=1 for {family} checkpoints (or evaluate with --use-vllm on a GPU)"
         )
 
 
@@ -255,10 +271,12 @@ def score_samples(
                 and is_correct(parsed.answer, sample["target"], example.choices),
                 # False: the answer contradicts the conclusion the trace states; None: one is missing.
                 "agrees_with_trace": agrees_with_trace(parsed, example.choices),
+                # Whether the rules could read an answer of the asked kind (what a judge might still credit).
+                "readable": is_readable(parsed.answer, sample["target"], example.choices),
                 "completion_tokens": tokens,
                 "lmms_accuracy": sample.get("accuracy"),
                 "stock_score": stock_score(schema, parsed.answer, sample["target"], example.choices)
-                if schema
+                if schema in ("scienceqa", "iconqa")  # the benchmarks' own rules need a judge or differ
                 else None,
             }
         )
@@ -273,6 +291,8 @@ def metrics_from_samples(rows: list[dict[str, Any]]) -> dict[str, float]:
         "n": n,
         "accuracy": sum(r["correct"] for r in rows) / n if n else 0.0,
         "invalid_rate": sum(not r["valid"] for r in rows) / n if n else 0.0,
+        # Answers the rules could not read as the kind asked for (README: "Benchmarks").
+        "unreadable_rate": sum(not r.get("readable", True) for r in rows) / n if n else 0.0,
         # Questions whose answer contradicts its own trace's conclusion, over all questions.
         "inconsistent_rate": sum(r["agrees_with_trace"] is False for r in rows) / n if n else 0.0,
         "mean_completion_tokens": sum(tokens) / len(tokens) if tokens else None,
