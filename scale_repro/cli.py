@@ -451,7 +451,12 @@ def bench_command(
 
 @app.command("plan")
 def plan_command(
-    table: Annotated[int, typer.Option(help="Which table's matrix: 1, 2 or 3.")],
+    table: Annotated[int | None, typer.Option(help="Which table's matrix: 1, 2 or 3.")] = None,
+    experiment: Annotated[
+        str | None,
+        typer.Option(help="Or an experiment from configs/experiments/ (staged, ...) or a YAML path."),
+    ] = None,
+    model: Annotated[list[str] | None, typer.Option(help="Model(s) instead of the file's.")] = None,
     gpus: Annotated[
         int, typer.Option(help="GPUs per stage (ZeRO-2 shards gradients and optimizer over them).")
     ] = 8,
@@ -467,20 +472,33 @@ def plan_command(
     rollout_throughput: Annotated[float | None, typer.Option(help="GRPO rollout tokens/s per GPU.")] = None,
     out: Annotated[Path | None, typer.Option(help="Also write the plan as JSON.")] = None,
 ) -> None:
-    """Memory per GPU, tokens and GPU-hours of every training stage of a table, before renting GPUs."""
+    """Memory per GPU, tokens and GPU-hours of every stage of a table or an experiment, before renting GPUs."""
+    from scale_repro.experiments.planner import experiment_path
     from scale_repro.runs.rundir import atomic_write_json
     from scale_repro.sizing.gpu_plan import plan_table, render
 
-    if table not in (1, 2, 3):
+    if (table is None) == (experiment is None):
+        _fail("name one of --table (1, 2 or 3) or --experiment")
+    if table is not None and table not in (1, 2, 3):
         _fail(f"--table must be 1, 2 or 3, got {table}")
+    if experiment is not None and not experiment_path(None, experiment).is_file():
+        _fail(f"--experiment {experiment}: no such file ({experiment_path(None, experiment)})")
     for name, value in (("--gpus", gpus), ("--gpu-memory", gpu_memory), ("--samples", samples)):
         if value <= 0:
             _fail(f"{name} must be positive, got {value}")
     try:
         result = plan_table(
-            table, gpus, gpu_memory, samples, tokens_per_sample, train_throughput, rollout_throughput
+            table,
+            gpus,
+            gpu_memory,
+            samples,
+            tokens_per_sample,
+            train_throughput,
+            rollout_throughput,
+            experiment=experiment,
+            models=model,
         )
-    except _user_errors() as exc:
+    except (*_user_errors(), ValueError) as exc:
         _fail(str(exc))
     typer.echo(render(result), nl=False)
     if out:

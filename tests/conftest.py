@@ -8,7 +8,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-TINY = ("tiny-qwen2.5-vl", "tiny-gemma3", "tiny-llava-next")
+TINY = ("tiny-qwen2.5-vl", "tiny-gemma3", "tiny-llava-next", "tiny-qwen3-vl", "tiny-internvl")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,7 +15,7 @@ from scale_repro.stages.sft import SegmentCollator
 runner = CliRunner()
 ALL_TINY = [
     f"{name}{suffix}"
-    for name in ("tiny-qwen2.5-vl", "tiny-gemma3", "tiny-llava-next")
+    for name in ("tiny-qwen2.5-vl", "tiny-gemma3", "tiny-llava-next", "tiny-qwen3-vl", "tiny-internvl")
     for suffix in ("", "-real")
 ]
 
@@ -89,13 +89,24 @@ def test_real_geometry_costs_what_the_real_processors_do(tmp_path):
 
     costs = {
         name: ImageCost(AutoProcessor.from_pretrained(tiny_model_path(name)))((640, 480))
-        for name in ("tiny-qwen2.5-vl-real", "tiny-gemma3-real", "tiny-llava-next-real")
+        for name in (
+            "tiny-qwen2.5-vl-real",
+            "tiny-gemma3-real",
+            "tiny-llava-next-real",
+            "tiny-qwen3-vl-real",
+            "tiny-internvl-real",
+        )
     }
     # Qwen: 640x480 resized to 644x476 (multiples of 28) -> 23*17 = 391 image tokens in place of 1.
     assert costs["tiny-qwen2.5-vl-real"] == 390
     # Gemma-3: 256 soft tokens plus the begin/end-of-image wrappers the processor adds.
     assert 256 < costs["tiny-gemma3-real"] <= 262
     assert 1500 <= costs["tiny-llava-next-real"] <= 2500
+    # Qwen3-VL: 16-px patches merged 2 x 2, so one token per 32 x 32 pixels: 20 x 15 = 300 in place of 1.
+    assert costs["tiny-qwen3-vl-real"] == 299
+    # InternVL: 640x480 (4:3) cut into a 4 x 3 grid of 448-px tiles plus a thumbnail, 256 tokens a
+    # tile, inside <img> ... </img>: 13 x 256 + 2, in place of 1.
+    assert costs["tiny-internvl-real"] == 3329
 
 
 def _long_trace_data(tmp_path):

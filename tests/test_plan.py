@@ -37,6 +37,11 @@ def test_paper_shapes_give_the_lora_sizes_of_the_paper_models():
         "Qwen/Qwen2.5-VL-3B-Instruct": 36 * 16 * (2 * 4096 + 2 * 2304 + 3 * 13056),
         "google/gemma-3-4b-it": 34 * 16 * (2 * (2560 + 2048) + 2 * (2560 + 1024) + 3 * 12800),
         "llava-hf/llava-v1.6-mistral-7b-hf": 32 * 16 * (2 * 8192 + 2 * 5120 + 3 * 18432),
+        # The curriculum's backbones: Qwen3-8B-shaped and Qwen2.5-7B-shaped language models.
+        "Qwen/Qwen3-VL-8B-Instruct": 36 * 16 * (2 * 8192 + 2 * 5120 + 3 * 16384),
+        "Qwen/Qwen2.5-VL-7B-Instruct": 28 * 16 * (2 * 7168 + 2 * 4096 + 3 * 22528),
+        "OpenGVLab/InternVL3-8B-hf": 28 * 16 * (2 * 7168 + 2 * 4096 + 3 * 22528),
+        "OpenGVLab/InternVL3_5-8B-HF": 36 * 16 * (2 * 8192 + 2 * 5120 + 3 * 16384),
     }
 
 
@@ -141,3 +146,26 @@ def test_the_plan_counts_evaluation_and_totals():
     # Table 1: 30 evaluations, ScienceQA-IMG (2,017 questions) and IconQA (21,489) at 1,024 tokens each.
     assert "Evaluation: 30 runs, 352,590 questions, 361.1M generated tokens" in result.output
     assert "Total " in result.output and "training " in result.output and ", evaluation " in result.output
+
+
+def test_plan_covers_the_curriculum_on_each_backbone(tmp_path):
+    """`scale plan --experiment staged`: every GRPO stage at its max_steps x global batch 128
+    (2 per device x 8 accumulated x 8 GPUs), full fine-tuning, and the eight benchmarks' evaluations."""
+    import json
+
+    for model, parameters in [("qwen3-vl-8b", 8.767e9), ("internvl3-8b", 7.944e9)]:
+        out = tmp_path / f"{model}.json"
+        result = runner.invoke(app, ["plan", "--experiment", "staged", "--model", model, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        plan = json.loads(out.read_text())
+        assert plan["experiment"] == "staged" and plan["table"] is None
+        merged = next(s for s in plan["stages"] if s["run"].endswith(f"{model}/seed0/1-merged"))
+        assert (merged["parameters"], merged["lora"]) == (parameters, False)
+        # 930 steps x 128 completions of 3,072 prompt + 1,024 completion tokens.
+        assert merged["tokens"] == 930 * 128 * (3072 + 1024)
+        assert {e["task"] for e in plan["evaluations"]} == {
+            "mathvista", "mathvision", "mathverse", "wemath", "aokvqa", "realworldqa", "mmstar", "pope"
+        }  # fmt: skip
+        assert len(plan["evaluations"]) == 11 * 8  # every recipe (Base included) on every benchmark
+    refused = runner.invoke(app, ["plan", "--table", "1", "--experiment", "staged"])
+    assert refused.exit_code == 1 and "name one of --table (1, 2 or 3) or --experiment" in refused.output

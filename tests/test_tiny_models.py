@@ -11,6 +11,8 @@ EXPECTED_CLASS = {
     "tiny-qwen2.5-vl": "Qwen2_5_VLForConditionalGeneration",
     "tiny-gemma3": "Gemma3ForConditionalGeneration",
     "tiny-llava-next": "LlavaNextForConditionalGeneration",
+    "tiny-qwen3-vl": "Qwen3VLForConditionalGeneration",
+    "tiny-internvl": "InternVLForConditionalGeneration",
 }
 
 
@@ -67,7 +69,7 @@ def test_vendored_chat_templates_are_trls_copies_of_the_model_repos():
     from scale_repro.models.tiny import CHAT_TEMPLATES
 
     trl_templates = Path(trl.__file__).parent / "chat_templates"
-    for name in ("qwen2_5_vl", "gemma3", "llava_next"):
+    for name in ("qwen2_5_vl", "gemma3", "llava_next", "qwen3_vl"):  # internvl.jinja: transformers' own
         assert (CHAT_TEMPLATES / f"{name}.jinja").read_bytes() == (
             trl_templates / f"{name}.jinja"
         ).read_bytes()
@@ -83,6 +85,8 @@ def test_real_geometry_models_render_with_the_real_templates():
         ("tiny-qwen2.5-vl-real", "qwen2_5_vl"),
         ("tiny-gemma3-real", "gemma3"),
         ("tiny-llava-next-real", "llava_next"),
+        ("tiny-qwen3-vl-real", "qwen3_vl"),
+        ("tiny-internvl-real", "internvl"),
     ]:
         processor = AutoProcessor.from_pretrained(tiny_model_path(name))
         assert processor.chat_template == real_chat_template(family)

@@ -40,6 +40,7 @@ class Benchmark:
     image_column: str
     read: Callable[[dict[str, Any]], tuple[str, list[str] | None, str]]  # question, choices, reference
     source: str  # where the layout was checked
+    questions: int  # in the split scored (for `scale plan`)
 
 
 def _text(row: dict[str, Any], column: str) -> str:
@@ -121,33 +122,41 @@ BENCHMARKS: dict[str, Benchmark] = {
     "mathvista": Benchmark(
         "MathVista", "AI4Math/MathVista", "testmini", None, "decoded_image", read_mathvista,
         "lmms-eval tasks/mathvista/mathvista_testmini_*.yaml",
+        1000,  # AI4Math/MathVista card: testmini 1,000
     ),
     "mathvision": Benchmark(
         "MathVision", "MathLLMs/MathVision", "testmini", None, "decoded_image", read_mathvision,
         "lmms-eval tasks/mathvision/mathvision_testmini.yaml",
+        304,  # MathLLMs/MathVision card: testmini 304
     ),
     "mathverse": Benchmark(
         "MathVerse-VI", "CaraJ/MathVerse-lmmseval", "vision_intensive", "testmini_version_split", "image",
         read_mathverse, "lmms-eval tasks/mathverse/mathverse_testmini_vision_intensive.yaml",
+        788,  # 788 problems per version
     ),
     "wemath": Benchmark(
         "WeMath", "We-Math/We-Math", "testmini", None, "image_path", read_wemath,
         "lmms-eval tasks/wemath/reasoning/wemath_testmini_thinking.yaml",
+        1740,  # We-Math testmini 1,740
     ),
     "aokvqa": Benchmark(
         "A-OKVQA", "HuggingFaceM4/A-OKVQA", "validation", None, "image", read_aokvqa,
         "HuggingFaceM4/A-OKVQA dataset card; VLMEvalKit vlmeval/dataset/image_mcq.py (A-OKVQA, MCQ)",
+        1145,  # A-OKVQA validation 1,145
     ),
     "realworldqa": Benchmark(
         "RealWorldQA", "lmms-lab-encoder/RealWorldQA", "test", None, "image", read_realworldqa,
         "lmms-eval tasks/realworldqa/realworldqa.yaml",
+        765,  # RealWorldQA 765
     ),
     "mmstar": Benchmark(
         "MMStar", "Lin-Chen/MMStar", "val", None, "image", read_mmstar,
         "lmms-eval tasks/mmstar/_default_template_yaml",
+        1500,  # MMStar 1,500
     ),
     "pope": Benchmark(
         "POPE", "lmms-lab-encoder/POPE", "test", None, "image", read_pope, "lmms-eval tasks/pope/pope.yaml",
+        9000,  # POPE test 9,000
     ),
 }  # fmt: skip
 

@@ -134,6 +134,9 @@ class Experiment:
     # The paper's own figures shown beside ours, labelled as such: {source, accuracy: {recipe:
     # value}, deltas: {what: value}}; for the layout a real run gets, never compared as equals.
     published: dict[str, Any] = field(default_factory=dict)
+    # Curriculum experiments: averages over named sets of evaluations ({name: [evaluation, ...]}),
+    # reported beside every evaluation and "Overall" (all of them), as the paper reports its suite.
+    groups: dict[str, list[str]] = field(default_factory=dict)
     kind: str = "reproduce"  # reproduce | curriculum (evidence files have their own loader)
     description: str = ""
     recipes_from: str | None = None  # the file the recipes list was picked from
@@ -272,6 +275,11 @@ def load_experiment(path: str | Path, variables: dict[str, str] | None = None) -
             raise ValueError(f"{path}: datasets entry {index} needs name, train and task (or evaluate)")
     if not experiment.datasets and not experiment.evaluate:
         raise ValueError(f"{path}: name datasets (training data and task) or evaluate targets")
+    evaluation_names = [t.get("name") for t in experiment.evaluate]
+    for group, members in experiment.groups.items():
+        unknown = [m for m in members if m not in evaluation_names]
+        if unknown or not members:
+            raise ValueError(f"{path}: group {group!r} names no evaluation or unknown ones {unknown}")
     from scale_repro.data.sources import TEST_TASKS
 
     for track in experiment.tracks():

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from scale_repro.data.benchmarks import BENCHMARKS
+
 GIB = 1024**3
 CONTEXT_BYTES = 1.5 * GIB
 FRAGMENTATION = 1.10
@@ -151,7 +153,11 @@ def activation_bytes(shape: Shape, tokens: int, checkpointing: bool) -> float:
 
 # Questions of each benchmark's test split (lmms-lab/ScienceQA ScienceQA-IMG test, the dataset
 # card of lmms-lab/ICON-QA test: 21,489 examples), what an evaluation generates for.
-BENCHMARK_QUESTIONS = {"scienceqa": 2017, "iconqa": 21489}
+BENCHMARK_QUESTIONS = {
+    "scienceqa": 2017,
+    "iconqa": 21489,
+    **{name: bench.questions for name, bench in BENCHMARKS.items()},
+}
 
 
 @dataclass
@@ -235,20 +241,27 @@ def plan_stage(
     memory = model_states_bytes(shape.parameters, trainable, gpus)
     memory += activation_bytes(shape, micro * length, config.gradient_checkpointing)
     epochs = config.num_train_epochs if config.max_steps in (None, -1) else None
+    # A stage with max_steps trains that many global batches (per device x accumulation x GPUs);
+    # GRPO's per-device batch counts completions, so a batch holds that over num_generations prompts.
+    global_batch = micro * config.gradient_accumulation_steps * gpus
     if stage.kind == "sft":
-        steps_tokens = samples * per_sample * (epochs or 1)
+        seen = samples * epochs if epochs is not None else config.max_steps * global_batch
+        steps_tokens = seen * per_sample
         hours = steps_tokens / train_tps / 3600
     else:
         completion = config.max_completion_length / 2
         assumptions.append(f"completions average {completion:.0f} tokens (half of max_completion_length)")
-        rollouts = samples * (epochs or 1) * config.num_generations
+        if epochs is not None:
+            rollouts = samples * epochs * config.num_generations
+        else:
+            rollouts = config.max_steps * global_batch
         steps_tokens = rollouts * (per_sample + completion)
         hours = (rollouts * completion / rollout_tps + steps_tokens / train_tps) / 3600
         if config.use_vllm is not False:
             memory += config.vllm_gpu_memory_utilization * gpu_memory_gib * GIB
             assumptions.append(f"vLLM colocated, {config.vllm_gpu_memory_utilization:.0%} of the GPU")
     if epochs is None:
-        assumptions.append(f"max_steps {config.max_steps} ignored: one pass over {samples} samples")
+        assumptions.append(f"max_steps: steps x global batch {global_batch} ({gpus} GPUs), not --samples")
     memory = memory * FRAGMENTATION + CONTEXT_BYTES
     return StagePlan(
         stage.kind,
@@ -266,38 +279,41 @@ def plan_stage(
 
 
 def plan_table(
-    table: int,
+    table: int | None,
     gpus: int,
     gpu_memory_gib: float,
     samples: int,
     tokens_per_sample: float | None = None,
     train_tps: float | None = None,
     rollout_tps: float | None = None,
+    experiment: str | None = None,
+    models: list[str] | None = None,
 ) -> dict[str, Any]:
+    """The plan of a paper table (``table``) or of an experiment file (``experiment``: a name in
+    configs/experiments/ or a path; the staged curriculum, say), on its models or ``models``."""
+    import dataclasses
+
     from scale_repro.experiments.planner import experiment_path, load_experiment
     from scale_repro.experiments.planner import plan as plan_stages
 
-    experiment = load_experiment(experiment_path(table))
+    spec = load_experiment(experiment_path(table, experiment))
+    if models:
+        spec = dataclasses.replace(spec, models=list(models))
     train, rollout, source = throughputs(train_tps, rollout_tps)
-    planned = plan_stages(experiment, "runs")
+    planned = plan_stages(spec, "runs")
     stages = [s for s in planned if s.kind in ("sft", "grpo")]
     evaluations = [e for e in (plan_evaluation(s, rollout) for s in planned if s.kind == "eval") if e]
-    base = {s.run_dir: s.config.model for s in stages if s.kind == "sft"}
+    # The model each training chain starts from: an SFT stage's, or a first GRPO stage's own.
+    base: dict[Path, str] = {}
+    for s in stages:
+        base[s.run_dir] = base.get(s.needs[0], s.config.model) if s.needs else s.config.model
     rows = [
-        plan_stage(
-            s,
-            base[s.run_dir] if s.kind == "sft" else base[s.needs[0]],
-            gpus,
-            gpu_memory_gib,
-            samples,
-            tokens_per_sample,
-            train,
-            rollout,
-        )
+        plan_stage(s, base[s.run_dir], gpus, gpu_memory_gib, samples, tokens_per_sample, train, rollout)
         for s in stages
     ]
     return {
         "table": table,
+        "experiment": spec.name,
         "gpus": gpus,
         "gpu_memory_gib": gpu_memory_gib,
         "samples_per_stage": samples,
@@ -313,10 +329,11 @@ def plan_table(
 
 def render(result: dict[str, Any]) -> str:
     t = result["throughput"]
+    what = f"Table {result['table']}" if result["table"] else f"Experiment {result['experiment']}"
     runs = [str(Path(s["run"]).relative_to("runs")) for s in result["stages"]]
     width = max(len(r) for r in runs)
     lines = [
-        f"Table {result['table']} on {result['gpus']} GPU(s) of {result['gpu_memory_gib']:g} GiB, "
+        f"{what} on {result['gpus']} GPU(s) of {result['gpu_memory_gib']:g} GiB, "
         f"{result['samples_per_stage']:,} samples per stage; throughput per GPU {t['train_tokens_per_s']:,.0f} "
         f"train / {t['rollout_tokens_per_s']:,.0f} rollout tokens/s ({t['source']})",
         "",

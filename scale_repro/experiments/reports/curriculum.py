@@ -96,6 +96,63 @@ def summarise(spec: Experiment, rows: list[dict[str, Any]]) -> dict[str, Any]:
                             else {"mean": tokens.mean, "low": tokens.low, "high": tokens.high},
                         }
                     )
+    averages = group_averages(spec, rows)
+    return {"cells": cells + averages["cells"], "comparisons": comparisons + averages["comparisons"]}
+
+
+def group_averages(spec: Experiment, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each recipe's accuracy averaged over each group of evaluations and over all of them
+    ("Overall"), per seed (a seed counts where it has every evaluation of the group), then as
+    cells and paired comparisons with the baseline like a single evaluation's."""
+    names = [t["name"] for t in spec.evaluate]
+    groups = {**spec.groups, "Overall": names} if len(names) > 1 else {}
+    cells, comparisons = [], []
+
+    def averaged(model, recipe, members) -> dict[int, float]:
+        by_seed: dict[int, dict[str, float]] = {}
+        for r in rows:
+            if (r["model"], r["configuration"]) == (model, recipe) and r["dataset"] in members:
+                by_seed.setdefault(r["seed"], {})[r["dataset"]] = r["accuracy"]
+        return {seed: sum(v.values()) / len(v) for seed, v in by_seed.items() if len(v) == len(members)}
+
+    for model in spec.models:
+        for group, members in groups.items():
+            label = f"{group} average"
+            for recipe in spec.recipes:
+                accuracy = averaged(model, recipe, members)
+                mean, sd = mean_sd(list(accuracy.values()))
+                cells.append(
+                    {
+                        "model": model,
+                        "dataset": label,
+                        "recipe": recipe,
+                        "seeds": len(accuracy),
+                        "accuracy": mean,
+                        "accuracy_sd": sd,
+                        "mean_completion_tokens": None,
+                    }
+                )
+                if spec.baseline and recipe != spec.baseline:
+                    acc = paired_interval(accuracy, averaged(model, spec.baseline, members))
+                    comparisons.append(
+                        {
+                            "model": model,
+                            "dataset": label,
+                            "recipe": recipe,
+                            "baseline": spec.baseline,
+                            "accuracy": None
+                            if acc is None
+                            else {
+                                "n": acc.n,
+                                "mean": acc.mean,
+                                "low": acc.low,
+                                "high": acc.high,
+                                "text": acc.text(),
+                                "verdict": acc.verdict(),
+                            },
+                            "completion_tokens": None,
+                        }
+                    )
     return {"cells": cells, "comparisons": comparisons}
 
 
@@ -159,7 +216,21 @@ def render_published(spec: Experiment, summary: dict[str, Any]) -> list[str]:
         "",
     ]
     accuracy = published.get("accuracy") or {}
-    if accuracy:
+    if accuracy and all(isinstance(v, dict) for v in accuracy.values()):
+        # Per group of evaluations ({recipe: {group: value}}), beside this run's group averages.
+        columns = list(next(iter(accuracy.values())))
+        ours = {(c["recipe"], c["dataset"]): c["accuracy"] for c in summary["cells"]}
+        lines += [
+            "| recipe | " + " | ".join(f"{g}: paper | {g}: this run" for g in columns) + " |",
+            "|---|" + "---|---|" * len(columns),
+        ]
+        for recipe, values in accuracy.items():
+            cells = []
+            for group in columns:
+                mine = ours.get((recipe, f"{group} average"))
+                cells += [str(values.get(group, "")), "not run" if mine is None else f"{100 * mine:.1f}"]
+            lines.append(f"| {recipe} | " + " | ".join(cells) + " |")
+    elif accuracy:
         first = spec.evaluate[0]["name"] if spec.evaluate else None
         ours = {c["recipe"]: c["accuracy"] for c in summary["cells"] if c["dataset"] == first}
         lines += [f"| recipe | published accuracy | this run ({first}) |", "|---|---|---|"]
