@@ -267,3 +267,51 @@ def test_released_layout_presets_and_the_merged_pool(tmp_path, monkeypatch):
         ("visual-reasoning", "VisualReasoning-0"),
     ):
         assert [e.id for e in load_training_examples(f"capcurriculum-{name}").examples] == [expected]
+
+
+def test_group_averages_pair_recipes_by_seed_and_sit_beside_the_papers():
+    """Per seed, a recipe's average over a group of evaluations (a seed counts only with all of
+    them), its paired difference with the baseline, and the paper's group figures beside ours."""
+    from scale_repro.experiments.planner import Experiment
+    from scale_repro.experiments.reports.curriculum import render_published, summarise
+
+    spec = Experiment(
+        name="t",
+        models=["m"],
+        seeds=[0, 1],
+        recipes={"Merged": [], "Staged": []},
+        evaluate=[
+            {"name": "A", "task": "pope"},
+            {"name": "B", "task": "pope"},
+            {"name": "C", "task": "pope"},
+        ],
+        groups={"AB": ["A", "B"]},
+        baseline="Merged",
+        published={"source": "paper", "accuracy": {"Staged": {"AB": 60.0, "Overall": 55.0}}},
+    )
+    accuracy = {  # (recipe, seed) -> A, B, C
+        ("Merged", 0): (0.5, 0.7, 0.3),
+        ("Merged", 1): (0.4, 0.6, 0.2),
+        ("Staged", 0): (0.6, 0.8, 0.3),
+        ("Staged", 1): (0.6, 0.6, None),  # seed 1 misses C: left out of Overall, kept in AB
+    }
+    rows = [
+        {"model": "m", "configuration": recipe, "seed": seed, "dataset": name, "accuracy": value,
+         "mean_completion_tokens": 10.0, "unreadable_rate": 0.0}
+        for (recipe, seed), values in accuracy.items()
+        for name, value in zip("ABC", values, strict=True)
+        if value is not None
+    ]  # fmt: skip
+    summary = summarise(spec, rows)
+    cells = {(c["dataset"], c["recipe"]): c for c in summary["cells"]}
+    assert cells[("AB average", "Staged")]["accuracy"] == pytest.approx((0.7 + 0.6) / 2)
+    assert cells[("AB average", "Staged")]["seeds"] == 2
+    assert cells[("Overall average", "Staged")]["seeds"] == 1
+    assert cells[("Overall average", "Merged")]["accuracy"] == pytest.approx((0.5 + 0.4) / 2)
+    ab = next(c for c in summary["comparisons"] if c["dataset"] == "AB average")
+    assert ab["accuracy"]["n"] == 2 and ab["accuracy"]["mean"] == pytest.approx(
+        ((0.7 - 0.6) + (0.6 - 0.5)) / 2
+    )
+    table = "\n".join(render_published(spec, summary))
+    assert "| recipe | AB: paper | AB: this run | Overall: paper | Overall: this run |" in table
+    assert "| Staged | 60.0 | 65.0 | 55.0 | 56.7 |" in table

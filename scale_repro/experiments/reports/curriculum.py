@@ -32,6 +32,7 @@ def _rows(stages: list[Stage]) -> list[dict[str, Any]]:
                 **stage.config.labels,
                 "accuracy": metrics["accuracy"],
                 "invalid_rate": metrics["invalid_rate"],
+                "unreadable_rate": metrics.get("unreadable_rate"),
                 "mean_completion_tokens": metrics.get("mean_completion_tokens"),
                 "eval_dir": str(stage.run_dir),
             }
@@ -58,6 +59,7 @@ def summarise(spec: Experiment, rows: list[dict[str, Any]]) -> dict[str, Any]:
             for recipe in spec.recipes:
                 accuracy = per_seed(model, dataset, recipe, "accuracy")
                 length = per_seed(model, dataset, recipe, "mean_completion_tokens")
+                unreadable = per_seed(model, dataset, recipe, "unreadable_rate")
                 mean, sd = mean_sd(list(accuracy.values()))
                 cells.append(
                     {
@@ -68,6 +70,8 @@ def summarise(spec: Experiment, rows: list[dict[str, Any]]) -> dict[str, Any]:
                         "accuracy": mean,
                         "accuracy_sd": sd,
                         "mean_completion_tokens": mean_sd(list(length.values()))[0],
+                        # Answers the rules could not read (a judge might still credit them).
+                        "unreadable_rate": mean_sd(list(unreadable.values()))[0],
                     }
                 )
                 if spec.baseline and recipe != spec.baseline:
@@ -130,6 +134,7 @@ def group_averages(spec: Experiment, rows: list[dict[str, Any]]) -> dict[str, li
                         "accuracy": mean,
                         "accuracy_sd": sd,
                         "mean_completion_tokens": None,
+                        "unreadable_rate": None,
                     }
                 )
                 if spec.baseline and recipe != spec.baseline:
@@ -163,8 +168,8 @@ def render(spec: Experiment, summary: dict[str, Any], info: dict[str, Any]) -> s
         "",
         "## Accuracy (%) and mean completion length (tokens), mean over seeds",
         "",
-        "| model | evaluation | recipe | seeds | accuracy | tokens |",
-        "|---|---|---|---|---|---|",
+        "| model | evaluation | recipe | seeds | accuracy | tokens | unreadable (%) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in summary["cells"]:
         accuracy = (
@@ -174,8 +179,9 @@ def render(spec: Experiment, summary: dict[str, Any], info: dict[str, Any]) -> s
             + (f" ± {100 * c['accuracy_sd']:.1f}" if c["accuracy_sd"] is not None else "")
         )
         tokens = "" if c["mean_completion_tokens"] is None else f"{c['mean_completion_tokens']:.1f}"
+        unreadable = "" if c.get("unreadable_rate") is None else f"{100 * c['unreadable_rate']:.1f}"
         lines.append(
-            f"| {c['model']} | {c['dataset']} | {c['recipe']} | {c['seeds']} | {accuracy} | {tokens} |"
+            f"| {c['model']} | {c['dataset']} | {c['recipe']} | {c['seeds']} | {accuracy} | {tokens} | {unreadable} |"
         )
     if summary["comparisons"]:
         lines += [
