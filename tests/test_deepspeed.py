@@ -50,3 +50,33 @@ def test_zero2_sft_with_two_cpu_processes(tmp_path, tiny_paths, synth_dir):
     manifest = read_manifest(tmp_path / "run")
     assert manifest["status"] == "finished" and manifest["global_step"] == 2
     assert (tmp_path / "run" / "merged" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_zero2_sft_in_one_process_without_a_launcher(tmp_path, tiny_paths, synth_dir):
+    """`scale sft` with the ZeRO-2 config and no launcher (one GPU, or `scale bench`): DeepSpeed
+    finds no RANK / WORLD_SIZE and would fall back to MPI discovery (mpi4py, not installed); the
+    stage gives it a process group of one."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+    command = [
+        sys.executable,
+        "-m",
+        "scale_repro.cli",
+        "sft",
+        "--model",
+        "tiny-qwen2.5-vl",
+        "--data",
+        str(synth_dir),
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--max-steps",
+        "2",
+        "--set",
+        f"deepspeed={ROOT / 'configs' / 'deepspeed' / 'zero2.json'}",
+        "--set",
+        "per_device_train_batch_size=2",
+    ]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = read_manifest(tmp_path / "run")
+    assert manifest["status"] == "finished" and manifest["global_step"] == 2

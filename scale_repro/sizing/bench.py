@@ -102,7 +102,10 @@ def vision_patches(model_path: str, pixels: float) -> float:
 
     vision = getattr(AutoConfig.from_pretrained(model_path), "vision_config", None)
     patch = getattr(vision, "patch_size", None)
-    return pixels / patch**2 if patch else 0.0
+    if not patch:
+        return 0.0
+    height, width = patch if isinstance(patch, (list, tuple)) else (patch, patch)  # InternVL: (14, 14)
+    return pixels / (height * width)
 
 
 def peak_memory_gib() -> float:

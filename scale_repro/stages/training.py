@@ -244,10 +244,29 @@ def check_trl_section(config: TrainConfig, trl_class) -> None:
             raise ConfigError(f"trl.{key}: not a field of TRL's {trl_class.__name__} (see its documentation)")
 
 
+def single_process_rendezvous() -> None:
+    """DeepSpeed started without a launcher (`scale sft` on one GPU, `scale bench`) finds no
+    RANK / WORLD_SIZE and falls back to MPI discovery, which needs mpi4py: give it a process group
+    of one instead, as transformers' DeepSpeed guide does for a notebook ("Deployment in
+    Notebooks"). Under a launcher the variables are set already and nothing changes."""
+    if "WORLD_SIZE" in os.environ or "RANK" in os.environ:
+        return
+    import socket
+
+    with socket.socket() as probe:  # a free port for the one-process rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update(
+        RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+
+
 def trl_arguments(config: TrainConfig, trl_class, run_dir: Path, bf16: bool, **stage_settings: Any):
     """TRL's config for a stage: every field our config shares with ``trl_class`` as the config
     holds it, then ``config.trl``, then what the stage sets (``stage_settings`` last)."""
     names = trl_field_names(trl_class)
+    if config.deepspeed:
+        single_process_rendezvous()
     if "tensorboard" in config.report_to:
         # transformers' TensorBoardCallback reads its folder from the environment only (else it
         # nests one per date and host under the checkpoints): the run directory's tensorboard/.
