@@ -337,9 +337,16 @@ class EvalConfig:
     # How the model was trained to state its answer (GRPOConfig.answer_format): the prompt's
     # instruction and the parser follow it, as in training.
     answer_format: AnswerFormatName = "tags"
+    # Image budget in pixels for a pixel-budget processor (Qwen); None: the checkpoint's own (a
+    # trained run saves its recipe's). A paper model named by its short name is evaluated at its
+    # model recipe's budget, so the instruct model sees images as its trained runs do.
+    min_pixels: int | None = None
+    max_pixels: int | None = None
 
     def problems(self) -> list[tuple[str, str]]:
         found = [
+            ("min_pixels", _at_least(self.min_pixels, 1)),
+            ("max_pixels", _at_least(self.max_pixels, self.min_pixels or 1)),
             ("limit", _at_least(self.limit, 1, " question (leave it unset to evaluate all)")),
             ("max_new_tokens", _at_least(self.max_new_tokens, 1)),
             ("batch_size", _at_least(self.batch_size, 1)),
@@ -614,6 +621,11 @@ def load_config(
         recipes.insert(0, auto)
     tree: dict[str, Any] = {}
     sources: Sources = {}
+    if cls is EvalConfig and isinstance(model, str) and (own := model_recipe(model)) is not None:
+        # Of the model's training recipe, evaluation takes the image budget alone.
+        budget = {k: v for k, v in (read_yaml(own) or {}).items() if k in ("min_pixels", "max_pixels")}
+        _merge(tree, budget)
+        sources.update(dict.fromkeys(budget, f"recipe {own}"))
     if issubclass(cls, TrainConfig) and isinstance(model, str):
         inherited = inherit if inherit is not None else inherited_settings(model)
         if inherited:

@@ -23,7 +23,7 @@ out=results/bench/gpu_check
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) mode=cpu; shift ;;
-    --out) out=$2; shift 2 ;;
+    --out) [ $# -ge 2 ] || { echo "usage: scripts/gpu_check.sh [--cpu] [--out DIR]" >&2; exit 2; }; out=$2; shift 2 ;;
     *) echo "usage: scripts/gpu_check.sh [--cpu] [--out DIR]" >&2; exit 2 ;;
   esac
 done
@@ -68,5 +68,6 @@ fi
 step imports "$PY" -c "import torch, transformers, trl, peft, deepspeed, lmms_eval, scale_repro; print(torch.__version__, transformers.__version__, trl.__version__)"
 step build "$PY" -m scale_repro.cli models build "$model"
 step experiment "$PY" -m scale_repro.cli reproduce --experiment gpu-check --model "$model" "${launcher[@]}" --out "$out/experiment"
+rm -f "$bench_json"  # a failed bench must not leave an older result in the summary (or in `scale plan`)
 step bench "$PY" -m scale_repro.cli bench "${bench[@]}"
 "$PY" -m scale_repro.sizing.gpu_check "$steps" "$out/experiment" "$bench_json" "$out/gpu_check.json"

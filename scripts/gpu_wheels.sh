@@ -10,20 +10,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf wheels && mkdir wheels
-pip=(uvx --from pip pip)
-uv export --frozen --no-hashes --no-emit-project --no-header --no-annotate \
+UV=${UV:-uv}
+command -v "$UV" >/dev/null || UV="python3 -m uv"  # as the Makefile finds it
+pip=($UV tool run --from pip pip)
+$UV export --frozen --no-hashes --no-emit-project --no-header --no-annotate \
   | grep -E '^[A-Za-z0-9_.-]+==' | sed 's/ ;.*//' > wheels/lock.txt
 main='^(trl|peft|accelerate|lmms-eval|deepspeed)=='
 skip='^(torch|torchvision|transformers|triton|vllm|xformers|flashinfer|nvidia-|cuda-)'
 grep -E "$main" wheels/lock.txt | grep -v '^deepspeed' | xargs "${pip[@]}" download --quiet --no-deps -d wheels
 deepspeed=$(grep '^deepspeed==' wheels/lock.txt)
 "${pip[@]}" download --quiet --no-deps --no-binary :all: -d wheels/sdist "$deepspeed"
-DS_BUILD_OPS=0 uv build --quiet --wheel --no-build-isolation --python .venv/bin/python -o wheels wheels/sdist/*.tar.gz
+DS_BUILD_OPS=0 $UV build --quiet --wheel --no-build-isolation --python .venv/bin/python -o wheels wheels/sdist/*.tar.gz
 rm -rf wheels/sdist
 grep -Ev "$main|$skip" wheels/lock.txt | while read -r pin; do
+  # No pure-Python wheel: compiled (expected on the GPU machine) or source only; named in the list.
   "${pip[@]}" download --quiet --no-deps --only-binary :all: --platform any --python-version 3.11 -d wheels "$pin" \
-    >/dev/null 2>&1 || true  # compiled: expected on the GPU machine
+    >/dev/null 2>&1 || echo "$pin" >> wheels/not-included.txt
 done
+echo "not included (compiled or source only; the GPU machine must have them): $(wc -l < wheels/not-included.txt) pins, listed in wheels/not-included.txt"
 for wheel in wheels/*.whl; do
   name=$(basename "$wheel" | cut -d- -f1 | tr _ - | tr A-Z a-z)
   if ! echo "$name==" | grep -qE "$main" && [ "$(du -m "$wheel" | cut -f1)" -gt 3 ]; then
@@ -31,5 +35,5 @@ for wheel in wheels/*.whl; do
     rm "$wheel"
   fi
 done
-uv build --quiet --wheel -o wheels .
+$UV build --quiet --wheel -o wheels .
 echo "wheels: $(ls wheels/*.whl | wc -l) files, $(du -sm wheels | cut -f1) MiB in ./wheels"

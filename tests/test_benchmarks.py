@@ -198,3 +198,19 @@ def test_lmms_eval_reads_each_task_file_on_the_fixture(tmp_path, name):
     assert "\\boxed" in task.doc_to_text(docs[0])
     target = task.doc_to_target(docs[0])
     assert task.process_results(docs[0], [f"<think>.</think>\\boxed{{{target}}}"])["accuracy"] == 1.0
+
+
+def test_mathvista_asks_for_its_precision_and_lists_more_options_than_letters():
+    from scale_repro.data.benchmarks import benchmark_example
+    from scale_repro.stages.lmms_tasks import benchmarks as hooks
+
+    # precision 1.0 (float64 on the hub): one decimal place, as MathVista's own query hint asks.
+    assert hooks.mathvista_doc_to_text(ROWS["mathvista"][0]).startswith(
+        "What is the length of side a? (Unit: cm)\nAnswer with a number with 1 decimal place.\n"
+    )
+    six = dict(ROWS["mathvista"][1], choices=["1", "2", "3", "4", "5", "6"], answer="6")
+    example = benchmark_example("mathvista", six, 0, "x")
+    assert (example.choices, example.answer) == (None, "6")
+    assert "Choices: 1; 2; 3; 4; 5; 6" in example.question
+    assert hooks.mathvista_process_results(six, ["<think>.</think><answer>6</answer>"])["accuracy"] == 1.0
+    assert hooks.mathvista_process_results(six, ["<think>.</think><answer>5</answer>"])["accuracy"] == 0.0

@@ -57,7 +57,9 @@ def test_zero2_sft_in_one_process_without_a_launcher(tmp_path, tiny_paths, synth
     """`scale sft` with the ZeRO-2 config and no launcher (one GPU, or `scale bench`): DeepSpeed
     finds no RANK / WORLD_SIZE and would fall back to MPI discovery (mpi4py, not installed); the
     stage gives it a process group of one."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")
+    }
     command = [
         sys.executable,
         "-m",

@@ -368,3 +368,22 @@ def test_unset_batch_size_and_vllm_are_decided_per_model_and_machine():
     )  # lmms-eval's llava_hf takes one at a time
     explicit = load_config(EvalConfig, None, ["batch_size=4", "use_vllm=false"])
     assert effective_settings(explicit, "gemma3").batch_size == 4
+
+
+def test_evaluation_sees_images_at_the_training_budget(tiny_paths):
+    """A paper model named by its short name is evaluated at its model recipe's image budget (the
+    one its trained runs save); a set budget replaces the checkpoint's; a model without a pixel
+    budget refuses one before it loads."""
+    from scale_repro.stages.evaluate import lmms_model
+
+    base = load_config(EvalConfig, None, ["model=qwen3-vl-8b", "task=pope"])
+    assert (base.min_pixels, base.max_pixels) == (262144, 4194304)  # configs/models/qwen3-vl-8b.yaml
+    qwen = load_config(
+        EvalConfig, None, ["model=tiny-qwen2.5-vl", "use_vllm=false", "min_pixels=1024", "max_pixels=8192"]
+    )
+    _, args = lmms_model(str(tiny_paths["tiny-qwen2.5-vl"]), "qwen2_5_vl", qwen)
+    assert args.endswith(",min_pixels=1024,max_pixels=8192")
+    _, own = lmms_model(
+        str(tiny_paths["tiny-qwen2.5-vl"]), "qwen2_5_vl", load_config(EvalConfig, None, ["use_vllm=false"])
+    )
+    assert own.endswith(",min_pixels=4096,max_pixels=4096")  # the tiny checkpoint's own

@@ -101,7 +101,9 @@ def test_every_lmms_eval_task_file_loads_with_lmms_eval():
     from lmms_eval.utils import load_yaml_config
 
     tasks = sorted((PACKAGE / "stages" / "lmms_tasks").glob("*.yaml"))
-    assert len(tasks) == 4 + 2 * 8  # ScienceQA and IconQA, and the curriculum's eight benchmarks, each in two formats
+    assert (
+        len(tasks) == 4 + 2 * 8
+    )  # ScienceQA and IconQA, and the curriculum's eight benchmarks, each in two formats
     for path in tasks:
         config = load_yaml_config(str(path))
         assert callable(config["process_results"]) and config["task"] == path.stem

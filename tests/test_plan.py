@@ -149,8 +149,9 @@ def test_the_plan_counts_evaluation_and_totals():
 
 
 def test_plan_covers_the_curriculum_on_each_backbone(tmp_path):
-    """`scale plan --experiment staged`: every GRPO stage at its max_steps x global batch 128
-    (2 per device x 8 accumulated x 8 GPUs), full fine-tuning, and the eight benchmarks' evaluations."""
+    """`scale plan --experiment staged`: every GRPO stage at its max_steps x global batch 640
+    (2 per device x 40 accumulated x 8 GPUs), full fine-tuning, and the eight benchmarks' evaluations;
+    Qwen3-VL-8B's stages do not fit 80 GB GPUs beside colocated vLLM and the KL's reference model."""
     import json
 
     for model, parameters in [("qwen3-vl-8b", 8.767e9), ("internvl3-8b", 7.944e9)]:
@@ -161,11 +162,24 @@ def test_plan_covers_the_curriculum_on_each_backbone(tmp_path):
         assert plan["experiment"] == "staged" and plan["table"] is None
         merged = next(s for s in plan["stages"] if s["run"].endswith(f"{model}/seed0/1-merged"))
         assert (merged["parameters"], merged["lora"]) == (parameters, False)
-        # 930 steps x 128 completions of 3,072 prompt + 1,024 completion tokens.
-        assert merged["tokens"] == 930 * 128 * (3072 + 1024)
+        # 930 steps x 640 completions (EasyR1's 128 prompts x 5) of 3,072 prompt + 1,024 completion tokens.
+        assert merged["tokens"] == 930 * 640 * (3072 + 1024)
+        # KL 0.01 with full fine-tuning: the reference model's bf16 weights on every GPU too.
+        assert (
+            "beta 0.01: a reference model's forward pass and its bf16 weights on every GPU"
+            in merged["assumptions"]
+        )
         assert {e["task"] for e in plan["evaluations"]} == {
             "mathvista", "mathvision", "mathverse", "wemath", "aokvqa", "realworldqa", "mmstar", "pope"
         }  # fmt: skip
         assert len(plan["evaluations"]) == 11 * 8  # every recipe (Base included) on every benchmark
+    small = runner.invoke(
+        app, ["plan", "--experiment", "staged", "--gpu-memory", "80", "--out", str(tmp_path / "80.json")]
+    )
+    assert small.exit_code == 0 and not json.loads((tmp_path / "80.json").read_text())["all_fit"]
+    large = runner.invoke(
+        app, ["plan", "--experiment", "staged", "--gpu-memory", "141", "--out", str(tmp_path / "141.json")]
+    )
+    assert large.exit_code == 0 and json.loads((tmp_path / "141.json").read_text())["all_fit"]
     refused = runner.invoke(app, ["plan", "--table", "1", "--experiment", "staged"])
     assert refused.exit_code == 1 and "name one of --table (1, 2 or 3) or --experiment" in refused.output

@@ -50,22 +50,31 @@ def _text(row: dict[str, Any], column: str) -> str:
     return str(value).strip()
 
 
-def _letter_of(choices: list[str], answer: str, column: str) -> str:
-    """The letter of ``answer`` among ``choices`` (MathVista states the option's text)."""
-    if answer in choices and choices.index(answer) < len(LETTERS):
-        return LETTERS[choices.index(answer)]
-    raise ValueError(f"{column}: {answer!r} is none of the {len(choices)} choices")
+# MathVista's own hint of the answer's form (its ``query`` column says the same in its words), so a
+# float is given to the precision the reference has.
+MATHVISTA_FORMS = {
+    "integer": "Answer with an integer.",
+    "list": "Answer with a Python list.",
+}
 
 
 def read_mathvista(row):
     # lmms-eval tasks/mathvista/utils.py: question, choices (None for free_form), answer (the
-    # option's text for multi_choice), question_type, unit.
+    # option's text for multi_choice), question_type, answer_type, precision, unit.
     question, answer = _text(row, "question"), _text(row, "answer")
     if row.get("question_type") == "multi_choice":
         choices = [str(c) for c in row.get("choices") or []]
-        return question, choices, _letter_of(choices, answer, "answer")
+        if answer not in choices:
+            raise ValueError(f"answer: {answer!r} is none of the {len(choices)} choices")
+        return question, choices, answer
     unit = str(row.get("unit") or "").strip()
-    return (f"{question} (Unit: {unit})" if unit else question), None, answer
+    if unit:
+        question += f" (Unit: {unit})"
+    form = MATHVISTA_FORMS.get(str(row.get("answer_type")))
+    if row.get("answer_type") == "float" and row.get("precision") is not None:
+        places = int(row["precision"])
+        form = f"Answer with a number with {places} decimal place{'s' if places != 1 else ''}."
+    return (f"{question}\n{form}" if form else question), None, answer
 
 
 def read_mathvision(row):
@@ -93,7 +102,7 @@ def read_aokvqa(row):
     index = row.get("correct_choice_idx")
     if not isinstance(index, int) or not 0 <= index < len(choices):
         raise ValueError(f"correct_choice_idx: {index!r} is not an index into {len(choices)} choices")
-    return _text(row, "question"), choices, LETTERS[index]
+    return _text(row, "question"), choices, choices[index]
 
 
 # RealWorldQA's questions end with lmms-eval's answer instruction, which the answer format replaces.
@@ -176,6 +185,12 @@ def benchmark_example(name: str, row: dict[str, Any], index: int, where: str) ->
     image = row.get(benchmark.image_column)
     if image is None or image == "":
         raise DataError(where, record, benchmark.image_column, f"{benchmark.title} rows all have an image")
+    if choices and len(choices) > len(LETTERS):
+        # More options than letters (some MathVista questions): listed as they are; the reference
+        # is the option's text, compared as words or by value.
+        question, choices = f"{question}\nChoices: " + "; ".join(choices), None
+    elif choices and reference in choices:
+        reference = LETTERS[choices.index(reference)]  # the option's text as its letter
     return Example(
         id=record,
         images=[image],

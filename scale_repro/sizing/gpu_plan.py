@@ -256,7 +256,20 @@ def plan_stage(
         else:
             rollouts = config.max_steps * global_batch
         steps_tokens = rollouts * (per_sample + completion)
-        hours = (rollouts * completion / rollout_tps + steps_tokens / train_tps) / 3600
+        train_seconds = steps_tokens / train_tps
+        if config.beta > 0:
+            # The KL term's reference model: one more forward pass per sequence (a training step is
+            # about three), and, in full fine-tuning, a bf16 copy of the weights on every GPU (TRL
+            # loads it beside the policy; ZeRO-2 does not shard it; LoRA reads the base with its
+            # adapters off instead).
+            train_seconds *= 4 / 3
+            if not lora:
+                memory += 2 * shape.parameters
+            assumptions.append(
+                f"beta {config.beta}: a reference model's forward pass"
+                + ("" if lora else " and its bf16 weights on every GPU")
+            )
+        hours = (rollouts * completion / rollout_tps + train_seconds) / 3600
         if config.use_vllm is not False:
             memory += config.vllm_gpu_memory_utilization * gpu_memory_gib * GIB
             assumptions.append(f"vLLM colocated, {config.vllm_gpu_memory_utilization:.0%} of the GPU")

@@ -103,9 +103,9 @@ def lmms_model(path: str, family: str, config: EvalConfig, out: Path | None = No
     # Its Qwen model moves inputs to CUDA unless device_map names the device.
     args = f"pretrained={path},device={device},device_map={device}"
     if family in PIXEL_BUDGET:
-        # lmms-eval resizes Qwen images with its own pixel bounds; use the checkpoint's, so the
-        # model sees images at the resolution it was trained on.
-        bounds = qwen_pixel_bounds(path)
+        # lmms-eval resizes Qwen images with its own pixel bounds; use the config's or the
+        # checkpoint's, so the model sees images at the resolution it was trained on.
+        bounds = pixel_bounds(path, config)
         if bounds:
             args += f",min_pixels={bounds[0]},max_pixels={bounds[1]}"
     if family == "gemma3" and config.system_prompt:
@@ -124,7 +124,7 @@ def vllm_model_args(path: str, family: str, config: EvalConfig, out: Path | None
     """
     args = f"model={path},max_new_tokens={config.max_new_tokens},trust_remote_code=False,batch_size={config.batch_size}"
     if family in PIXEL_BUDGET:
-        bounds = qwen_pixel_bounds(path)
+        bounds = pixel_bounds(path, config)
         if bounds:
             args += f",min_image_pixels={bounds[0]},max_pixels={bounds[1]}"
     if family == "gemma3" and config.system_prompt and out is not None:
@@ -195,6 +195,14 @@ def check_vllm_ready() -> None:
             "--use-vllm needs CUDA and the vllm package (`make setup-gpu`); this machine has "
             f"{'no CUDA device' if not torch.cuda.is_available() else 'no vllm'}"
         )
+
+
+def pixel_bounds(path: str, config: EvalConfig) -> tuple[int, int] | None:
+    """The config's image budget where it sets one, else the checkpoint's."""
+    own_low, own_high = qwen_pixel_bounds(path) or (None, None)
+    low = config.min_pixels if config.min_pixels is not None else own_low
+    high = config.max_pixels if config.max_pixels is not None else own_high
+    return (low, high) if low is not None and high is not None else None
 
 
 def qwen_pixel_bounds(path: str) -> tuple[int, int] | None:
@@ -360,6 +368,11 @@ def run_eval(config: EvalConfig, force: bool = False) -> Path:
     # What "unset" means on this machine, for this model (the run's identity stays the config's).
     config = effective_settings(config, family)
     check_batch_size(family, config)
+    if family not in PIXEL_BUDGET and (config.min_pixels is not None or config.max_pixels is not None):
+        raise EvalError(
+            f"min_pixels / max_pixels: {family} checkpoints do not resize to a pixel budget "
+            "(Qwen's processors do); leave them unset for this model"
+        )
     # Our own loader checks the columns and tells which questions lmms-eval must answer.
     examples = load_test_examples(config.task, config.data, hub_id=config.hub_id).examples
     with run.running() as manifest:
