@@ -1,6 +1,7 @@
 """The staged curriculum's data: the released EasyR1 records, synthetic data per capability,
 and the difficulty order."""
 
+import dataclasses
 import json
 
 import pytest
@@ -287,7 +288,7 @@ def test_group_averages_pair_recipes_by_seed_and_sit_beside_the_papers():
         ],
         groups={"AB": ["A", "B"]},
         baseline="Merged",
-        published={"source": "paper", "accuracy": {"Staged": {"AB": 60.0, "Overall": 55.0}}},
+        published={"source": "paper", "model": "m", "accuracy": {"Staged": {"AB": 60.0, "Overall": 55.0}}},
     )
     accuracy = {  # (recipe, seed) -> A, B, C
         ("Merged", 0): (0.5, 0.7, 0.3),
@@ -315,3 +316,6 @@ def test_group_averages_pair_recipes_by_seed_and_sit_beside_the_papers():
     table = "\n".join(render_published(spec, summary))
     assert "| recipe | AB: paper | AB: this run | Overall: paper | Overall: this run |" in table
     assert "| Staged | 60.0 | 65.0 | 55.0 | 56.7 |" in table
+    other = render_published(dataclasses.replace(spec, published={**spec.published, "model": "x"}), summary)
+    assert "This run does not train x, the model these figures are for.\n" in other
+    assert "| Staged | 60.0 | not run | 55.0 | not run |" in "\n".join(other)

@@ -130,9 +130,11 @@ class DivergenceGuard(TrainerCallback):
 class WeightDrift(TrainerCallback):
     """``policy/weight_drift`` in every training log: how far the trained weights have moved from
     where this attempt started, as ||w - w0|| / ||w0|| over the trainable tensors (LoRA: the
-    adapters; full fine-tuning: every trained weight, its start kept on the CPU). A cheap stand-in
-    for the policy's KL from its start, which TRL logs as ``kl`` only with a reference model
-    (``beta`` > 0). A resumed attempt measures from its checkpoint."""
+    adapters, whose B starts at 0, so the ratio is against A's norm; full fine-tuning: every
+    trained weight). A cheap stand-in for the policy's KL from its start, which TRL logs as ``kl``
+    only with a reference model (``beta`` > 0). A resumed attempt measures from its checkpoint.
+    The first process alone keeps the start (on the CPU) and measures, tensor by tensor on the
+    weights' device; a tensor a ZeRO-3 shard leaves empty here is not counted."""
 
     KEY = "policy/weight_drift"
 
@@ -140,23 +142,27 @@ class WeightDrift(TrainerCallback):
         self.start: dict[str, torch.Tensor] = {}
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if model is not None:
+        if model is not None and state.is_world_process_zero:
             self.start = {
                 name: p.detach().to("cpu", copy=True)
                 for name, p in model.named_parameters()
-                if p.requires_grad
+                if p.requires_grad and p.numel() > 0
             }
 
+    @torch.no_grad()
     def on_log(self, args, state, control, logs=None, model=None, **kwargs):
         if logs is None or model is None or not self.start or "loss" not in logs:
             return
         moved = base = 0.0
         for name, p in model.named_parameters():
-            if name in self.start:
-                start = self.start[name].float()
-                moved += float((p.detach().float().cpu() - start).pow(2).sum())
-                base += float(start.pow(2).sum())
-        logs[self.KEY] = math.sqrt(moved / base) if base > 0 else math.sqrt(moved)
+            start = self.start.get(name)
+            if start is None or p.numel() != start.numel():
+                continue
+            start = start.to(p.device).float()
+            moved += float((p.detach().float() - start).pow(2).sum())
+            base += float(start.pow(2).sum())
+        if base > 0:
+            logs[self.KEY] = math.sqrt(moved / base)
 
 
 def trackers_last(trainer) -> None:

@@ -222,23 +222,28 @@ def render_published(spec: Experiment, summary: dict[str, Any]) -> list[str]:
         "",
     ]
     accuracy = published.get("accuracy") or {}
+    # The paper's figures are for one model (published.model): beside that model's results alone.
+    model = published.get("model")
+    cells = [c for c in summary["cells"] if model is None or c["model"] == model]
+    if model is not None and model not in spec.models:
+        lines.append(f"This run does not train {model}, the model these figures are for.\n")
     if accuracy and all(isinstance(v, dict) for v in accuracy.values()):
         # Per group of evaluations ({recipe: {group: value}}), beside this run's group averages.
         columns = list(next(iter(accuracy.values())))
-        ours = {(c["recipe"], c["dataset"]): c["accuracy"] for c in summary["cells"]}
+        ours = {(c["recipe"], c["dataset"]): c["accuracy"] for c in cells}
         lines += [
             "| recipe | " + " | ".join(f"{g}: paper | {g}: this run" for g in columns) + " |",
             "|---|" + "---|---|" * len(columns),
         ]
         for recipe, values in accuracy.items():
-            cells = []
+            row = []
             for group in columns:
                 mine = ours.get((recipe, f"{group} average"))
-                cells += [str(values.get(group, "")), "not run" if mine is None else f"{100 * mine:.1f}"]
-            lines.append(f"| {recipe} | " + " | ".join(cells) + " |")
+                row += [str(values.get(group, "")), "not run" if mine is None else f"{100 * mine:.1f}"]
+            lines.append(f"| {recipe} | " + " | ".join(row) + " |")
     elif accuracy:
         first = spec.evaluate[0]["name"] if spec.evaluate else None
-        ours = {c["recipe"]: c["accuracy"] for c in summary["cells"] if c["dataset"] == first}
+        ours = {c["recipe"]: c["accuracy"] for c in cells if c["dataset"] == first}
         lines += [f"| recipe | published accuracy | this run ({first}) |", "|---|---|---|"]
         for recipe, value in accuracy.items():
             mine = ours.get(recipe)
