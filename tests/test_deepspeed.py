@@ -17,18 +17,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_zero2_sft_with_two_cpu_processes(tmp_path, tiny_paths, synth_dir):
-    """The ZeRO-2 config drives a real 2-process DeepSpeed run (gloo on CPU), as on 8 GPUs."""
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
+def zero2_sft(tmp_path, synth_dir) -> list[str]:
+    """`scale sft` arguments: 2 steps of tiny-qwen2.5-vl with the ZeRO-2 config."""
+    return [
         "-m",
         "scale_repro.cli",
         "sft",
@@ -45,6 +36,14 @@ def test_zero2_sft_with_two_cpu_processes(tmp_path, tiny_paths, synth_dir):
         "--set",
         "per_device_train_batch_size=2",
     ]
+
+
+@pytest.mark.slow
+def test_zero2_sft_with_two_cpu_processes(tmp_path, tiny_paths, synth_dir):
+    """The ZeRO-2 config drives a real 2-process DeepSpeed run (gloo on CPU), as on 8 GPUs."""
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "OMP_NUM_THREADS": "1"}
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    command = [sys.executable, *launcher, *zero2_sft(tmp_path, synth_dir)]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = read_manifest(tmp_path / "run")
@@ -60,24 +59,7 @@ def test_zero2_sft_in_one_process_without_a_launcher(tmp_path, tiny_paths, synth
     env = {
         k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")
     }
-    command = [
-        sys.executable,
-        "-m",
-        "scale_repro.cli",
-        "sft",
-        "--model",
-        "tiny-qwen2.5-vl",
-        "--data",
-        str(synth_dir),
-        "--output-dir",
-        str(tmp_path / "run"),
-        "--max-steps",
-        "2",
-        "--set",
-        f"deepspeed={ROOT / 'configs' / 'deepspeed' / 'zero2.json'}",
-        "--set",
-        "per_device_train_batch_size=2",
-    ]
+    command = [sys.executable, *zero2_sft(tmp_path, synth_dir)]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = read_manifest(tmp_path / "run")

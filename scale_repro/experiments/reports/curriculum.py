@@ -40,6 +40,20 @@ def _rows(stages: list[Stage]) -> list[dict[str, Any]]:
     return rows
 
 
+def accuracy_interval(interval) -> dict[str, Any] | None:
+    """A paired accuracy interval as the summary stores it."""
+    if interval is None:
+        return None
+    return {
+        "n": interval.n,
+        "mean": interval.mean,
+        "low": interval.low,
+        "high": interval.high,
+        "text": interval.text(),
+        "verdict": interval.verdict(),
+    }
+
+
 def summarise(spec: Experiment, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean accuracy and completion length per recipe and evaluation, and each recipe minus the
     baseline paired by seed (accuracy in points, length in tokens)."""
@@ -85,16 +99,7 @@ def summarise(spec: Experiment, rows: list[dict[str, Any]]) -> dict[str, Any]:
                             "dataset": dataset,
                             "recipe": recipe,
                             "baseline": spec.baseline,
-                            "accuracy": None
-                            if acc is None
-                            else {
-                                "n": acc.n,
-                                "mean": acc.mean,
-                                "low": acc.low,
-                                "high": acc.high,
-                                "text": acc.text(),
-                                "verdict": acc.verdict(),
-                            },
+                            "accuracy": accuracy_interval(acc),
                             "completion_tokens": None
                             if tokens is None
                             else {"mean": tokens.mean, "low": tokens.low, "high": tokens.high},
@@ -145,16 +150,7 @@ def group_averages(spec: Experiment, rows: list[dict[str, Any]]) -> dict[str, li
                             "dataset": label,
                             "recipe": recipe,
                             "baseline": spec.baseline,
-                            "accuracy": None
-                            if acc is None
-                            else {
-                                "n": acc.n,
-                                "mean": acc.mean,
-                                "low": acc.low,
-                                "high": acc.high,
-                                "text": acc.text(),
-                                "verdict": acc.verdict(),
-                            },
+                            "accuracy": accuracy_interval(acc),
                             "completion_tokens": None,
                         }
                     )
