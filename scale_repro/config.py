@@ -143,8 +143,8 @@ class TrainConfig:
     # A step whose gradients hold NaN or inf: "stop" the run there (one line naming the step), or
     # "skip" it (no optimizer update; counted in the manifest and the log) and train on.
     nonfinite_steps: Literal["stop", "skip"] = "stop"
-    # Trackers that get every log entry as it is written, by transformers' names (TRACKERS):
-    # tensorboard (into RUN/tensorboard), trackio, wandb (WANDB_MODE=offline: no network), ...
+    # Trackers that get every log entry as it is written, by transformers' names (TRACKERS, or
+    # "all" installed, "none"): tensorboard (into RUN/tensorboard), trackio, wandb (WANDB_MODE=offline).
     report_to: list[str] = field(default_factory=list)
     trust_remote_code: bool = False
     # Free-form tags the report groups by (model, configuration, data set, seed).
@@ -196,7 +196,7 @@ class TrainConfig:
             ("min_pixels", _at_least(self.min_pixels, 1)),
             ("max_pixels", _at_least(self.max_pixels, self.min_pixels or 1)),
         ]
-        unknown = [name for name in self.report_to if name not in TRACKERS]
+        unknown = [name for name in self.report_to if name not in (*TRACKERS, "all", "none")]
         if unknown:
             found.append(("report_to", f"unknown tracker {unknown[0]!r}; choose from {', '.join(TRACKERS)}"))
         if self.deepspeed and not Path(self.deepspeed).is_file():

@@ -115,6 +115,8 @@ def test_trackers_are_transformers_own_and_checked_before_a_model_loads():
     from scale_repro.config import TRACKERS, ConfigError
 
     assert TRACKERS == tuple(INTEGRATION_TO_CALLBACK)
+    for accepted in ("all", "none", "tensorboard"):  # transformers' own words too
+        assert load_config(GRPOConfig, None, [f"report_to=[{accepted}]"]).report_to == [accepted]
     with pytest.raises(
         ConfigError,
         match=r"^--set report_to=\[tensorbord\]: report_to unknown tracker 'tensorbord'; choose from azure_ml, ",

@@ -267,7 +267,7 @@ def trl_arguments(config: TrainConfig, trl_class, run_dir: Path, bf16: bool, **s
     names = trl_field_names(trl_class)
     if config.deepspeed:
         single_process_rendezvous()
-    if "tensorboard" in config.report_to:
+    if "tensorboard" in config.report_to or "all" in config.report_to:
         # transformers' TensorBoardCallback reads its folder from the environment only (else it
         # nests one per date and host under the checkpoints): the run directory's tensorboard/.
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / TENSORBOARD_DIR)
