@@ -95,10 +95,13 @@ def test_hand_written_completions_score_exactly():
     rows = score_samples(samples, examples)
     assert [r["correct"] for r in rows] == [True, True, False, False, False]
     assert [r["valid"] for r in rows] == [True, True, False, False, False]
+    # An answer the rules could read as the kind asked for: none in the three invalid completions.
+    assert [r["readable"] for r in rows] == [True, True, False, False, False]
     assert metrics_from_samples(rows) == {
         "n": 5,
         "accuracy": 0.4,
         "invalid_rate": 0.6,
+        "unreadable_rate": 0.6,
         "inconsistent_rate": 0.0,
         "mean_completion_tokens": 30.0,
         "stock_accuracy": None,  # no test set schema given: lmms-eval's stock rule not applied
