@@ -151,6 +151,8 @@ def test_staged_and_merged_run_and_report_paired_by_seed(tmp_path, tiny_paths):
         2,
     )
     report = (tmp_path / "out" / "report" / "report.md").read_text()
+    assert "![grpo_diagnostics.png](grpo_diagnostics.png)" in report  # every GRPO run's diagnostics
+    assert (tmp_path / "out" / "report" / "grpo_diagnostics.png").stat().st_size > 0
     assert "## Each recipe minus Merged, paired by seed" in report
     # Rerunning finds every stage finished.
     again = runner.invoke(app, ["reproduce", "--experiment", str(path), "--out", str(tmp_path / "out")])

@@ -57,6 +57,7 @@ def plot_grpo_diagnostics(runs: str | Path, out: str | Path) -> list[str]:
     if len(logs) <= 8:
         axes.flat[0].legend(fontsize=5)
     fig.tight_layout()
+    Path(out).mkdir(parents=True, exist_ok=True)  # a report folder not written yet
     fig.savefig(Path(out) / FIGURE, dpi=120)
     plt.close(fig)
     return [FIGURE]
