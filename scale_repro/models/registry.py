@@ -94,11 +94,6 @@ def _tiny_path(name: str, seed: int) -> Path:
     return cache_dir() / "tiny" / f"{name}-seed{seed}-v{TINY_BUILD_VERSION}"
 
 
-def tiny_model_path_if_built(name: str, seed: int = 0) -> Path | None:
-    path = _tiny_path(name, seed)
-    return path if (path / "config.json").is_file() else None
-
-
 def perceiving_model_path(name: str, seed: int = 0) -> Path:
     """Where a tiny base that sees (:mod:`scale_repro.models.perceiving`) is cached."""
     return cache_dir() / "perceiving" / f"{name}-seed{seed}-v{TINY_BUILD_VERSION}.{PERCEIVING_BUILD_VERSION}"
@@ -109,7 +104,7 @@ def resolve_model(name: str, seed: int = 0) -> ResolvedModel:
         return ResolvedModel(name, PAPER_MODELS[name], "paper")
     if name in TINY_MODELS:
         spec = TINY_MODELS[name]
-        if spec.paper and not (path := tiny_model_path_if_built(name, seed)):
+        if spec.paper and not (_tiny_path(name, seed) / "config.json").is_file():
             import torch
 
             if not torch.cuda.is_available():
